@@ -1,0 +1,250 @@
+r"""Stage and terminal costs, composable with ``+`` and scalar ``*``.
+
+A cost is a weighted sum of *state terms* (functions of a layer's states, averaged
+over the data set: the empirical loss of the 2024 paper, Sec. 2.1) and *input terms*
+(functions of a layer's controls). Every term gives its per-sample value and its
+closed-form gradient with respect to the state, for numpy arrays and torch tensors;
+states may carry leading layer axes, ``x`` of shape (..., B, n) with labels (B,), so
+that the costs of all layers are evaluated in one call.
+
+Classification losses act on the first ``num_classes`` components of the state
+(Remark 4 of the 2024 paper): the output map "first C components" is built into them.
+
+Examples
+--------
+The 2024 paper's stage cost (17) and the 2025 paper's γ-weighted stage loss::
+
+    SoftCrossEntropy(num_classes=2, p_d=0.95) + InputPenalty(0.005)
+    0.02 * CrossEntropy(num_classes=10) + InputPenalty(5e-4)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _array, _checks
+
+
+class Cost:
+    """A weighted sum of state and input terms: ``terms`` is a tuple of (weight, term)."""
+
+    def __init__(self, terms):
+        self.terms = tuple(terms)
+
+    # --- composition --------------------------------------------------------------
+    def __add__(self, other):
+        if not isinstance(other, Cost):
+            return NotImplemented
+        return Cost(self.terms + other.terms)
+
+    def __mul__(self, scale):
+        scale = _checks.real("cost weight", scale, minimum=0.0)
+        return Cost(tuple((scale * w, t) for w, t in self.terms))
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return " + ".join(f"{w:g}*{t!r}" if w != 1 else repr(t) for w, t in self.terms)
+
+    @property
+    def state_terms(self):
+        return tuple((w, t) for w, t in self.terms if not isinstance(t, InputPenalty))
+
+    @property
+    def input_terms(self):
+        return tuple((w, t) for w, t in self.terms if isinstance(t, InputPenalty))
+
+    def find(self, kind):
+        """The first term of the given class, or None."""
+        return next((t for _, t in self.terms if isinstance(t, kind)), None)
+
+    # --- evaluation ---------------------------------------------------------------
+    def state_per_sample(self, x, labels):
+        """Σ w_i ℓ_i(x, y) per sample: shape x.shape[:-1]."""
+        total = 0.0
+        for weight, term in self.state_terms:
+            total = total + weight * term.per_sample(x, labels)
+        return total
+
+    def state_gradient(self, x, labels):
+        """∂/∂x of :meth:`state_per_sample`, per sample: shape x.shape."""
+        return self.state_per_sample_and_gradient(x, labels)[1]
+
+    def state_per_sample_and_gradient(self, x, labels):
+        """Both at once, sharing the softmax: (values x.shape[:-1], gradients x.shape)."""
+        value, grad = 0.0, None
+        for weight, term in self.state_terms:
+            v, g = term.per_sample_and_gradient(x, labels)
+            value = value + weight * v
+            grad = weight * g if grad is None else grad + weight * g
+        return value, grad
+
+    def input_coefficient(self) -> float:
+        """The total r of the input penalty r‖u‖² in this cost (0 if none)."""
+        return float(sum(w * t.weight for w, t in self.input_terms))
+
+    def check_state_dim(self, state_dim: int, argument: str) -> None:
+        for _, term in self.state_terms:
+            term.check_state_dim(state_dim, argument)
+
+
+class _Term(Cost):
+    """A single cost term; it is a Cost with weight 1 so that terms compose directly."""
+
+    def __init__(self):
+        super().__init__(((1.0, self),))
+
+    def check_state_dim(self, state_dim: int, argument: str) -> None:
+        needed = getattr(self, "num_classes", None) or getattr(self, "state_dim", None)
+        if needed is not None and state_dim < needed:
+            raise ValueError(f"{argument}: {self!r} needs a state with at least {needed} "
+                             f"components, got state_dim={state_dim}")
+
+
+class SoftCrossEntropy(_Term):
+    r"""Soft cross-entropy with offset, eq. (13) of the 2024 paper.
+
+    .. math::
+        \tilde\ell_f(x, y) = -\sum_{i=1}^{C} \tilde q(i|y)\log p(i|x) + \sum_i \tilde q(i|y)\log\tilde q(i|y)
+                           = \mathrm{KL}(\tilde q(y)\,\|\,\mathrm{softmax}(x)),
+
+    with smoothed targets :math:`\tilde q(y|y) = p_d`, :math:`\tilde q(i|y) = (1-p_d)/(C-1)`.
+    Its minimum is exactly 0, attained on the line
+    :math:`X^*_y = \{x: x_c = x_y + δ\ \forall c \ne y\}`, :math:`δ = -\log((C-1)p_d/(1-p_d))`
+    (Lemma 3). Requires :math:`1/C < p_d < 1` so that the correct class is the most likely one
+    and the minimiser is finite. Gradient: :math:`p(x) - \tilde q(y)`.
+    """
+
+    def __init__(self, *, num_classes: int, p_d: float):
+        self.num_classes = _checks.integer("num_classes", num_classes, minimum=2)
+        self.p_d = _checks.real("p_d", p_d, minimum=1.0 / self.num_classes, maximum=1.0,
+                                strict_min=True, strict_max=True)
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return f"SoftCrossEntropy(num_classes={self.num_classes}, p_d={self.p_d:g})"
+
+    @property
+    def off_target(self) -> float:
+        """Target probability of each wrong class, (1 - p_d)/(C - 1)."""
+        return (1.0 - self.p_d) / (self.num_classes - 1)
+
+    @property
+    def offset(self) -> float:
+        """δ = -log((C-1) p_d / (1-p_d)): the minimiser line has x_c = x_y + δ (Lemma 3)."""
+        return -math.log((self.num_classes - 1) * self.p_d / (1.0 - self.p_d))
+
+    @property
+    def target_entropy(self) -> float:
+        """H(q̃, q̃) = -Σ q̃ log q̃; the loss is the cross-entropy minus this."""
+        q = self.off_target
+        return -(self.p_d * math.log(self.p_d) + (self.num_classes - 1) * q * math.log(q))
+
+    def targets(self, labels, like):
+        """Smoothed target distributions q̃(y), shape (B, C)."""
+        hot = _array.one_hot(labels, self.num_classes, like)
+        return self.off_target + (self.p_d - self.off_target) * hot
+
+    def per_sample(self, x, labels):
+        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def gradient(self, x, labels):
+        return self.per_sample_and_gradient(x, labels)[1]
+
+    def per_sample_and_gradient(self, x, labels, gradient=True):
+        logits = x[..., : self.num_classes]
+        log_p, _ = _array.log_softmax_parts(logits)
+        targets = self.targets(labels, logits)
+        value = -_array.sum_last(targets * log_p) - self.target_entropy
+        if not gradient:
+            return value, None
+        grad = _array.zeros_like(x)
+        grad[..., : self.num_classes] = _array.exp(log_p) - targets
+        return value, grad
+
+
+class CrossEntropy(_Term):
+    r"""Cross-entropy with one-hot targets, eq. (7): :math:`\ell_f(x, y) = -\log p(y|x)`.
+
+    Its infimum 0 is not attained (Lemma 2): minimisers lie at infinity, which is why
+    it gives no strict dissipativity with a K∞ bound. Gradient: :math:`p(x) - e_y`.
+    """
+
+    def __init__(self, *, num_classes: int):
+        self.num_classes = _checks.integer("num_classes", num_classes, minimum=2)
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return f"CrossEntropy(num_classes={self.num_classes})"
+
+    def per_sample(self, x, labels):
+        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def gradient(self, x, labels):
+        return self.per_sample_and_gradient(x, labels)[1]
+
+    def per_sample_and_gradient(self, x, labels, gradient=True):
+        logits = x[..., : self.num_classes]
+        log_p, _ = _array.log_softmax_parts(logits)
+        hot = _array.one_hot(labels, self.num_classes, logits)
+        value = -_array.sum_last(hot * log_p)
+        if not gradient:
+            return value, None
+        grad = _array.zeros_like(x)
+        grad[..., : self.num_classes] = _array.exp(log_p) - hot
+        return value, grad
+
+
+class L2Tracking(_Term):
+    r"""Quadratic tracking :math:`\ell(x) = \|x - \bar x\|^2` of a designed steady state.
+
+    ``target`` is one state (n,) for all samples, or a table (C, n) of one target per
+    class, indexed by the labels (the setting of Faulwasser et al. 2021, Table 1 row 1).
+    Gradient: :math:`2(x - \bar x)`.
+    """
+
+    def __init__(self, target):
+        target = _checks.finite_array("target", target)
+        if target.ndim not in (1, 2):
+            _checks.fail("target", "a state (n,) or a per-class table (C, n)", target)
+        self.target = target
+        self.state_dim = target.shape[-1]
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return f"L2Tracking(target shape {self.target.shape})"
+
+    def check_state_dim(self, state_dim: int, argument: str) -> None:
+        if state_dim != self.state_dim:
+            raise ValueError(f"{argument}: {self!r} tracks states of dimension {self.state_dim}, "
+                             f"got state_dim={state_dim}")
+
+    def _difference(self, x, labels):
+        target = self.target if self.target.ndim == 1 else self.target[np.asarray(labels)]
+        if not _array.is_numpy(x):
+            import torch
+            target = torch.as_tensor(target, dtype=x.dtype, device=x.device)
+        return x - target
+
+    def per_sample(self, x, labels):
+        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def gradient(self, x, labels):
+        return 2.0 * self._difference(x, labels)
+
+    def per_sample_and_gradient(self, x, labels, gradient=True):
+        d = self._difference(x, labels)
+        return _array.sum_last(d * d), (2.0 * d if gradient else None)
+
+
+class InputPenalty(_Term):
+    r"""Input penalty (weight decay) :math:`r\|u_k\|^2` on each layer's controls."""
+
+    def __init__(self, weight: float):
+        self.weight = _checks.real("weight", weight, minimum=0.0)
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return f"InputPenalty({self.weight:g})"

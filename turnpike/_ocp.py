@@ -1,0 +1,95 @@
+r"""The training problem as a discrete-time optimal control problem.
+
+.. math::
+    \min_{u_0..u_{N-1}}\; J(u) = w_s \sum_{k=0}^{N-1} \ell(x_k, u_k) + w_f\, \ell_f(x_N)
+    \quad\text{s.t.}\quad x_{k+1} = f_k(x_k, u_k),\; x_0 = \text{inputs},
+
+where :math:`\ell(x_k, u_k) = \frac1D\sum_i \ell_x(x_k^i, y^i) + r\|u_k\|^2` is the stage
+cost (state terms averaged over the D samples, input terms on the layer's controls),
+:math:`\ell_f` the terminal cost, :math:`w_s` = ``stage_weight`` and :math:`w_f` =
+``terminal_weight``. The 2024 paper's OCP (5) is ``stage_weight=1, terminal_weight=γ``;
+the 2025 paper's stage-cost objective (3), :math:`\sum_k γ L(\hat y_k) + L(\hat y)`, is
+``stage_weight=γ, terminal_weight=1`` (or γ folded into the stage cost, ``γ * loss``).
+The horizon N is the depth of the system.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checks
+from ._costs import Cost, InputPenalty
+
+
+@dataclass(frozen=True, eq=False)
+class OCP:
+    system: object
+    inputs: np.ndarray            # (D, n) initial states x_0, one row per sample
+    labels: np.ndarray            # (D,) class indices (or any integer tag for tracking costs)
+    stage_cost: Cost | None = None
+    terminal_cost: Cost | None = None
+    stage_weight: float = 1.0
+    terminal_weight: float = 1.0
+
+    def __post_init__(self):
+        system = self.system
+        if not hasattr(system, "rollout") or not hasattr(system, "depth"):
+            _checks.fail("system", "a turnpike system (SingleLayerResNet, TwoLayerResNet, ...)", system)
+        inputs = _checks.finite_array("inputs", self.inputs, ndim=2)
+        if inputs.shape[1] != system.state_dim:
+            _checks.fail("inputs", f"shape (D, {system.state_dim}) to match the system's state_dim",
+                         inputs)
+        if inputs.shape[0] < 1:
+            _checks.fail("inputs", "at least one sample", inputs)
+        object.__setattr__(self, "inputs", inputs)
+        if self.stage_cost is None and self.terminal_cost is None:
+            raise ValueError("stage_cost, terminal_cost: expected at least one cost, got neither")
+        for name in ("stage_cost", "terminal_cost"):
+            cost = getattr(self, name)
+            if cost is not None and not isinstance(cost, Cost):
+                _checks.fail(name, "a turnpike cost (e.g. SoftCrossEntropy(...) + InputPenalty(r))", cost)
+            if cost is not None:
+                cost.check_state_dim(system.state_dim, name)
+        if self.terminal_cost is not None and self.terminal_cost.input_terms:
+            raise ValueError(f"terminal_cost: expected state terms only (there is no control u_N), "
+                             f"got {self.terminal_cost!r}")
+        object.__setattr__(self, "stage_weight", _checks.real("stage_weight", self.stage_weight, minimum=0.0))
+        object.__setattr__(self, "terminal_weight",
+                           _checks.real("terminal_weight", self.terminal_weight, minimum=0.0))
+        object.__setattr__(self, "labels", _checks.labels("labels", self.labels, count=inputs.shape[0],
+                                                          num_classes=self.num_classes))
+
+    @property
+    def depth(self) -> int:
+        return self.system.depth
+
+    @property
+    def num_classes(self) -> int | None:
+        """C of the classification loss in the costs (None for pure tracking problems)."""
+        for cost in (self.terminal_cost, self.stage_cost):
+            for _, term in (cost.terms if cost is not None else ()):
+                if hasattr(term, "num_classes"):
+                    return term.num_classes
+        return None
+
+    @property
+    def input_penalty(self) -> float:
+        """The r of w_s Σ_k r‖u_k‖² in J (stage weight included)."""
+        return self.stage_weight * self.stage_cost.input_coefficient() if self.stage_cost else 0.0
+
+    @property
+    def stage_state_cost(self) -> Cost | None:
+        """The stage cost without its input terms (None if it has no state terms)."""
+        if self.stage_cost is None or not self.stage_cost.state_terms:
+            return None
+        return Cost(self.stage_cost.state_terms)
+
+    def soft_cross_entropy(self):
+        """The SoftCrossEntropy term that defines the turnpike set X*_y, or None."""
+        from ._costs import SoftCrossEntropy
+        for cost in (self.stage_cost, self.terminal_cost):
+            term = cost.find(SoftCrossEntropy) if cost is not None else None
+            if term is not None:
+                return term
+        return None

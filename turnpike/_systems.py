@@ -1,0 +1,187 @@
+r"""Residual networks as discrete-time control systems.
+
+A system is the layer map :math:`x_{k+1} = f_k(x_k, u_k) = x_k + \tau F(x_k, u_k)`,
+k = 0..N-1, on a batch of states ``x`` of shape (B, n). The controls ``u_k`` (weights
+and biases of layer k) are *not* stored in the system: they live in one flat vector
+``theta`` so that optimisers, adjoint sweeps and checkpoints all handle a single
+array. ``theta`` is laid out field by field, each field stacked over the layers
+(``A1`` of every layer, then ``b1`` of every layer, ...), and :meth:`unpack` returns
+views of shape (N, *field_shape) into it. Systems work with numpy arrays and torch
+tensors alike, so the same code serves the fast adjoint engine and autograd.
+
+``step_size`` τ = 1 gives the ResNet; τ = T/N makes the rollout the explicit Euler
+discretisation of the neural ODE ẋ = F(x, u(t)) on [0, T].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import _array, _checks
+from ._activations import get_activation
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ResidualSystem:
+    state_dim: int
+    depth: int
+    step_size: float = 1.0
+    # (name, shape of one layer's block); filled by subclasses
+    fields: tuple = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self):
+        _checks.integer("state_dim", self.state_dim, minimum=1)
+        _checks.integer("depth", self.depth, minimum=1)
+        _checks.real("step_size", self.step_size, minimum=0.0, strict_min=True)
+
+    # --- parameter layout -------------------------------------------------------
+    @property
+    def layer_parameter_count(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.fields)
+
+    @property
+    def parameter_count(self) -> int:
+        return self.depth * self.layer_parameter_count
+
+    def unpack(self, theta) -> dict:
+        """Views ``{name: array of shape (N, *shape)}`` into the flat control vector."""
+        if tuple(theta.shape) != (self.parameter_count,):
+            raise ValueError(f"theta: expected a flat vector of {self.parameter_count} controls "
+                             f"for {self!r}, got shape {tuple(theta.shape)}")
+        views, start = {}, 0
+        for name, shape in self.fields:
+            size = self.depth * math.prod(shape)
+            views[name] = theta[start:start + size].reshape((self.depth, *shape))
+            start += size
+        return views
+
+    def pack(self, blocks: dict):
+        """Inverse of :meth:`unpack`: a flat vector from stacked per-field blocks."""
+        parts = [blocks[name].reshape(-1) for name, _ in self.fields]
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)
+        import torch
+        return torch.cat(parts)
+
+    def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
+        """Small random controls: every residual branch starts close to zero.
+
+        Near-zero branches make the untrained network the identity map (every state
+        a steady state) and, as the Demystifying paper argues for shortcut networks,
+        give a well-conditioned start. Each weight is N(0, (scale / sqrt(fan_in))^2),
+        biases start at zero.
+        """
+        blocks = {}
+        for name, shape in self.fields:
+            if len(shape) == 2:
+                blocks[name] = rng.normal(0.0, scale / math.sqrt(shape[1]), (self.depth, *shape))
+            else:
+                blocks[name] = np.zeros((self.depth, *shape))
+        return self.pack(blocks)
+
+    def control_norms(self, theta) -> np.ndarray:
+        """‖u_k‖ (Euclidean norm of all weights and biases of layer k), shape (N,)."""
+        blocks = self.unpack(np.asarray(theta, dtype=np.float64))
+        squares = sum((b.reshape(self.depth, -1) ** 2).sum(axis=1) for b in blocks.values())
+        return np.sqrt(squares)
+
+    # --- dynamics -----------------------------------------------------------------
+    def rollout(self, theta, x0):
+        """All states x_0..x_N for the batch ``x0`` (B, n): an array (N+1, B, n)."""
+        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
+            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
+        blocks = self.unpack(theta)
+        states = [x0]
+        for k in range(self.depth):
+            states.append(self.step(blocks, k, states[-1])[0])
+        return _array.stack(states)
+
+    def truncate(self, theta, depth: int):
+        """The first ``depth`` layers as a new (system, theta) pair; runs on its own."""
+        depth = _checks.integer("depth", depth, minimum=1)
+        if depth > self.depth:
+            _checks.fail("depth", f"at most the system depth {self.depth}", depth)
+        shorter = replace(self, depth=depth)
+        blocks = {name: b[:depth] for name, b in self.unpack(theta).items()}
+        return shorter, shorter.pack(blocks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SingleLayerResNet(_ResidualSystem):
+    r"""Architecture (1) of the 2024 paper: :math:`x_{k+1} = x_k + \tau\,σ(A_k x_k + b_k)`.
+
+    Controls per layer: ``A`` (n, n) and ``b`` (n,).
+    """
+
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        super().__post_init__()
+        get_activation(self.activation)
+        n = self.state_dim
+        object.__setattr__(self, "fields", (("A", (n, n)), ("b", (n,))))
+
+    def step(self, blocks, k, x):
+        sigma = get_activation(self.activation)
+        z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
+        a = sigma.value(z)
+        return x + self.step_size * a, (x, z, a)
+
+    def step_backward(self, blocks, grads, k, cache, costate):
+        """Accumulate ∂J/∂u_k into ``grads`` and return the costate part λ_{k+1} ∂f/∂x."""
+        x, z, a = cache
+        sigma = get_activation(self.activation)
+        g = costate * self.step_size if self.step_size != 1.0 else costate
+        if sigma.derivative is not None:
+            g = g * sigma.derivative(z, a)
+        grads["A"][k] = g.T @ x
+        grads["b"][k] = _array.sum_rows(g)
+        return costate + g @ blocks["A"][k]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwoLayerResNet(_ResidualSystem):
+    r"""Architecture (26) of the 2024 paper:
+    :math:`x_{k+1} = x_k + \tau\,σ_2(A_{k,2}\,σ_1(A_{k,1} x_k + b_{k,1}) + b_{k,2})`.
+
+    Controls per layer: ``A1`` (h, n), ``b1`` (h,), ``A2`` (n, h), ``b2`` (n,).
+    """
+
+    hidden_dim: int = 8
+    activations: tuple = ("tanh", "identity")
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.integer("hidden_dim", self.hidden_dim, minimum=1)
+        if len(tuple(self.activations)) != 2:
+            _checks.fail("activations", "a pair (σ1, σ2)", self.activations)
+        object.__setattr__(self, "activations", tuple(self.activations))
+        for position, name in zip(("activations[0]", "activations[1]"), self.activations):
+            get_activation(name, position)
+        n, h = self.state_dim, self.hidden_dim
+        object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
+
+    def step(self, blocks, k, x):
+        inner, outer = (get_activation(a) for a in self.activations)
+        z1 = x @ blocks["A1"][k].T + blocks["b1"][k]    # (B, h)
+        a1 = inner.value(z1)
+        z2 = a1 @ blocks["A2"][k].T + blocks["b2"][k]   # (B, n)
+        a2 = outer.value(z2)
+        return x + self.step_size * a2, (x, z1, a1, z2, a2)
+
+    def step_backward(self, blocks, grads, k, cache, costate):
+        x, z1, a1, z2, a2 = cache
+        inner, outer = (get_activation(a) for a in self.activations)
+        g2 = costate * self.step_size if self.step_size != 1.0 else costate   # (B, n)
+        if outer.derivative is not None:
+            g2 = g2 * outer.derivative(z2, a2)
+        grads["A2"][k] = g2.T @ a1
+        grads["b2"][k] = _array.sum_rows(g2)
+        g1 = g2 @ blocks["A2"][k]                                               # (B, h)
+        if inner.derivative is not None:
+            g1 = g1 * inner.derivative(z1, a1)
+        grads["A1"][k] = g1.T @ x
+        grads["b1"][k] = _array.sum_rows(g1)
+        return costate + g1 @ blocks["A1"][k]
