@@ -5,6 +5,7 @@ from ._optimizers import METHODS
 from ._solution import Network, Solution
 from ._solve import solve_ocp
 from ._systems import SingleLayerResNet, TwoLayerResNet
+from ._spirals_experiment import SpiralsConfig, run_spirals
 from ._activations import ACTIVATIONS
 from . import data, theory
 
@@ -12,5 +13,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "METHODS", "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "Network",
-    "SingleLayerResNet", "Solution", "SoftCrossEntropy", "TwoLayerResNet", "data", "solve_ocp", "theory",
+    "SingleLayerResNet", "Solution", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
+    "run_spirals", "solve_ocp", "theory",
 ]

@@ -1,0 +1,123 @@
+"""Command line: ``turnpike spirals ...``. All printing of the package happens here."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _int_list(text: str) -> list[int]:
+    values = []
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            low, high = part.split("-", 1)
+            values.extend(range(int(low), int(high) + 1))
+        else:
+            values.append(int(part))
+    return values
+
+
+def _spirals_parser(sub):
+    p = sub.add_parser("spirals", help="the two-spirals turnpike (2024 paper, Sec. 6)",
+                       description="Train architecture (26) on the two spirals with and without the "
+                                   "soft cross-entropy stage cost and report the turnpike.")
+    p.add_argument("--out", default="runs/spirals", help="run folder (default: runs/spirals)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seeds", type=_int_list, default=None,
+                   help="several seeds, e.g. 0-9 or 0,3,5: one sub-folder per seed and a summary table")
+    p.add_argument("--depth", type=int, default=None, help="number of residual layers N (default 30)")
+    p.add_argument("--method", default=None,
+                   help="optimiser(s), comma-separated and run in turn (default adam,lbfgs; "
+                        "choices: adam, sgd, lbfgs)")
+    p.add_argument("--steps", "--epochs", dest="steps", type=_int_list, default=None,
+                   help="steps per method, comma-separated (default 400,500)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of adam/sgd (default 0.02)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the run without stage cost")
+    p.add_argument("--no-plots", action="store_true", help="write no figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _config(args, seed):
+    from ._spirals_experiment import SpiralsConfig
+
+    config = SpiralsConfig(seed=seed)
+    if args.depth is not None:
+        config.depth = args.depth
+    if args.method is not None:
+        config.method = tuple(m.strip() for m in args.method.split(","))
+        config.options = ({},) * len(config.method)
+        config.steps = (500,) * len(config.method)
+    if args.steps is not None:
+        config.steps = tuple(args.steps)
+    if args.lr is not None:
+        config.options = tuple({"lr": args.lr} if m in ("adam", "sgd") else {} for m in config.method)
+    config.baseline = not args.no_baseline
+    config.__post_init__()
+    return config
+
+
+def _fmt(value, spec=".3f"):
+    return "-" if value is None else format(value, spec)
+
+
+def _row(name, m):
+    pruned = m.get("pruned") or {}
+    return (f"{name:<22} {_fmt(m['train_accuracy'])} {_fmt(m['test_accuracy'])} "
+            f"{str(m['turnpike_layer']):>9} {m['num_layers_in_Q_eps']:>5} {_fmt(m['control_norm_ratio'], '.3f'):>7} "
+            f"{str(pruned.get('depth', '-')):>6} {_fmt(pruned.get('test_accuracy')):>7} {m['train_time_s']:>7.2f}")
+
+
+HEADER = (f"{'run':<22} {'train':>5} {'test':>5} {'turnpike':>9} {'#Q_e':>5} {'|u| tp':>7} "
+          f"{'pruned':>6} {'p.test':>7} {'time s':>7}")
+
+
+def _spirals(args) -> int:
+    from ._spirals_experiment import run_spirals
+
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    out = Path(args.out)
+    rows = []
+    for seed in seeds:
+        folder = out if len(seeds) == 1 else out / f"seed-{seed}"
+        config = _config(args, seed)
+        started = time.perf_counter()
+        metrics = run_spirals(config, folder, plots=not args.no_plots, progress=not args.quiet)
+        rows.append((seed, metrics))
+        print(f"\nseed {seed}: ε = {metrics['eps']:.4f} (= {config.eps_fraction} × initial RMS distance "
+              f"to X*_y), {time.perf_counter() - started:.1f} s, run folder {folder}")
+        print(HEADER)
+        print(_row("with stage cost", metrics))
+        if "baseline" in metrics:
+            print(_row("baseline (no stage cost)", metrics["baseline"]))
+        if metrics["status"] not in ("converged", "max_steps"):
+            print(f"warning: {metrics['message']}", file=sys.stderr)
+    if len(seeds) > 1:
+        layers = [m["turnpike_layer"] for _, m in rows]
+        train = np.array([m["train_accuracy"] for _, m in rows])
+        test = np.array([m["test_accuracy"] for _, m in rows])
+        reached = [x for x in layers if x is not None]
+        print(f"\n{len(seeds)} seeds: train accuracy 100% on {int((train == 1).sum())}, "
+              f"test accuracy mean {test.mean():.3f} (min {test.min():.3f}), turnpike layer "
+              f"{'median ' + str(int(np.median(reached))) + ', max ' + str(max(reached)) if reached else 'never'}"
+              f" ({len(reached)}/{len(seeds)} reached)")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="turnpike", description="Turnpikes in residual networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _spirals_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return {"spirals": _spirals}[args.command](args)
+    except ValueError as error:  # bad input: say what is wrong, without a traceback
+        print(f"turnpike {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

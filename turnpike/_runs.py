@@ -1,0 +1,59 @@
+"""Run folders: config, seed, version and metrics, written atomically."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as JSON atomically: a killed run never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(_jsonable(data), stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def environment() -> dict:
+    """Versions that make a run reproducible or explain a difference."""
+    import scipy
+    import torch
+
+    from . import __version__
+
+    return {"turnpike": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "torch": torch.__version__, "machine": platform.machine(),
+            "cpu_count": os.cpu_count()}

@@ -1,0 +1,143 @@
+"""The two-spirals turnpike of the 2024 paper (Sec. 6, Figs. 2-4), as a reusable run.
+
+Two trainings of architecture (26) on the same data: the dissipative formulation
+(soft cross-entropy in the stage cost) and a baseline with the input penalty as the
+only stage cost. Both have the soft cross-entropy terminal cost with weight γ.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _checks
+from ._costs import InputPenalty, SoftCrossEntropy
+from ._ocp import OCP
+from ._runs import environment, write_json
+from ._solve import solve_ocp
+from ._systems import TwoLayerResNet
+from .data import two_spirals
+
+
+@dataclass
+class SpiralsConfig:
+    seed: int = 0
+    num_train: int = 480                 # the paper's training set size
+    num_test: int = 480
+    turns: float = 1.5                   # revolutions of each spiral
+    depth: int = 30                      # N
+    hidden_dim: int = 8                  # h
+    activations: tuple = ("tanh", "identity")
+    p_d: float = 0.95
+    input_penalty: float = 0.005         # r in r‖u_k‖²
+    terminal_weight: float = 3.0         # γ on the terminal cost (2024 convention)
+    method: tuple = ("adam", "lbfgs")
+    steps: tuple = (400, 500)
+    options: tuple = field(default_factory=lambda: ({"lr": 0.02}, {}))
+    init_scale: float = 0.1
+    eps_fraction: float = 0.1            # ε = eps_fraction × RMS distance of the inputs to X*_y
+    baseline: bool = True                # also train without the soft-CE stage cost
+
+    def __post_init__(self):
+        _checks.integer("seed", self.seed)
+        _checks.integer("depth", self.depth, minimum=1)
+        _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
+        self.method = tuple(self.method) if isinstance(self.method, (list, tuple)) else (self.method,)
+        if isinstance(self.steps, int):
+            self.steps = (self.steps,) * len(self.method)
+        self.steps = tuple(self.steps)
+        if isinstance(self.options, dict):
+            self.options = (self.options,) * len(self.method)
+        self.options = tuple(self.options)
+        if len(self.options) != len(self.method):  # options given for another method list
+            self.options = ({},) * len(self.method)
+
+
+def _problem(config: SpiralsConfig, inputs, labels, *, with_stage_cost: bool) -> OCP:
+    system = TwoLayerResNet(state_dim=2, hidden_dim=config.hidden_dim, depth=config.depth,
+                            activations=config.activations)
+    soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
+    stage = InputPenalty(config.input_penalty)
+    if with_stage_cost:
+        stage = soft + stage
+    return OCP(system, inputs, labels, stage_cost=stage, terminal_cost=soft,
+               stage_weight=1.0, terminal_weight=config.terminal_weight)
+
+
+def summarise(solution, eps: float) -> dict:
+    """The turnpike metrics of one trained network."""
+    norms = solution.control_norms()
+    layer = solution.turnpike_layer(eps)
+    inside = solution.turnpike_set(eps)
+    metrics = {
+        "train_accuracy": solution.accuracy("train"),
+        "test_accuracy": solution.accuracy("test"),
+        "objective": solution.objective,
+        "status": solution.status,
+        "message": solution.message,
+        "stage_cost_per_layer": solution.loss_per_layer("train"),
+        "test_stage_cost_per_layer": solution.loss_per_layer("test"),
+        "control_norm_per_layer": norms,
+        "distance_per_layer": solution.distance_to_turnpike("train"),
+        "test_distance_per_layer": solution.distance_to_turnpike("test"),
+        "accuracy_per_layer": solution.accuracy_per_layer("train"),
+        "test_accuracy_per_layer": solution.accuracy_per_layer("test"),
+        "turnpike_layer": layer,
+        "layers_in_Q_eps": inside,
+        "num_layers_in_Q_eps": int(inside.size),
+        "steps": int(solution.history["objective"].size),
+        "train_time_s": solution.wall_time_s,
+    }
+    if layer is not None and 0 < layer < solution.depth:
+        metrics["control_norm_ratio"] = float(norms[layer:].mean() / norms[:layer].mean())
+        pruned = solution.prune(layer)
+        metrics["pruned"] = {
+            "depth": layer,
+            "train_accuracy": float((pruned.predict(solution.ocp.inputs, 2) == solution.ocp.labels).mean()),
+            "test_accuracy": float((pruned.predict(_test_inputs(solution), 2) == solution.test_labels).mean()),
+        }
+    else:
+        metrics["control_norm_ratio"] = None
+        metrics["pruned"] = None
+    return metrics
+
+
+def _test_inputs(solution):
+    return solution.test_states[0]
+
+
+def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = None, *,
+                plots: bool = True, progress: bool = False) -> dict:
+    """Train with and without the soft-CE stage cost; return the metrics.
+
+    With ``out`` the run folder receives ``config.json``, ``metrics.json`` and, with
+    ``plots``, the figures; the solutions are returned under ``"solutions"`` as well.
+    """
+    config = config or SpiralsConfig()
+    start = time.perf_counter()
+    inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
+    test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
+    if out is not None:
+        out = Path(out)
+        write_json(out / "config.json", {"config": asdict(config), "seed": config.seed,
+                                         "environment": environment()})
+    solve = dict(method=config.method, steps=config.steps, options=config.options, seed=config.seed,
+                 init_scale=config.init_scale, test_data=test, progress=progress)
+    solution = solve_ocp(_problem(config, inputs, labels, with_stage_cost=True), **solve)
+    eps = config.eps_fraction * float(solution.distance_to_turnpike("train")[0])
+    metrics = {"eps": eps, **summarise(solution, eps)}
+    solutions = {"stage_cost": solution}
+    if config.baseline:
+        baseline = solve_ocp(_problem(config, inputs, labels, with_stage_cost=False), **solve)
+        metrics["baseline"] = summarise(baseline, eps)
+        solutions["baseline"] = baseline
+    metrics["wall_time_s"] = time.perf_counter() - start
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
+        if plots:
+            from ._plots import spirals_figures
+            metrics["figures"] = [str(p) for p in spirals_figures(solutions, eps, out)]
+    metrics["solutions"] = solutions
+    return metrics
