@@ -9,7 +9,10 @@ cost (state terms averaged over the D samples, input terms on the layer's contro
 :math:`\ell_f` the terminal cost, :math:`w_s` = ``stage_weight`` and :math:`w_f` =
 ``terminal_weight``. The 2024 paper's OCP (5) is ``stage_weight=1, terminal_weight=γ``;
 the 2025 paper's stage-cost objective (3), :math:`\sum_k γ L(\hat y_k) + L(\hat y)`, is
-``stage_weight=γ, terminal_weight=1`` (or γ folded into the stage cost, ``γ * loss``).
+``stage_weight=γ, terminal_weight=1``. ``stage_weight`` multiplies the whole stage cost,
+input penalty included; to weight only the loss, as the 2025 paper does (its weight decay
+is not scaled by γ), fold γ into the loss term instead:
+``stage_cost=γ * CrossEntropy(num_classes=C) + InputPenalty(r)`` with ``stage_weight=1``.
 The horizon N is the depth of the system.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks
-from ._costs import Cost, InputPenalty
+from ._costs import Cost
 
 
 @dataclass(frozen=True, eq=False)
