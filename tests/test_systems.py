@@ -119,9 +119,9 @@ def test_adjoint_gradient_matches_independent_autograd_reference(system, config)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("system", [s for s in ALL_SYSTEMS if not uses(s, "leaky_relu")], ids=system_id)
+@pytest.mark.parametrize("system", ALL_SYSTEMS, ids=system_id)
 def test_adjoint_gradient_matches_autograd_engine(system, config):
-    """The two engines of the library agree (leaky_relu: see the xfail tests below)."""
+    """The two engines of the library agree."""
     rng, inputs, labels, theta = random_problem(7, system)
     ocp = OCP(system, inputs, labels, **cost_configurations(rng)[config])
     value_adj, grad_adj = adjoint_objective(ocp, theta, ocp.inputs, ocp.labels)
@@ -131,11 +131,6 @@ def test_adjoint_gradient_matches_autograd_engine(system, config):
     assert _relative_error(grad_adj, grad_auto) < 1e-9
 
 
-LEAKY_BUG = ("BUG: leaky_relu's torch path computes 0.99 * (z > 0) on a bool tensor, which torch promotes "
-             "to float32, so the negative slope is 0.009999999776 instead of 0.01 on float64 tensors")
-
-
-@pytest.mark.xfail(strict=True, reason=LEAKY_BUG)
 def test_leaky_relu_torch_path_is_float64_exact():
     act = ACTIVATIONS["leaky_relu"]
     z = np.array([-3.0, -1.0, 0.5, 2.0])
@@ -144,7 +139,6 @@ def test_leaky_relu_torch_path_is_float64_exact():
     assert act.value(zt)[1].item() == -0.01
 
 
-@pytest.mark.xfail(strict=True, reason=LEAKY_BUG)
 def test_autograd_engine_matches_adjoint_on_negative_leaky_branch():
     """Every pre-activation negative: ∇_A J is proportional to the slope, so its error shows at 1e-9."""
     system = SingleLayerResNet(state_dim=3, depth=2, activation="leaky_relu")
@@ -213,9 +207,7 @@ def test_rollout_matches_reference_recursion(system):
     np.testing.assert_allclose(states, np.stack(expected), rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("system", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=LEAKY_BUG)) if uses(s, "leaky_relu") else s
-    for s in ALL_SYSTEMS[::3]], ids=system_id)
+@pytest.mark.parametrize("system", ALL_SYSTEMS[::3], ids=system_id)
 def test_torch_rollout_matches_numpy_rollout(system):
     _, inputs, _, theta = random_problem(1, system)
     states = system.rollout(theta, inputs)

@@ -35,11 +35,17 @@ class Activation:
         return f"Activation({self.name!r})"
 
 
+def _positive(z):
+    """1.0 where z > 0, in z's own dtype (torch would promote bool * float to float32)."""
+    positive = z > 0
+    return positive if isinstance(positive, (np.ndarray, np.generic, bool)) else positive.to(z.dtype)
+
+
 ACTIVATIONS = {
     "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a),
-    "relu": Activation("relu", lambda z: z * (z > 0), lambda z, a: (z > 0) * 1.0),
-    "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * (z > 0)),
-                             lambda z, a: 0.01 + 0.99 * (z > 0)),
+    "relu": Activation("relu", lambda z: z * _positive(z), lambda z, a: _positive(z) * 1.0),
+    "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * _positive(z)),
+                             lambda z, a: 0.01 + 0.99 * _positive(z)),
     "identity": Activation("identity", lambda z: z, None),
 }
 

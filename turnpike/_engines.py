@@ -82,6 +82,8 @@ def autograd_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.nd
     r = ocp.input_penalty
     if r > 0:
         value = value + r * (theta_t * theta_t).sum()
+    if not torch.is_tensor(value):  # no active term: J = 0 with zero gradient
+        return float(value), np.zeros_like(theta)
     value.backward()
     return float(value.detach()), theta_t.grad.cpu().numpy()
 

@@ -62,6 +62,11 @@ class OCP:
                            _checks.real("terminal_weight", self.terminal_weight, minimum=0.0))
         object.__setattr__(self, "labels", _checks.labels("labels", self.labels, count=inputs.shape[0],
                                                           num_classes=self.num_classes))
+        for cost in (self.stage_cost, self.terminal_cost):
+            for _, term in (cost.terms if cost is not None else ()):
+                table = getattr(term, "target", None)
+                if table is not None and table.ndim == 2:  # per-class targets are indexed by label
+                    _checks.labels("labels", self.labels, count=inputs.shape[0], num_classes=table.shape[0])
 
     @property
     def depth(self) -> int:

@@ -103,9 +103,10 @@ def run_lbfgs(objective, theta, steps, options, report):
 
     def callback(intermediate_result):  # scipy passes an OptimizeResult to this exact name
         value = float(intermediate_result.fun)
-        if not report(counter["step"], value, intermediate_result.x):
+        controls = intermediate_result.x.copy()   # scipy updates x in place afterwards
+        if not report(counter["step"], value, controls):
             raise _Stop
-        counter["theta"] = intermediate_result.x.copy()
+        counter["theta"] = controls
         counter["step"] += 1
 
     try:

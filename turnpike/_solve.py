@@ -22,7 +22,7 @@ def _as_sequence(value, count, name):
 
 def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
               initial_controls=None, init_scale=0.1, engine="auto", test_data=None,
-              threads="auto", progress=True, callback=None) -> Solution:
+              threads="auto", divergence_factor=1e6, progress=True, callback=None) -> Solution:
     """Solve the training OCP ``ocp`` and return a :class:`Solution`.
 
     Parameters
@@ -56,6 +56,9 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         evaluation of the spirals problem on a loaded 2-core machine), so "auto" uses one
         thread when a layer's work is small and leaves torch's setting alone otherwise;
         None never changes it.
+    divergence_factor : float
+        Divergence guard: the solve stops, keeping the last good controls, when the
+        objective is non-finite or exceeds this factor times its first value.
     progress : bool
         Show a tqdm progress bar.
     callback : callable, optional
@@ -70,6 +73,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                for m, o in zip(methods, _as_sequence(options, len(methods), "options"))]
     seed = _checks.integer("seed", seed)
     init_scale = _checks.real("init_scale", init_scale, minimum=0.0)
+    divergence_factor = _checks.real("divergence_factor", divergence_factor, minimum=1.0)
     _checks.choice("engine", engine, ("auto", "adjoint", "autograd"))
     system = ocp.system
     if engine == "auto":
@@ -135,27 +139,29 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         for m, n_steps, opts in zip(methods, steps, options):
             def report(step, value, controls, _name=m.name):
                 nonlocal total_steps
-                if not np.isfinite(value):
+                if not np.isfinite(value) or (history["objective"] and value > divergence_factor
+                                              * max(history["objective"][0], 1e-12)):
                     return False
                 last_good["theta"], last_good["step"] = controls, total_steps
                 history["step"].append(total_steps)
                 history["objective"].append(float(value))
                 history["method"].append(_name)
                 history["time_s"].append(time.perf_counter() - start)
+                if callback is not None and callback(total_steps, value, controls) is False:
+                    raise KeyboardInterrupt
                 total_steps += 1
                 if bar is not None:
                     bar.update(1)
                     if total_steps % 10 == 0:
                         bar.set_postfix(method=_name, J=f"{value:.4g}")
-                if callback is not None and callback(total_steps, value, controls) is False:
-                    raise KeyboardInterrupt
                 return True
 
             theta, status, message = m.run(objective, theta, n_steps, opts, report)
             if status == "stopped" or not np.all(np.isfinite(theta)):
                 status = "diverged"
                 theta = last_good["theta"]
-                message = (f"{m.name} diverged (non-finite objective) after step {last_good['step']}; "
+                message = (f"{m.name} diverged (non-finite or exploding objective) after step "
+                           f"{last_good['step']}; "
                            f"returned the last finite controls. Lower the learning rate "
                            f"(options={{'lr': ...}}) or init_scale, or use method='lbfgs'.")
                 break
