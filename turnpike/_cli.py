@@ -33,8 +33,9 @@ def _spirals_parser(sub):
                    help="optimiser(s), comma-separated and run in turn (default adam,lbfgs; "
                         "choices: adam, sgd, lbfgs)")
     p.add_argument("--steps", "--epochs", dest="steps", type=_int_list, default=None,
-                   help="steps per method, comma-separated (default 400,500)")
+                   help="steps per method, comma-separated (default 200,200)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of adam/sgd (default 0.02)")
+    p.add_argument("--turns", type=float, default=None, help="revolutions of each spiral (default 1.0)")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without stage cost")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,6 +48,8 @@ def _config(args, seed):
     config = SpiralsConfig(seed=seed)
     if args.depth is not None:
         config.depth = args.depth
+    if args.turns is not None:
+        config.turns = args.turns
     if args.method is not None:
         config.method = tuple(m.strip() for m in args.method.split(","))
         config.options = ({},) * len(config.method)

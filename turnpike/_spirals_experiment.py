@@ -26,7 +26,7 @@ class SpiralsConfig:
     seed: int = 0
     num_train: int = 480                 # the paper's training set size
     num_test: int = 480
-    turns: float = 1.5                   # revolutions of each spiral
+    turns: float = 1.0                   # revolutions of each spiral (see docs/spirals.md)
     depth: int = 30                      # N
     hidden_dim: int = 8                  # h
     activations: tuple = ("tanh", "identity")
@@ -34,7 +34,7 @@ class SpiralsConfig:
     input_penalty: float = 0.005         # r in r‖u_k‖²
     terminal_weight: float = 3.0         # γ on the terminal cost (2024 convention)
     method: tuple = ("adam", "lbfgs")
-    steps: tuple = (400, 500)
+    steps: tuple = (200, 200)
     options: tuple = field(default_factory=lambda: ({"lr": 0.02}, {}))
     init_scale: float = 0.1
     eps_fraction: float = 0.1            # ε = eps_fraction × RMS distance of the inputs to X*_y
