@@ -72,6 +72,7 @@ def summarise(solution, eps: float) -> dict:
     layer = solution.turnpike_layer(eps)
     inside = solution.turnpike_set(eps)
     metrics = {
+        "eps": eps,
         "train_accuracy": solution.accuracy("train"),
         "test_accuracy": solution.accuracy("test"),
         "objective": solution.objective,
@@ -89,6 +90,7 @@ def summarise(solution, eps: float) -> dict:
         "num_layers_in_Q_eps": int(inside.size),
         "steps": int(solution.history["objective"].size),
         "train_time_s": solution.wall_time_s,
+        "wall_time_s": solution.wall_time_s,   # the top level overwrites it with the whole run's
     }
     if layer is not None and 0 < layer < solution.depth:
         metrics["control_norm_ratio"] = float(norms[layer:].mean() / norms[:layer].mean())
@@ -127,7 +129,7 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
                  init_scale=config.init_scale, test_data=test, progress=progress)
     solution = solve_ocp(_problem(config, inputs, labels, with_stage_cost=True), **solve)
     eps = config.eps_fraction * float(solution.distance_to_turnpike("train")[0])
-    metrics = {"eps": eps, **summarise(solution, eps)}
+    metrics = summarise(solution, eps)
     solutions = {"stage_cost": solution}
     if config.baseline:
         baseline = solve_ocp(_problem(config, inputs, labels, with_stage_cost=False), **solve)
