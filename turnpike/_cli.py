@@ -45,22 +45,21 @@ def _spirals_parser(sub):
 def _config(args, seed):
     from ._spirals_experiment import SpiralsConfig
 
-    config = SpiralsConfig(seed=seed)
+    fields = {"seed": seed, "baseline": not args.no_baseline}
     if args.depth is not None:
-        config.depth = args.depth
+        fields["depth"] = args.depth
     if args.turns is not None:
-        config.turns = args.turns
+        fields["turns"] = args.turns
+    method = SpiralsConfig.method
     if args.method is not None:
-        config.method = tuple(m.strip() for m in args.method.split(","))
-        config.options = ({},) * len(config.method)
-        config.steps = (500,) * len(config.method)
+        method = fields["method"] = tuple(m.strip() for m in args.method.split(","))
+        fields["steps"] = (500,) * len(method)
+        fields["options"] = ({},) * len(method)
     if args.steps is not None:
-        config.steps = tuple(args.steps)
+        fields["steps"] = tuple(args.steps)
     if args.lr is not None:
-        config.options = tuple({"lr": args.lr} if m in ("adam", "sgd") else {} for m in config.method)
-    config.baseline = not args.no_baseline
-    config.__post_init__()
-    return config
+        fields["options"] = tuple({"lr": args.lr} if m in ("adam", "sgd") else {} for m in method)
+    return SpiralsConfig(**fields)
 
 
 def _fmt(value, spec=".3f"):

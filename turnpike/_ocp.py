@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks
-from ._costs import Cost
+from ._costs import Cost, SoftCrossEntropy
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +95,6 @@ class OCP:
 
     def soft_cross_entropy(self):
         """The SoftCrossEntropy term that defines the turnpike set X*_y, or None."""
-        from ._costs import SoftCrossEntropy
         for cost in (self.stage_cost, self.terminal_cost):
             term = cost.find(SoftCrossEntropy) if cost is not None else None
             if term is not None:
