@@ -96,6 +96,14 @@ class _Term(Cost):
     def __init__(self):
         super().__init__(((1.0, self),))
 
+    def per_sample(self, x, labels):
+        """ℓ(x_i, y_i) per sample: shape x.shape[:-1]."""
+        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def gradient(self, x, labels):
+        """∂ℓ(x_i, y_i)/∂x_i per sample: shape x.shape."""
+        return self.per_sample_and_gradient(x, labels)[1]
+
     def check_state_dim(self, state_dim: int, argument: str) -> None:
         needed = getattr(self, "num_classes", None) or getattr(self, "state_dim", None)
         if needed is not None and state_dim < needed:
@@ -147,12 +155,6 @@ class SoftCrossEntropy(_Term):
         hot = _array.one_hot(labels, self.num_classes, like)
         return self.off_target + (self.p_d - self.off_target) * hot
 
-    def per_sample(self, x, labels):
-        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
-
-    def gradient(self, x, labels):
-        return self.per_sample_and_gradient(x, labels)[1]
-
     def per_sample_and_gradient(self, x, labels, gradient=True):
         logits = x[..., : self.num_classes]
         log_p, _ = _array.log_softmax_parts(logits)
@@ -178,12 +180,6 @@ class CrossEntropy(_Term):
 
     def __repr__(self) -> str:
         return f"CrossEntropy(num_classes={self.num_classes})"
-
-    def per_sample(self, x, labels):
-        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
-
-    def gradient(self, x, labels):
-        return self.per_sample_and_gradient(x, labels)[1]
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
         logits = x[..., : self.num_classes]
@@ -227,12 +223,6 @@ class L2Tracking(_Term):
             import torch
             target = torch.as_tensor(target, dtype=x.dtype, device=x.device)
         return x - target
-
-    def per_sample(self, x, labels):
-        return self.per_sample_and_gradient(x, labels, gradient=False)[0]
-
-    def gradient(self, x, labels):
-        return 2.0 * self._difference(x, labels)
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
         d = self._difference(x, labels)
