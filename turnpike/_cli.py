@@ -109,13 +109,32 @@ def _spirals(args) -> int:
     return 0
 
 
+# command name -> (module that defines add_parser(subparsers) and run(args)); modules are
+# imported lazily so that `turnpike spirals` does not pay for torchdiffeq or cvxpy imports
+COMMANDS = {
+    "spirals": "turnpike._cli",
+}
+
+
+def add_parser(sub):
+    return _spirals_parser(sub)
+
+
+def run(args):
+    return _spirals(args)
+
+
 def main(argv=None) -> int:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="turnpike", description="Turnpikes in residual networks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _spirals_parser(sub)
+    modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
+    for module in dict.fromkeys(modules.values()):
+        module.add_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"spirals": _spirals}[args.command](args)
+        return modules[args.command].run(args)
     except ValueError as error:  # bad input: say what is wrong, without a traceback
         print(f"turnpike {args.command}: error: {error}", file=sys.stderr)
         return 2

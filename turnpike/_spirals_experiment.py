@@ -98,16 +98,12 @@ def summarise(solution, eps: float) -> dict:
         metrics["pruned"] = {
             "depth": layer,
             "train_accuracy": float((pruned.predict(solution.ocp.inputs, 2) == solution.ocp.labels).mean()),
-            "test_accuracy": float((pruned.predict(_test_inputs(solution), 2) == solution.test_labels).mean()),
+            "test_accuracy": float((pruned.predict(solution.test_states[0], 2) == solution.test_labels).mean()),
         }
     else:
         metrics["control_norm_ratio"] = None
         metrics["pruned"] = None
     return metrics
-
-
-def _test_inputs(solution):
-    return solution.test_states[0]
 
 
 def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = None, *,
