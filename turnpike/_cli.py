@@ -109,8 +109,9 @@ def _spirals(args) -> int:
     return 0
 
 
-# command name -> (module that defines add_parser(subparsers) and run(args)); modules are
-# imported lazily so that `turnpike spirals` does not pay for torchdiffeq or cvxpy imports
+# command name -> module that defines add_parser(subparsers) and run(args). Every module is
+# imported to build the parser, so command modules keep heavy imports (torchdiffeq, cvxpy)
+# inside run(): `turnpike spirals` should not pay for them.
 COMMANDS = {
     "spirals": "turnpike._cli",
 }
