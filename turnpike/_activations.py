@@ -36,14 +36,17 @@ class Activation:
 
 
 def _positive(z):
-    """1.0 where z > 0, in z's own dtype (torch would promote bool * float to float32)."""
+    """1.0 where z > 0, else 0.0, in z's own dtype: a bool mask times a float would promote
+    float32 arrays to float64 in numpy, and float64 tensors to float32 in torch."""
     positive = z > 0
-    return positive if isinstance(positive, (np.ndarray, np.generic, bool)) else positive.to(z.dtype)
+    if isinstance(positive, (np.ndarray, np.generic)):
+        return positive.astype(np.result_type(z, np.float32))
+    return positive if isinstance(positive, bool) else positive.to(z.dtype)
 
 
 ACTIVATIONS = {
     "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a),
-    "relu": Activation("relu", lambda z: z * _positive(z), lambda z, a: _positive(z) * 1.0),
+    "relu": Activation("relu", lambda z: z * _positive(z), lambda z, a: _positive(z)),
     "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * _positive(z)),
                              lambda z, a: 0.01 + 0.99 * _positive(z)),
     "identity": Activation("identity", lambda z: z, None),

@@ -114,6 +114,8 @@ def _spirals(args) -> int:
 # inside run(): `turnpike spirals` should not pay for them.
 COMMANDS = {
     "spirals": "turnpike._cli",
+    "node-spirals": "turnpike._cli_node",
+    "mnist": "turnpike._cli_mnist",
 }
 
 

@@ -88,4 +88,13 @@ def autograd_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.nd
     return float(value.detach()), theta_t.grad.cpu().numpy()
 
 
-ENGINES = {"adjoint": adjoint_objective, "autograd": autograd_objective}
+def system_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
+    """J and gradient evaluated by the system itself: ``ocp.system.objective(ocp, θ, inputs, labels)``.
+
+    For systems whose objective is not a sum over layers, e.g. :class:`turnpike.NeuralODE`,
+    whose running cost is an integral computed inside one ODE solve (OCP (20)).
+    """
+    return ocp.system.objective(ocp, theta, inputs, labels)
+
+
+ENGINES = {"adjoint": adjoint_objective, "autograd": autograd_objective, "system": system_objective}

@@ -1,12 +1,14 @@
 """Optimisation methods on the flat control vector, chosen by name from a registry.
 
-Each method minimises ``objective(theta, step) -> (J, ∇J)`` over a float64 vector.
-``step`` tells mini-batch methods which batch to use; full-batch methods ignore it.
-A method calls ``report(step, J, theta)`` once per step; ``report`` returns False to
-stop early (divergence guard, user interrupt), and the method then returns.
+First-order methods (Adam, SGD) are *steppers*: objects that turn a gradient into an
+update and whose state (moments, velocity) can be saved and restored, so that
+``solve_ocp`` can checkpoint between steps and resume a killed run exactly. L-BFGS
+runs as one scipy call over the full batch (``run``); it is checkpointed only when it
+ends.
 
-Methods return ``(theta, status, message)``; ``status`` is one of ``"converged"``,
-``"max_steps"``, ``"diverged"`` or ``"stalled"``.
+Every method minimises ``objective(theta, step) -> (J, ∇J)``; ``step`` tells
+mini-batch methods which batch to use. ``report(step, J, theta)`` is called once per
+step and returns False to stop (divergence guard, callback).
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from . import _checks
 @dataclass(frozen=True)
 class Method:
     name: str
-    run: Callable
     defaults: dict
     minibatch: bool
     description: str
+    stepper: type | None = None      # first-order methods
+    run: Callable | None = None      # methods that own their loop (L-BFGS)
 
 
 def _learning_rate(options: dict, step: int, steps: int) -> float:
@@ -48,39 +51,51 @@ def _check_schedule(options: dict) -> None:
     _checks.integer("options['warmup_steps']", options["warmup_steps"], minimum=0)
 
 
-def run_adam(objective, theta, steps, options, report):
+class AdamStepper:
     """Adam (Kingma & Ba 2014) with bias correction and a learning-rate schedule."""
-    _check_schedule(options)
-    beta1, beta2, eps = options["beta1"], options["beta2"], options["eps"]
-    mean = np.zeros_like(theta)
-    second = np.zeros_like(theta)
-    for step in range(steps):
-        value, gradient = objective(theta, step)
-        if not report(step, value, theta):
-            return theta, "stopped", f"stopped at step {step}"
-        mean *= beta1
-        mean += (1.0 - beta1) * gradient
-        second *= beta2
-        second += (1.0 - beta2) * gradient * gradient
-        lr = _learning_rate(options, step, steps)
+
+    def __init__(self, theta, steps: int, options: dict):
+        _check_schedule(options)
+        self.options, self.steps = options, steps
+        self.mean = np.zeros_like(theta)
+        self.second = np.zeros_like(theta)
+
+    def update(self, theta, gradient, step: int):
+        beta1, beta2 = self.options["beta1"], self.options["beta2"]
+        self.mean *= beta1
+        self.mean += (1.0 - beta1) * gradient
+        self.second *= beta2
+        self.second += (1.0 - beta2) * gradient * gradient
+        lr = _learning_rate(self.options, step, self.steps)
         corrected_lr = lr * math.sqrt(1.0 - beta2 ** (step + 1)) / (1.0 - beta1 ** (step + 1))
-        theta = theta - corrected_lr * mean / (np.sqrt(second) + eps)
-    return theta, "max_steps", f"finished {steps} Adam steps"
+        return theta - corrected_lr * self.mean / (np.sqrt(self.second) + self.options["eps"])
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "second": self.second}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.second = state["mean"].copy(), state["second"].copy()
 
 
-def run_sgd(objective, theta, steps, options, report):
+class SGDStepper:
     """Stochastic gradient descent with (optionally Nesterov) momentum."""
-    _check_schedule(options)
-    momentum = options["momentum"]
-    velocity = np.zeros_like(theta)
-    for step in range(steps):
-        value, gradient = objective(theta, step)
-        if not report(step, value, theta):
-            return theta, "stopped", f"stopped at step {step}"
-        velocity = momentum * velocity + gradient
-        direction = gradient + momentum * velocity if options["nesterov"] else velocity
-        theta = theta - _learning_rate(options, step, steps) * direction
-    return theta, "max_steps", f"finished {steps} SGD steps"
+
+    def __init__(self, theta, steps: int, options: dict):
+        _check_schedule(options)
+        self.options, self.steps = options, steps
+        self.velocity = np.zeros_like(theta)
+
+    def update(self, theta, gradient, step: int):
+        momentum = self.options["momentum"]
+        self.velocity = momentum * self.velocity + gradient
+        direction = gradient + momentum * self.velocity if self.options["nesterov"] else self.velocity
+        return theta - _learning_rate(self.options, step, self.steps) * direction
+
+    def state_dict(self) -> dict:
+        return {"velocity": self.velocity}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.velocity = state["velocity"].copy()
 
 
 class _Stop(Exception):
@@ -128,14 +143,12 @@ def run_lbfgs(objective, theta, steps, options, report):
 _SCHEDULE = {"schedule": "cosine", "final_lr_fraction": 0.01, "warmup_steps": 0}
 
 METHODS = {
-    "adam": Method("adam", run_adam,
-                   {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **_SCHEDULE},
-                   True, "Adam with a cosine learning-rate schedule"),
-    "sgd": Method("sgd", run_sgd, {"lr": 0.01, "momentum": 0.9, "nesterov": False, **_SCHEDULE},
-                  True, "SGD with momentum"),
-    "lbfgs": Method("lbfgs", run_lbfgs,
-                    {"memory": 20, "gtol": 1e-10, "ftol": 1e-14, "max_line_search": 30},
-                    False, "L-BFGS quasi-Newton, full batch"),
+    "adam": Method("adam", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **_SCHEDULE},
+                   True, "Adam with a cosine learning-rate schedule", stepper=AdamStepper),
+    "sgd": Method("sgd", {"lr": 0.01, "momentum": 0.9, "nesterov": False, **_SCHEDULE},
+                  True, "SGD with momentum", stepper=SGDStepper),
+    "lbfgs": Method("lbfgs", {"memory": 20, "gtol": 1e-10, "ftol": 1e-14, "max_line_search": 30},
+                    False, "L-BFGS quasi-Newton, full batch", run=run_lbfgs),
 }
 
 

@@ -120,3 +120,29 @@ def spirals_figures(solutions: dict, eps: float, out: Path) -> list[Path]:
     if "baseline" in solutions:
         paths.append(trajectories_figure(solutions["baseline"], out / "baseline_trajectories.png"))
     return paths
+
+
+def mnist_figure(metrics: dict, path: Path) -> Path:
+    """Fig. 5: loss over the layers, linear and log scale; train solid, test dashed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    baselines = metrics.get("baselines", {})
+    colours = plt.cm.viridis(np.linspace(0.1, 0.9, max(1, len(baselines))))
+    for ax, scale in zip(axes, ("linear", "log")):
+        for colour, (depth, base) in zip(colours, baselines.items()):
+            layers = np.arange(len(base["train_loss_per_layer"]))
+            ax.plot(layers, base["train_loss_per_layer"], color=colour, lw=1.0, label=f"baseline N={depth}")
+            ax.plot(layers, base["test_loss_per_layer"], color=colour, lw=1.0, ls="--")
+        layers = np.arange(len(metrics["train_loss_per_layer"]))
+        ax.plot(layers, metrics["train_loss_per_layer"], color="C3", lw=2.0, label="soft-CE stage cost")
+        ax.plot(layers, metrics["test_loss_per_layer"], color="C3", lw=2.0, ls="--")
+        if metrics.get("turnpike_layer") is not None:
+            ax.axvline(metrics["turnpike_layer"], color="grey", ls=":", lw=1.0, label="turnpike layer")
+        ax.set_yscale(scale)
+        ax.set_xlabel("layer k")
+        ax.set_ylabel("soft cross-entropy")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("loss over the layers (train solid, test dashed)")
+    axes[1].set_title("log scale")
+    return _save(fig, path)

@@ -57,3 +57,31 @@ def environment() -> dict:
     return {"turnpike": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "torch": torch.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count()}
+
+
+def write_npz(path, **arrays) -> Path:
+    """``np.savez`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def read_npz(path) -> dict:
+    """All arrays of an .npz file, with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: expected a checkpoint file, not found") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: expected a readable .npz checkpoint, got a corrupt file ({error})") from None

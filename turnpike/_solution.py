@@ -66,8 +66,10 @@ class Solution:
     extra: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return (f"Solution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}, "
-                f"train_accuracy={self.accuracy('train'):.4f})")
+        accuracy = ""
+        if self.ocp.num_classes is not None and self.train_states is not None:
+            accuracy = f", train_accuracy={self.accuracy('train'):.4f}"
+        return f"Solution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}{accuracy})"
 
     # --- basic data ----------------------------------------------------------------
     @property
@@ -88,6 +90,9 @@ class Solution:
 
     def _split(self, split: str):
         _checks.choice("split", split, ("train", "test"))
+        if self.train_states is None:
+            raise ValueError("split: this solution was computed with keep_states=False; use "
+                             "turnpike.layer_statistics(solution.network, inputs, labels, ...) instead")
         if split == "train":
             return self.train_states, self.ocp.labels
         if self.test_states is None:
@@ -142,12 +147,46 @@ class Solution:
     def turnpike_layer(self, eps: float, split: str = "train") -> int | None:
         """First layer k such that every layer k..N is in Q_ε (None if x_N is not)."""
         eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
-        outside = np.flatnonzero(self.distance_to_turnpike(split) > eps)
-        if outside.size == 0:
-            return 0
-        last_outside = int(outside[-1])
-        return None if last_outside == self.depth else last_outside + 1
+        return turnpike_layer_of(self.distance_to_turnpike(split), eps)
 
     def prune(self, depth: int) -> Network:
         """The network cut to its first ``depth`` layers (a runnable :class:`Network`)."""
         return self.network.prune(depth)
+
+
+def layer_statistics(network: Network, inputs, labels, *, num_classes: int, soft_cross_entropy=None,
+                     chunk: int = 512, dtype=np.float32) -> dict:
+    """Per-layer mean loss, accuracy and RMS distance to X*_y, computed in chunks of samples.
+
+    For data sets whose layer-wise states do not fit in memory (``keep_states=False``):
+    each chunk is rolled out, reduced to per-layer sums and dropped. ``soft_cross_entropy``
+    (a SoftCrossEntropy) gives the loss and the distance; without it only accuracy is
+    computed. Returns arrays of N+1 values under ``accuracy``, ``loss`` and ``distance``.
+    """
+    inputs = _checks.finite_array("inputs", inputs, ndim=2)
+    labels = _checks.labels("labels", labels, count=inputs.shape[0], num_classes=num_classes)
+    chunk = _checks.integer("chunk", chunk, minimum=1)
+    controls = network.controls.astype(dtype)
+    correct = loss = squared = 0.0
+    for begin in range(0, inputs.shape[0], chunk):
+        x, y = inputs[begin:begin + chunk].astype(dtype), labels[begin:begin + chunk]
+        states = network.system.rollout(controls, x)                     # (N+1, chunk, n)
+        correct = correct + (states[..., :num_classes].argmax(axis=-1) == y).sum(axis=1)
+        if soft_cross_entropy is not None:
+            loss = loss + soft_cross_entropy.per_sample(states, y).astype(np.float64).sum(axis=1)
+            distance = distance_to_minimisers(states[..., :num_classes], y, num_classes, soft_cross_entropy.p_d)
+            squared = squared + (distance ** 2).sum(axis=1)
+    count = inputs.shape[0]
+    result = {"accuracy": np.asarray(correct, dtype=np.float64) / count}
+    if soft_cross_entropy is not None:
+        result["loss"] = np.asarray(loss) / count
+        result["distance"] = np.sqrt(np.asarray(squared) / count)
+    return result
+
+
+def turnpike_layer_of(distance, eps: float):
+    """First layer k such that distance[k:] <= eps (None if the last layer is outside)."""
+    outside = np.flatnonzero(np.asarray(distance) > eps)
+    if outside.size == 0:
+        return 0
+    return None if outside[-1] == len(distance) - 1 else int(outside[-1]) + 1

@@ -1,7 +1,9 @@
 """solve_ocp: train a residual network by solving its optimal control problem."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +11,7 @@ import torch
 from . import _checks
 from ._engines import ENGINES
 from ._optimizers import get_method
+from ._runs import read_npz, write_npz
 from ._solution import Network, Solution
 
 
@@ -22,7 +25,9 @@ def _as_sequence(value, count, name):
 
 def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
               initial_controls=None, init_scale=0.1, engine="auto", test_data=None,
-              threads="auto", divergence_factor=1e6, progress=True, callback=None) -> Solution:
+              threads="auto", divergence_factor=1e6, dtype="float64", keep_states=True,
+              checkpoint=None, checkpoint_every=None, resume=False,
+              progress=True, callback=None) -> Solution:
     """Solve the training OCP ``ocp`` and return a :class:`Solution`.
 
     Parameters
@@ -45,8 +50,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         Start from these controls (flat θ) instead of random ones.
     init_scale : float
         Scale of the random initial weights (see ``system.initial_controls``).
-    engine : {"auto", "adjoint", "autograd"}
-        Gradient engine; "auto" takes the analytic adjoint sweep when the system has one.
+    engine : {"auto", "adjoint", "autograd", "system"}
+        Gradient engine; "auto" takes the system's own objective when it has one
+        ("system": the ODE solve of a NeuralODE), else the analytic adjoint sweep when the
+        system has one, else autograd.
     test_data : (inputs, labels), optional
         Held-out data whose layer-wise states are stored in the solution.
     threads : "auto", int or None
@@ -59,6 +66,21 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     divergence_factor : float
         Divergence guard: the solve stops, keeping the last good controls, when the
         objective is non-finite or exceeds this factor times its first value.
+    dtype : {"float64", "float32"}
+        Precision of the controls and states while solving (float32 halves memory and
+        roughly doubles matrix-product speed for large networks; results are float64).
+    keep_states : bool
+        Store every layer's train and test states in the solution. For large data sets
+        (60,000 images × 61 layers × 784 states) pass False and compute layer statistics
+        in chunks with :func:`turnpike.layer_statistics`.
+    checkpoint : path, optional
+        ``.npz`` file that receives the controls, optimiser state and history every
+        ``checkpoint_every`` steps (default: every epoch of mini-batches, else every 100
+        steps) and at the end of each method, written atomically.
+    resume : bool
+        Continue from ``checkpoint`` if it exists (refused if it was written by a solve
+        with different settings). A resumed run gives the same controls as an
+        uninterrupted one: batches are drawn from per-epoch seeds.
     progress : bool
         Show a tqdm progress bar.
     callback : callable, optional
@@ -74,10 +96,15 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     seed = _checks.integer("seed", seed)
     init_scale = _checks.real("init_scale", init_scale, minimum=0.0)
     divergence_factor = _checks.real("divergence_factor", divergence_factor, minimum=1.0)
-    _checks.choice("engine", engine, ("auto", "adjoint", "autograd"))
+    _checks.choice("engine", engine, ("auto", *ENGINES))
     system = ocp.system
+    own_objective = hasattr(system, "objective")   # continuous-time systems evaluate J themselves
     if engine == "auto":
-        engine = "adjoint" if hasattr(system, "step_backward") else "autograd"
+        engine = ("system" if own_objective else "adjoint" if hasattr(system, "step_backward")
+                  else "autograd")
+    if own_objective != (engine == "system"):
+        _checks.fail("engine", "'auto' or 'system' for a system that evaluates its own objective "
+                     "(NeuralODE)" if own_objective else "'auto', 'adjoint' or 'autograd'", engine)
     if engine == "adjoint" and not hasattr(system, "step_backward"):
         _checks.fail("engine", "'autograd' for a system without an adjoint (step_backward)", engine)
     evaluate = ENGINES[engine]
@@ -105,59 +132,121 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         test_labels = _checks.labels("test_data[1]", test_data[1], count=test_inputs.shape[0],
                                      num_classes=ocp.num_classes)
 
-    batch_rng = np.random.default_rng([seed, 1])
-    order = {"epoch": -1, "perm": None}
+    dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
+    inputs = ocp.inputs.astype(dtype)
+    theta = theta.astype(dtype)
+    per_epoch = 1 if batch_size is None else -(-count // batch_size)
+    if checkpoint_every is None:
+        checkpoint_every = per_epoch if batch_size is not None else 100
+    checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every, minimum=1)
+    if resume and checkpoint is None:
+        _checks.fail("resume", "a checkpoint path to resume from (checkpoint=...)", resume)
+    fingerprint = json.dumps({"methods": [m.name for m in methods], "steps": steps, "options": options,
+                              "seed": seed, "batch_size": batch_size, "dtype": dtype, "engine": engine,
+                              "parameters": system.parameter_count, "data": list(ocp.inputs.shape)},
+                             sort_keys=True, default=str)
 
-    def objective(controls, step):
+    permutations = {}
+
+    def objective(controls, phase, step):
         if batch_size is None or batch_size == count:
-            return evaluate(ocp, controls, ocp.inputs, ocp.labels)
-        per_epoch = -(-count // batch_size)
+            return evaluate(ocp, controls, inputs, ocp.labels)
         epoch, position = divmod(step, per_epoch)
-        if epoch != order["epoch"]:
-            order["epoch"], order["perm"] = epoch, batch_rng.permutation(count)
-        index = order["perm"][position * batch_size:(position + 1) * batch_size]
-        return evaluate(ocp, controls, ocp.inputs[index], ocp.labels[index])
+        if (phase, epoch) not in permutations:
+            # one seed per epoch, not one stream: a resumed run draws the same batches
+            permutations.clear()
+            permutations[phase, epoch] = np.random.default_rng([seed, 1, phase, epoch]).permutation(count)
+        index = permutations[phase, epoch][position * batch_size:(position + 1) * batch_size]
+        return evaluate(ocp, controls, inputs[index], ocp.labels[index])
 
     history = {"step": [], "objective": [], "method": [], "time_s": []}
-    last_good = {"theta": theta, "step": 0}
+    start_phase, start_step, saved_state = 0, 0, None
+    if resume and Path(checkpoint).exists():
+        saved = read_npz(checkpoint)
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(f"checkpoint: expected one written by a solve with the same settings, got "
+                             f"{checkpoint} from a different one; delete it or change the path")
+        theta = saved["theta"].astype(dtype)
+        start_phase, start_step = int(saved["phase"]), int(saved["phase_step"])
+        history = {"step": list(saved["history_step"]), "objective": list(saved["history_objective"]),
+                   "method": [methods[int(i)].name for i in saved["history_method"]],
+                   "time_s": list(saved["history_time_s"])}
+        saved_state = {key[6:]: value for key, value in saved.items() if key.startswith("state_")}
+
+    def save(phase, phase_step, controls, stepper, done):
+        """Checkpoint; ``done`` history entries belong to steps before it (later ones are redone)."""
+        if checkpoint is None:
+            return
+        names = [m.name for m in methods]
+        state = {f"state_{k}": v for k, v in (stepper.state_dict() if stepper else {}).items()}
+        write_npz(checkpoint, theta=controls, phase=phase, phase_step=phase_step, fingerprint=fingerprint,
+                  history_step=np.asarray(history["step"][:done], dtype=np.int64),
+                  history_objective=np.asarray(history["objective"][:done], dtype=np.float64),
+                  history_method=np.asarray([names.index(n) for n in history["method"][:done]], dtype=np.int64),
+                  history_time_s=np.asarray(history["time_s"][:done], dtype=np.float64), **state)
+
+    last_good = {"theta": theta, "step": len(history["step"])}
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=sum(steps), desc="solve_ocp", unit="step", leave=False)
+        bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
     if threads == "auto":
-        width = max(system.state_dim, getattr(system, "hidden_dim", 0))
+        width = max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
         threads = 1 if count * width * system.state_dim < 2_000_000 else None
     elif threads is not None:
         threads = _checks.integer("threads", threads, minimum=1)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    start = time.perf_counter()
-    total_steps = 0
+    start = time.perf_counter() - (history["time_s"][-1] if history["time_s"] else 0.0)
     status, message = "max_steps", ""
-    try:
-        for m, n_steps, opts in zip(methods, steps, options):
-            def report(step, value, controls, _name=m.name):
-                nonlocal total_steps
-                if not np.isfinite(value) or (history["objective"] and value > divergence_factor
-                                              * max(history["objective"][0], 1e-12)):
-                    return False
-                last_good["theta"], last_good["step"] = controls, total_steps
-                history["step"].append(total_steps)
-                history["objective"].append(float(value))
-                history["method"].append(_name)
-                history["time_s"].append(time.perf_counter() - start)
-                if callback is not None and callback(total_steps, value, controls) is False:
-                    raise KeyboardInterrupt
-                total_steps += 1
-                if bar is not None:
-                    bar.update(1)
-                    if total_steps % 10 == 0:
-                        bar.set_postfix(method=_name, J=f"{value:.4g}")
-                return True
+    first_value = history["objective"][0] if history["objective"] else None
 
-            theta, status, message = m.run(objective, theta, n_steps, opts, report)
-            if status == "stopped" or not np.all(np.isfinite(theta)):
+    def report(name, value, controls):
+        nonlocal first_value
+        if not np.isfinite(value) or (first_value is not None
+                                      and value > divergence_factor * max(first_value, 1e-12)):
+            return False
+        total = len(history["step"])
+        first_value = value if first_value is None else first_value
+        last_good["theta"], last_good["step"] = controls, total
+        history["step"].append(total)
+        history["objective"].append(float(value))
+        history["method"].append(name)
+        history["time_s"].append(time.perf_counter() - start)
+        if callback is not None and callback(total, value, controls) is False:
+            raise KeyboardInterrupt
+        if bar is not None:
+            bar.update(1)
+            if total % 10 == 0:
+                bar.set_postfix(method=name, J=f"{value:.4g}")
+        return True
+
+    try:
+        for phase in range(start_phase, len(methods)):
+            m, n_steps, opts = methods[phase], steps[phase], options[phase]
+            diverged = False
+            if m.stepper is not None:
+                stepper = m.stepper(theta, n_steps, opts)
+                first = start_step if phase == start_phase else 0
+                if phase == start_phase and saved_state:
+                    stepper.load_state_dict(saved_state)
+                for step in range(first, n_steps):
+                    value, gradient = objective(theta, phase, step)
+                    if not report(m.name, value, theta):
+                        diverged = True
+                        break
+                    # checkpoint controls whose objective was just seen to be finite, with the
+                    # optimiser state before the update: a resumed run repeats this step exactly
+                    if step > first and step % checkpoint_every == 0:
+                        save(phase, step, theta, stepper, done=len(history["step"]) - 1)
+                    theta = stepper.update(theta, gradient, step)
+                status, message = "max_steps", f"finished {n_steps} {m.name} steps"
+            else:
+                theta, status, message = m.run(lambda th, st, _p=phase: objective(th, _p, st), theta,
+                                               n_steps, opts, lambda st, v, th, _n=m.name: report(_n, v, th))
+                diverged = status == "stopped"
+            if diverged or not np.all(np.isfinite(theta)):
                 status = "diverged"
                 theta = last_good["theta"]
                 message = (f"{m.name} diverged (non-finite or exploding objective) after step "
@@ -165,6 +254,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                            f"returned the last finite controls. Lower the learning rate "
                            f"(options={{'lr': ...}}) or init_scale, or use method='lbfgs'.")
                 break
+            save(phase + 1, 0, theta, None, done=len(history["step"]))
     except KeyboardInterrupt:
         theta, status = last_good["theta"], "stopped"
         message = f"stopped by the callback or the user after step {last_good['step']}"
@@ -175,14 +265,34 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     wall_time = time.perf_counter() - start
 
     network = Network(system, np.array(theta, dtype=np.float64))
-    value, _ = evaluate(ocp, network.controls, ocp.inputs, ocp.labels)
+    value = objective_value(ocp, network.controls.astype(dtype), evaluate)
     if not np.isfinite(value) and status != "diverged":
         status, message = "diverged", "the final objective is not finite; lower the learning rate"
-    return Solution(
+    return getattr(system, "solution_type", Solution)(
         ocp=ocp, network=network,
-        train_states=network.states(ocp.inputs),
-        test_states=network.states(test_inputs) if test_data is not None else None,
+        train_states=network.states(ocp.inputs) if keep_states else None,
+        test_states=network.states(test_inputs) if test_data is not None and keep_states else None,
         test_labels=test_labels if test_data is not None else None,
         objective=float(value), status=status, message=message,
         history={k: np.asarray(v) for k, v in history.items()},
-        wall_time_s=wall_time, seed=seed, extra={"engine": engine})
+        wall_time_s=wall_time, seed=seed, extra={"engine": engine, "dtype": dtype})
+
+
+def objective_value(ocp, controls, evaluate, chunk: int = 1024) -> float:
+    """J on the whole training set, evaluated in chunks of samples to bound memory.
+
+    J is affine in the per-sample state costs (their mean) plus the input penalty, so
+    the chunk objectives combine as a weighted mean; the input penalty, counted once
+    per chunk, is removed from all but one.
+    """
+    count = ocp.inputs.shape[0]
+    inputs = ocp.inputs.astype(controls.dtype)
+    if count <= chunk:
+        return float(evaluate(ocp, controls, inputs, ocp.labels)[0])
+    penalty = ocp.input_penalty * float(controls @ controls)
+    total = 0.0
+    for begin in range(0, count, chunk):
+        part = slice(begin, begin + chunk)
+        size = min(chunk, count - begin)
+        total += (evaluate(ocp, controls, inputs[part], ocp.labels[part])[0] - penalty) * size / count
+    return total + penalty

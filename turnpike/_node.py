@@ -1,0 +1,606 @@
+r"""Neural ODEs as continuous-time control systems: the training OCP (20) of the 2024 paper.
+
+The states of the D samples follow (2)/(21) of the 2024 paper, or the two-layer form of (26),
+
+.. math::
+    \dot x(t) = F(x(t), u(t)) = σ(A(t) x(t) + b(t))                      \quad\text{(2), (21)}
+
+    \dot x(t) = σ_2(A_2(t)\, σ_1(A_1(t) x(t) + b_1(t)) + b_2(t))           \quad\text{(26) in continuous time}
+
+on :math:`t ∈ [0, T]`, :math:`x(0) = x_0`, and training is the OCP (20)
+
+.. math::
+    \min_{u(\cdot)} J = w_s \int_0^T \ell(x(t), u(t))\,dt + w_f\, \ell_f(x(T)),
+    \qquad \ell(x, u) = \frac1D \sum_i \ell_x(x^i, y^i) + r\|u\|^2
+
+(the 2024 paper's (20a) is ``stage_weight=1, terminal_weight=γ``). The control u(t) is
+parametrised on the grid :math:`t_k = kT/K`, k = 0..K, of K intervals of length h = T/K:
+
+- ``"piecewise_constant"``: :math:`u(t) = u_k` on :math:`[t_k, t_{k+1})`. K control values, laid out
+  exactly like the K layers of :class:`~turnpike.SingleLayerResNet` / :class:`~turnpike.TwoLayerResNet`
+  (one flat θ, each field stacked over the intervals), so a trained ResNet's θ is a valid
+  neural-ODE control and vice versa. Explicit Euler with step h is then the ResNet (1)/(26)
+  with ``step_size=h``: :math:`x_{k+1} = x_k + h F(x_k, u_k)`.
+- ``"piecewise_linear"``: :math:`u(t) = (1-s) u_k + s\,u_{k+1}`, :math:`s = (t - t_k)/h`, with K+1
+  node values.
+
+Numerics. One :func:`torchdiffeq.odeint` (or ``odeint_adjoint``) call integrates the
+samples and, augmenting the state with :math:`c(t)`, :math:`\dot c = \frac{w_s}{D}\sum_i \ell_x(x^i(t), y^i)`,
+the running state cost: :math:`c(T)` is the integral, in the same solve and to the
+solver's accuracy. The input penalty is integrated in closed form, since u(t) is known:
+:math:`\int_0^T\|u\|^2dt = h\sum_k \|u_k\|^2` (piecewise constant) or
+:math:`\frac h3\sum_k(\|u_k\|^2 + u_k\cdot u_{k+1} + \|u_{k+1}\|^2)` (piecewise linear).
+Fixed-grid methods step on the grid refined ``substeps`` times (so no step straddles a
+control switch) with torchdiffeq's ``perturb`` flag, which evaluates the first stage of a
+step just after and the last stage just before the step's end points: every stage of a
+step sees the control of its own interval. Adaptive methods get the switching times as
+``jump_t``. The adjoint method (``adjoint=True``) integrates the costate backwards on
+the same grid and stores no intermediate activations: memory O(1) in the number of
+steps, at the price of one more forward solve (and, on small problems, about 2-10× the
+time of direct back-propagation; see ``benchmarks/node_adjoint.py``).
+
+Equilibrium consistency (Def. 17): σ(0) = 0 for every activation in
+:data:`turnpike.ACTIVATIONS`, so zero controls make every state an equilibrium of the ODE
+and, with any of the Runge-Kutta discretisations, of the discrete system too.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import _checks
+from ._activations import get_activation
+from ._solution import Solution
+from .theory import distance_to_minimisers
+
+PARAMETRISATIONS = ("piecewise_constant", "piecewise_linear")
+
+#: torchdiffeq methods: "fixed" steps on the control grid (refined ``substeps`` times),
+#: "adaptive" chooses its steps to meet rtol/atol, stopping at every control switch.
+ODE_METHODS = {
+    "euler": "fixed", "midpoint": "fixed", "heun2": "fixed", "heun3": "fixed", "rk4": "fixed",
+    "explicit_adams": "fixed", "implicit_adams": "fixed",
+    "dopri5": "adaptive", "dopri8": "adaptive", "bosh3": "adaptive", "fehlberg2": "adaptive",
+    "adaptive_heun": "adaptive",
+}
+
+
+def _torch():
+    import torch
+    return torch
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeuralODE:
+    r"""A neural ODE :math:`\dot x = F(x, u(t))` on [0, ``horizon``] with controls on ``depth`` intervals.
+
+    Parameters (keyword-only)
+    -------------------------
+    state_dim : int
+        n, the dimension of each sample's state.
+    depth : int
+        K, the number of control intervals (the ResNet's number of layers).
+    horizon : float
+        T > 0; the interval length is h = T / K.
+    hidden_dim : int or None
+        None for the single-layer field σ(A x + b) of (2); h for the two-layer field of (26).
+    activations : str or tuple
+        σ for the single-layer field (default "tanh"); the pair (σ1, σ2) for the two-layer
+        one (default ("tanh", "identity")). Names from :data:`turnpike.ACTIVATIONS`.
+    parametrisation : {"piecewise_constant", "piecewise_linear"}
+        How θ defines u(t) (see the module docstring).
+    method : str
+        torchdiffeq method, one of :data:`ODE_METHODS` (default "rk4").
+    substeps : int
+        Fixed-grid methods: steps per control interval (default 1).
+    rtol, atol : float
+        Tolerances of the adaptive methods.
+    options : dict, optional
+        Further torchdiffeq options (e.g. ``{"max_num_steps": 10_000}``); the grid options
+        this class sets itself (``grid_constructor``, ``perturb``, ``jump_t``, ``step_size``) are refused.
+    adjoint : bool
+        Gradients by ``odeint_adjoint`` (continuous adjoint, O(1) memory in the steps) instead of
+        back-propagation through the solver's operations.
+    """
+
+    state_dim: int
+    depth: int
+    horizon: float
+    hidden_dim: int | None = None
+    activations: object = None
+    parametrisation: str = "piecewise_constant"
+    method: str = "rk4"
+    substeps: int = 1
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    options: object = None
+    adjoint: bool = False
+    fields: tuple = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self):
+        _checks.integer("state_dim", self.state_dim, minimum=1)
+        _checks.integer("depth", self.depth, minimum=1)
+        object.__setattr__(self, "horizon", _checks.real("horizon", self.horizon, minimum=0.0,
+                                                         strict_min=True))
+        n = self.state_dim
+        if self.hidden_dim is None:
+            acts = "tanh" if self.activations is None else self.activations
+            if isinstance(acts, (tuple, list)):
+                if len(acts) != 1:
+                    _checks.fail("activations", "one activation name for the single-layer field "
+                                                "(hidden_dim=None)", acts)
+                acts = acts[0]
+            get_activation(acts, "activations")
+            object.__setattr__(self, "activations", acts)
+            object.__setattr__(self, "fields", (("A", (n, n)), ("b", (n,))))
+        else:
+            h = _checks.integer("hidden_dim", self.hidden_dim, minimum=1)
+            acts = ("tanh", "identity") if self.activations is None else self.activations
+            if isinstance(acts, str) or len(tuple(acts)) != 2:
+                _checks.fail("activations", "a pair (σ1, σ2) for the two-layer field (26)", acts)
+            acts = tuple(acts)
+            for position, name in zip(("activations[0]", "activations[1]"), acts):
+                get_activation(name, position)
+            object.__setattr__(self, "activations", acts)
+            object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
+        _checks.choice("parametrisation", self.parametrisation, PARAMETRISATIONS)
+        if self.method not in ODE_METHODS:
+            _checks.fail("method", f"a torchdiffeq method, one of {sorted(ODE_METHODS)}", self.method)
+        _checks.integer("substeps", self.substeps, minimum=1)
+        _checks.real("rtol", self.rtol, minimum=0.0, strict_min=True)
+        _checks.real("atol", self.atol, minimum=0.0, strict_min=True)
+        if not isinstance(self.adjoint, bool):
+            _checks.fail("adjoint", "True or False", self.adjoint)
+        options = dict(self.options or {})
+        reserved = sorted(set(options) & {"grid_constructor", "perturb", "jump_t", "step_size"})
+        if reserved:
+            _checks.fail("options", f"torchdiffeq options other than {reserved} (set by NeuralODE from "
+                                    f"the control grid)", self.options)
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
+
+    # --- conversions to and from the ResNet -------------------------------------------
+    @classmethod
+    def from_resnet(cls, resnet, **settings) -> "NeuralODE":
+        """The neural ODE whose explicit Euler scheme is ``resnet`` (same θ layout).
+
+        Horizon T = N τ with N the depth and τ the ResNet's ``step_size``; the method is
+        "euler" unless ``settings`` says otherwise.
+        """
+        from ._systems import SingleLayerResNet, TwoLayerResNet
+
+        settings.setdefault("method", "euler")
+        settings.setdefault("horizon", resnet.depth * resnet.step_size)
+        if isinstance(resnet, SingleLayerResNet):
+            return cls(state_dim=resnet.state_dim, depth=resnet.depth, activations=resnet.activation, **settings)
+        if isinstance(resnet, TwoLayerResNet):
+            return cls(state_dim=resnet.state_dim, depth=resnet.depth, hidden_dim=resnet.hidden_dim,
+                       activations=resnet.activations, **settings)
+        _checks.fail("resnet", "a SingleLayerResNet or TwoLayerResNet", resnet)
+
+    def to_resnet(self):
+        """The ResNet (1)/(26) with ``step_size = h``: this ODE's explicit Euler scheme."""
+        from ._systems import SingleLayerResNet, TwoLayerResNet
+
+        if self.parametrisation != "piecewise_constant":
+            _checks.fail("parametrisation", "'piecewise_constant' (one control per layer) for a ResNet",
+                         self.parametrisation)
+        if self.hidden_dim is None:
+            return SingleLayerResNet(state_dim=self.state_dim, depth=self.depth, activation=self.activations,
+                                     step_size=self.step_size)
+        return TwoLayerResNet(state_dim=self.state_dim, depth=self.depth, hidden_dim=self.hidden_dim,
+                              activations=self.activations, step_size=self.step_size)
+
+    # --- time grid and parameter layout ---------------------------------------------------
+    @property
+    def step_size(self) -> float:
+        """h = T / K, the length of one control interval."""
+        return self.horizon / self.depth
+
+    @property
+    def times(self) -> np.ndarray:
+        """The grid t_k = k T / K, k = 0..K (t_K = T exactly)."""
+        return np.array(self._nodes())
+
+    def _nodes(self) -> list:
+        return [self.horizon * k / self.depth for k in range(self.depth)] + [self.horizon]
+
+    def dense_times(self, resolution: int = 16) -> np.ndarray:
+        """The grid refined ``resolution`` times: K·resolution + 1 points including every t_k."""
+        resolution = _checks.integer("resolution", resolution, minimum=1)
+        return np.array(_refine(self._nodes(), resolution))
+
+    @property
+    def num_controls(self) -> int:
+        """Number of stored control values: K (piecewise constant) or K+1 (piecewise linear)."""
+        return self.depth + (self.parametrisation == "piecewise_linear")
+
+    @property
+    def layer_parameter_count(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.fields)
+
+    @property
+    def parameter_count(self) -> int:
+        return self.num_controls * self.layer_parameter_count
+
+    def unpack(self, theta) -> dict:
+        """Views ``{name: (M, *shape)}`` into the flat θ, M = :attr:`num_controls`."""
+        if tuple(theta.shape) != (self.parameter_count,):
+            raise ValueError(f"theta: expected a flat vector of {self.parameter_count} controls "
+                             f"for {self!r}, got shape {tuple(theta.shape)}")
+        views, start, m = {}, 0, self.num_controls
+        for name, shape in self.fields:
+            size = m * math.prod(shape)
+            views[name] = theta[start:start + size].reshape((m, *shape))
+            start += size
+        return views
+
+    def pack(self, blocks: dict):
+        """Inverse of :meth:`unpack`."""
+        parts = [blocks[name].reshape(-1) for name, _ in self.fields]
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)
+        return _torch().cat(parts)
+
+    def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
+        """Weights N(0, (scale/√fan_in)²), biases 0: the same draw as the ResNet of equal shape."""
+        blocks = {}
+        for name, shape in self.fields:
+            if len(shape) == 2:
+                blocks[name] = rng.normal(0.0, scale / math.sqrt(shape[1]), (self.num_controls, *shape))
+            else:
+                blocks[name] = np.zeros((self.num_controls, *shape))
+        return self.pack(blocks)
+
+    def control_norms(self, theta) -> np.ndarray:
+        """‖u_k‖ per stored control value, shape (M,)."""
+        blocks = self.unpack(np.asarray(theta, dtype=np.float64))
+        return np.sqrt(sum((b.reshape(self.num_controls, -1) ** 2).sum(axis=1) for b in blocks.values()))
+
+    def control_norm_at(self, theta, times) -> np.ndarray:
+        """‖u(t)‖ at the given times, shape (len(times),)."""
+        blocks = self.unpack(np.asarray(theta, dtype=np.float64))
+        flat = np.concatenate([b.reshape(self.num_controls, -1) for b in blocks.values()], axis=1)
+        nodes = self._nodes()
+        out = []
+        for t in np.asarray(times, dtype=np.float64).reshape(-1):
+            k, s = self._locate(nodes, float(t))
+            u = flat[k] if s is None else (1.0 - s) * flat[k] + s * flat[k + 1]
+            out.append(np.sqrt(u @ u))
+        return np.asarray(out)
+
+    def control_energy(self, theta):
+        r""":math:`\int_0^T \|u(t)\|^2 dt` in closed form (numpy or torch, differentiable)."""
+        blocks = self.unpack(theta)
+        h = self.step_size
+        if self.parametrisation == "piecewise_constant":
+            return h * (theta * theta).sum()
+        m = self.num_controls
+        if isinstance(theta, np.ndarray):
+            flat = np.concatenate([b.reshape(m, -1) for b in blocks.values()], axis=1)
+        else:
+            flat = _torch().cat([b.reshape(m, -1) for b in blocks.values()], dim=1)
+        left, right = flat[:-1], flat[1:]
+        return (h / 3.0) * ((left * left).sum() + (left * right).sum() + (right * right).sum())
+
+    def truncate(self, theta, depth: int):
+        """The first ``depth`` intervals, [0, depth·h], as a new (system, θ) pair."""
+        depth = _checks.integer("depth", depth, minimum=1)
+        if depth > self.depth:
+            _checks.fail("depth", f"at most the system depth {self.depth}", depth)
+        shorter = replace(self, depth=depth, horizon=self._nodes()[depth], options=dict(self.options))
+        keep = shorter.num_controls
+        blocks = {name: b[:keep] for name, b in self.unpack(theta).items()}
+        return shorter, shorter.pack(blocks)
+
+    # --- dynamics -----------------------------------------------------------------------
+    def _locate(self, nodes, t: float):
+        """Interval k containing t, and the position s ∈ [0,1] in it (None if piecewise constant)."""
+        k = min(max(bisect.bisect_right(nodes, t) - 1, 0), self.depth - 1)
+        if self.parametrisation == "piecewise_constant":
+            return k, None
+        return k, (t - nodes[k]) / (nodes[k + 1] - nodes[k])
+
+    def _field(self, blocks):
+        """F(t, x): the vector field with the controls of ``blocks`` (torch)."""
+        nodes = self._nodes()
+        if self.hidden_dim is None:
+            sigma = get_activation(self.activations)
+
+            def apply(u, x):
+                return sigma.value(x @ u["A"].T + u["b"])
+        else:
+            inner, outer = (get_activation(a) for a in self.activations)
+
+            def apply(u, x):
+                return outer.value(inner.value(x @ u["A1"].T + u["b1"]) @ u["A2"].T + u["b2"])
+
+        # one unbind per solve instead of one indexing op per field and evaluation
+        controls = [dict(zip(blocks, values)) for values in zip(*(b.unbind(0) for b in blocks.values()))]
+
+        def field_at(t, x):
+            k, s = self._locate(nodes, t.item() if hasattr(t, "item") else float(t))
+            if s is None:
+                return apply(controls[k], x)
+            left, right = controls[k], controls[k + 1]
+            return apply({name: (1.0 - s) * left[name] + s * right[name] for name in left}, x)
+
+        return field_at
+
+    def vector_field(self, theta, t: float, x):
+        """F(x, u(t)) for states x (B, n) (numpy or torch)."""
+        torch = _torch()
+        as_numpy = isinstance(x, np.ndarray)
+        theta_t = torch.as_tensor(np.asarray(theta) if as_numpy else theta)
+        x_t = torch.as_tensor(x)
+        value = self._field(self.unpack(theta_t))(float(t), x_t)
+        return value.numpy() if as_numpy else value
+
+    def _solver_options(self, times: list) -> dict:
+        torch = _torch()
+        options = dict(self.options)
+        nodes = self._nodes()
+        if ODE_METHODS[self.method] == "fixed":
+            grid = _refine(nodes, self.substeps)
+            options["grid_constructor"] = _grid_constructor(grid)
+            options["perturb"] = True
+        elif self.depth > 1:
+            options["jump_t"] = torch.tensor(nodes[1:-1], dtype=torch.float64)
+        return options
+
+    def integrate(self, theta, x0, times=None, *, running_cost=None, labels=None, running_weight=1.0):
+        r"""One ODE solve: the states at ``times`` and, optionally, the running cost.
+
+        ``theta`` (P,) and ``x0`` (B, n) are torch tensors; ``times`` an increasing sequence
+        in [0, T] starting at 0 (default: the grid t_0..t_K). With ``running_cost`` (a Cost of
+        state terms) the state is augmented by
+        :math:`\dot c = \frac{w}{B}\sum_i \ell_x(x^i(t), y^i)`, c(0) = 0, with w = ``running_weight``,
+        and the result is (states (len(times), B, n), c at ``times`` (len(times),)); without it
+        (states, None). Gradients flow to ``theta`` by back-propagation or, with
+        ``adjoint=True``, by torchdiffeq's adjoint method.
+        """
+        import torchdiffeq
+
+        torch = _torch()
+        times = self._check_times(times)
+        blocks = self.unpack(theta)
+        field_at = self._field(blocks)
+        t = torch.tensor(times, dtype=x0.dtype)
+        options = self._solver_options(times)
+        if running_cost is not None:
+            labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+            scale = float(running_weight) / x0.shape[0]
+
+            def rhs(time, state):
+                x = state[0]
+                return field_at(time, x), scale * running_cost.state_per_sample(x, labels_t).sum()
+
+            y0 = (x0, torch.zeros((), dtype=x0.dtype))
+        else:
+            rhs, y0 = field_at, x0
+        settings = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=options)
+        if self.adjoint and torch.is_grad_enabled() and theta.requires_grad:
+            result = torchdiffeq.odeint_adjoint(rhs, y0, t, adjoint_params=(theta,), **settings)
+        else:
+            result = torchdiffeq.odeint(rhs, y0, t, **settings)
+        if running_cost is not None:
+            return result[0], result[1]
+        return result, None
+
+    def _check_times(self, times) -> list:
+        if times is None:
+            return self._nodes()
+        values = _checks.finite_array("times", times, ndim=1)
+        if values.size < 1:
+            _checks.fail("times", "at least one time", values)
+        if values[0] != 0.0 or np.any(np.diff(values) <= 0) or values[-1] > self.horizon * (1 + 1e-12):
+            _checks.fail("times", f"strictly increasing times in [0, T={self.horizon:g}] starting at 0",
+                         values)
+        return [float(v) for v in values]
+
+    def rollout(self, theta, x0, times=None):
+        """The states at ``times`` (default the grid t_0..t_K): shape (len(times), B, n).
+
+        numpy in, numpy out (evaluated without gradients); torch tensors keep the graph.
+        """
+        torch = _torch()
+        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
+            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
+        if isinstance(x0, np.ndarray) or isinstance(theta, np.ndarray):
+            dtype = torch.float32 if np.asarray(x0).dtype == np.float32 else torch.float64
+            with torch.no_grad():
+                theta_t = torch.as_tensor(np.asarray(theta), dtype=dtype)
+                x0_t = torch.as_tensor(np.asarray(x0), dtype=dtype)
+                if len(self._check_times(times)) == 1:
+                    return np.asarray(x0, dtype=np.float64)[None].copy()
+                states, _ = self.integrate(theta_t, x0_t, times)
+            return states.numpy()
+        if len(self._check_times(times)) == 1:
+            return x0[None]
+        return self.integrate(theta, x0, times)[0]
+
+    # --- the OCP (20) -------------------------------------------------------------------
+    def objective_tensor(self, ocp, theta, x0, labels):
+        r"""J of (20) as a torch scalar: :math:`w_s\int_0^T\ell\,dt + w_f\ell_f(x(T))`, one solve."""
+        torch = _torch()
+        stage = ocp.stage_state_cost
+        running = stage if stage is not None and ocp.stage_weight > 0 else None
+        states, cost = self.integrate(theta, x0, [0.0, self.horizon], running_cost=running, labels=labels,
+                                      running_weight=ocp.stage_weight)
+        value = torch.zeros((), dtype=x0.dtype)
+        if running is not None:
+            value = value + cost[-1]
+        if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
+            labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(states[-1], labels_t).mean()
+        r = ocp.input_penalty
+        if r > 0:
+            value = value + r * self.control_energy(theta)
+        return value
+
+    def objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
+        """(J, ∇_θ J) for ``solve_ocp``: the engine of continuous-time systems (float64 or float32)."""
+        torch = _torch()
+        dtype = torch.float32 if np.asarray(theta).dtype == np.float32 else torch.float64
+        theta_t = torch.tensor(np.asarray(theta), dtype=dtype, requires_grad=True)
+        x0 = torch.as_tensor(np.asarray(inputs), dtype=dtype)
+        value = self.objective_tensor(ocp, theta_t, x0, labels)
+        if not value.requires_grad:   # no active term
+            return float(value), np.zeros_like(theta)
+        value.backward()
+        return float(value.detach()), theta_t.grad.numpy().astype(np.asarray(theta).dtype, copy=False)
+
+    @property
+    def solution_type(self):
+        """What ``solve_ocp`` returns for this system: an :class:`ODESolution`."""
+        return ODESolution
+
+
+def _refine(nodes: list, parts: int) -> list:
+    """Each interval of ``nodes`` cut into ``parts`` equal pieces; the nodes themselves kept exactly."""
+    grid = []
+    for a, b in zip(nodes[:-1], nodes[1:]):
+        grid.extend(a + (b - a) * j / parts for j in range(parts))
+    grid.append(nodes[-1])
+    return grid
+
+
+def _grid_constructor(grid: list):
+    """torchdiffeq grid: the control grid between the requested end points, plus every requested time.
+
+    torchdiffeq asks for a grid from t[0] to t[-1]; in the adjoint's backward pass the
+    times run downwards, and the grid must too.
+    """
+    torch = _torch()
+
+    def construct(func, y0, t):
+        wanted = [float(v) for v in t]
+        low, high = min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1])
+        points = sorted(set([p for p in grid if low < p < high] + wanted))
+        if wanted[0] > wanted[-1]:
+            points.reverse()
+        return torch.tensor(points, dtype=t.dtype, device=t.device)
+
+    return construct
+
+
+def exceedance_intervals(times, values, eps: float) -> np.ndarray:
+    r"""The set {t : v(t) > ε} of the piecewise-linear interpolant of ``values`` at ``times``.
+
+    Returns an array (m, 2) of disjoint intervals [start, end]; crossings of ε between two
+    samples are located by linear interpolation (error O(Δt²) for a smooth v). Its total
+    length is the Lebesgue measure used in Prop. 16.
+    """
+    times = _checks.finite_array("times", times, ndim=1)
+    values = _checks.finite_array("values", values, ndim=1)
+    if values.shape != times.shape:
+        _checks.fail("values", f"one value per time, shape {times.shape}", values)
+    eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
+    if times.size == 1:
+        return np.array([[times[0], times[0]]]) if values[0] > eps else np.zeros((0, 2))
+    intervals = []
+    start = times[0] if values[0] > eps else None
+    for j in range(times.size - 1):
+        t0, t1, v0, v1 = times[j], times[j + 1], values[j], values[j + 1]
+        above0, above1 = v0 > eps, v1 > eps
+        if above0 == above1:
+            continue
+        crossing = t0 + (eps - v0) / (v1 - v0) * (t1 - t0)
+        if above1:
+            start = crossing
+        else:
+            intervals.append((start, crossing))
+            start = None
+    if start is not None:
+        intervals.append((start, times[-1]))
+    return np.array(intervals, dtype=np.float64).reshape(-1, 2)
+
+
+@dataclass(frozen=True, eq=False, repr=False)   # keep Solution.__repr__
+class ODESolution(Solution):
+    r"""A :class:`~turnpike.Solution` of the continuous-time OCP (20), with dense-time answers.
+
+    The per-layer members of :class:`~turnpike.Solution` refer to the control grid
+    t_0..t_K (``train_states`` is (K+1, D, n)); the methods below evaluate the trajectory
+    densely in t with the system's solver (fixed-grid methods refine their grid to include
+    the requested times) and answer the measure-turnpike question of Prop. 16:
+    :math:`Θ_{ε,T} = \{t ∈ [0,T]: \mathrm{dist}(x^\star(t), X^\star_y) > ε\}` and
+    :math:`μ[Θ_{ε,T}]`.
+    """
+
+    @property
+    def system(self):
+        return self.network.system
+
+    @property
+    def horizon(self) -> float:
+        return self.system.horizon
+
+    @property
+    def times(self) -> np.ndarray:
+        """The control grid t_0..t_K."""
+        return self.system.times
+
+    def _inputs(self, split):
+        if split == "train":
+            return self.ocp.inputs
+        states, _ = self._split(split)
+        return states[0]
+
+    def states_at(self, times, split: str = "train") -> np.ndarray:
+        """x(t) for the samples of ``split`` at ``times`` (increasing, from 0): (len(times), D, n)."""
+        _checks.choice("split", split, ("train", "test"))
+        return self.system.rollout(self.controls, self._inputs(split), times)
+
+    def control_norm_at(self, times) -> np.ndarray:
+        """‖u(t)‖ at ``times``."""
+        return self.system.control_norm_at(self.controls, times)
+
+    def distance_over_time(self, split: str = "train", *, times=None, resolution: int = 16,
+                           include_controls: bool = False):
+        r"""(times, d(t)): RMS over samples of dist(x^i(t), X*_{y^i}) (Lemma 6), densely in t.
+
+        ``times`` defaults to the grid refined ``resolution`` times. With
+        ``include_controls`` the distance is that of the pair (x(t), u(t)) to
+        :math:`\bar Z^\star_c = (X^\star_y, \{0\})` (Cor. 14): :math:`\sqrt{d(t)^2 + \|u(t)\|^2}`.
+        """
+        soft = self.ocp.soft_cross_entropy()
+        if soft is None:
+            raise ValueError("the turnpike set X*_y is defined by a SoftCrossEntropy cost; this OCP has none")
+        _checks.choice("split", split, ("train", "test"))
+        times = self.system.dense_times(resolution) if times is None else \
+            _checks.finite_array("times", times, ndim=1)
+        labels = self.ocp.labels if split == "train" else self.test_labels
+        states = self.states_at(times, split)
+        distance = np.sqrt((distance_to_minimisers(states, labels, soft.num_classes, soft.p_d) ** 2).mean(axis=1))
+        if include_controls:
+            distance = np.sqrt(distance ** 2 + self.control_norm_at(times) ** 2)
+        return np.asarray(times, dtype=np.float64), distance
+
+    def theta_set(self, eps: float, split: str = "train", *, resolution: int = 16,
+                  include_controls: bool = False) -> np.ndarray:
+        r""":math:`Θ_{ε,T}` as disjoint intervals (m, 2): the times at which d(t) > ε."""
+        eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
+        times, distance = self.distance_over_time(split, resolution=resolution,
+                                                  include_controls=include_controls)
+        return exceedance_intervals(times, distance, eps)
+
+    def theta_measure(self, eps: float, split: str = "train", *, resolution: int = 16,
+                      include_controls: bool = False) -> float:
+        r""":math:`μ[Θ_{ε,T}]`, the time spent farther than ε from the turnpike (Prop. 16, (25))."""
+        intervals = self.theta_set(eps, split, resolution=resolution, include_controls=include_controls)
+        return float((intervals[:, 1] - intervals[:, 0]).sum())
+
+    def time_near_turnpike(self, eps: float, split: str = "train", **kwargs) -> float:
+        """T − μ[Θ_ε,T]: the time spent within ε of the turnpike."""
+        return self.horizon - self.theta_measure(eps, split, **kwargs)
+
+    def turnpike_time(self, eps: float, split: str = "train", **kwargs) -> float | None:
+        """First t after which d(t) ≤ ε up to T (None if d(T) > ε): the continuous turnpike layer."""
+        intervals = self.theta_set(eps, split, **kwargs)
+        if intervals.shape[0] == 0:
+            return 0.0
+        end = float(intervals[-1, 1])
+        return None if end >= self.horizon else end

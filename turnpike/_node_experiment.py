@@ -1,0 +1,184 @@
+r"""The two-spirals problem as a neural ODE: the measure turnpike of Prop. 16 (2024 paper, Sec. 5).
+
+For each horizon T the continuous-time OCP (20) with the stage cost (17),
+
+.. math:: \min_u \int_0^T \tilde\ell(x(t)) + r\|u(t)\|^2\,dt + γ\,\tilde\ell(x(T)),
+          \qquad \dot x = σ_2(A_2(t)σ_1(A_1(t)x + b_1(t)) + b_2(t)),
+
+is solved with controls piecewise constant on intervals of a fixed length h (K = T/h
+intervals), and the time spent away from the turnpike, :math:`μ[Θ_{ε,T}]`, is measured on
+a dense time grid. Prop. 16 predicts :math:`μ[Θ_{ε,T}] ≤ ν(ε)` independent of T, so the
+time spent near the turnpike, :math:`T - μ[Θ_{ε,T}]`, grows with T.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _checks
+from ._costs import InputPenalty, SoftCrossEntropy
+from ._node import NeuralODE
+from ._ocp import OCP
+from ._runs import environment, write_json
+from ._solve import solve_ocp
+from .data import two_spirals
+
+
+@dataclass
+class NodeSpiralsConfig:
+    seed: int = 0
+    num_train: int = 480
+    num_test: int = 480
+    turns: float = 1.0
+    horizons: tuple = (5.0, 10.0, 20.0, 40.0)   # T
+    interval: float = 0.5                      # h, length of one control interval: K = T / h
+    hidden_dim: int = 8
+    activations: tuple = ("tanh", "identity")
+    parametrisation: str = "piecewise_constant"
+    ode_method: str = "dopri5"                 # adaptive: the optimiser cannot exploit step errors
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    substeps: int = 1                          # fixed-grid methods only
+    adjoint: bool = False
+    p_d: float = 0.95
+    input_penalty: float = 0.005               # r
+    terminal_weight: float = 3.0               # γ
+    method: tuple = ("adam", "lbfgs")
+    steps: tuple = (100, 100)
+    options: tuple = field(default_factory=lambda: ({"lr": 0.02}, {}))
+    init_scale: float = 0.1
+    eps_fraction: float = 0.1                  # ε = eps_fraction × RMS distance of the inputs to X*_y
+    resolution: int = 8                        # dense evaluation: points per control interval
+
+    def __post_init__(self):
+        _checks.integer("seed", self.seed)
+        self.horizons = tuple(_checks.real("horizons", float(t), minimum=0.0, strict_min=True)
+                              for t in (self.horizons if isinstance(self.horizons, (list, tuple))
+                                        else (self.horizons,)))
+        if not self.horizons:
+            _checks.fail("horizons", "at least one horizon T", self.horizons)
+        _checks.real("interval", self.interval, minimum=0.0, strict_min=True)
+        for t in self.horizons:
+            if t < self.interval:
+                _checks.fail("horizons", f"horizons of at least one interval h={self.interval:g}", self.horizons)
+        _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
+        _checks.integer("resolution", self.resolution, minimum=1)
+        self.method = tuple(self.method) if isinstance(self.method, (list, tuple)) else (self.method,)
+        if isinstance(self.steps, int):
+            self.steps = (self.steps,) * len(self.method)
+        self.steps = tuple(self.steps)
+        if isinstance(self.options, dict):
+            self.options = (self.options,) * len(self.method)
+        self.options = tuple(self.options)
+        if len(self.options) != len(self.method):
+            self.options = ({},) * len(self.method)
+
+    def system(self, horizon: float) -> NeuralODE:
+        depth = max(1, int(round(horizon / self.interval)))
+        return NeuralODE(state_dim=2, depth=depth, horizon=horizon, hidden_dim=self.hidden_dim,
+                         activations=self.activations, parametrisation=self.parametrisation,
+                         method=self.ode_method, rtol=self.rtol, atol=self.atol, substeps=self.substeps,
+                         adjoint=self.adjoint)
+
+
+def _problem(config: NodeSpiralsConfig, horizon: float, inputs, labels) -> OCP:
+    soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
+    return OCP(config.system(horizon), inputs, labels, stage_cost=soft + InputPenalty(config.input_penalty),
+               terminal_cost=soft, stage_weight=1.0, terminal_weight=config.terminal_weight)
+
+
+def summarise_horizon(solution, eps: float, resolution: int) -> dict:
+    """Measure-turnpike metrics of one trained neural ODE."""
+    times, distance = solution.distance_over_time("train", resolution=resolution)
+    _, test_distance = solution.distance_over_time("test", resolution=resolution)
+    from ._node import exceedance_intervals
+
+    intervals = exceedance_intervals(times, distance, eps)
+    measure = float((intervals[:, 1] - intervals[:, 0]).sum())
+    with_controls = solution.theta_measure(eps, resolution=resolution, include_controls=True)
+    test_intervals = exceedance_intervals(times, test_distance, eps)
+    horizon = solution.horizon
+    turnpike_time = 0.0 if intervals.shape[0] == 0 else (
+        None if intervals[-1, 1] >= horizon else float(intervals[-1, 1]))
+    return {
+        "horizon": horizon,
+        "depth": solution.depth,
+        "interval": solution.system.step_size,
+        "eps": eps,
+        "train_accuracy": solution.accuracy("train"),
+        "test_accuracy": solution.accuracy("test"),
+        "objective": solution.objective,
+        "status": solution.status,
+        "message": solution.message,
+        "theta_measure": measure,
+        "theta_set": intervals,
+        "time_near_turnpike": horizon - measure,
+        "fraction_near_turnpike": (horizon - measure) / horizon,
+        "theta_measure_with_controls": with_controls,
+        "test_theta_measure": float((test_intervals[:, 1] - test_intervals[:, 0]).sum()),
+        "turnpike_time": turnpike_time,
+        "times": times,
+        "distance_over_time": distance,
+        "test_distance_over_time": test_distance,
+        "distance_per_node": solution.distance_to_turnpike("train"),
+        "control_norm_per_interval": solution.control_norms(),
+        "steps": int(solution.history["objective"].size),
+        "train_time_s": solution.wall_time_s,
+    }
+
+
+def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | None = None, *,
+                     plots: bool = True, progress: bool = False, callback=None) -> dict:
+    """Train the neural ODE for every horizon in ``config.horizons``; return the metrics.
+
+    ``callback(horizon, metrics)`` is called after each horizon (the CLI prints from it).
+    With ``out`` the run folder receives ``config.json``, ``metrics.json`` (rewritten after
+    every horizon, atomically) and, with ``plots``, the figures. The solutions are returned
+    under ``"solutions"`` (keyed by T).
+    """
+    config = config or NodeSpiralsConfig()
+    start = time.perf_counter()
+    inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
+    test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
+    if out is not None:
+        out = Path(out)
+        write_json(out / "config.json", {"config": asdict(config), "seed": config.seed,
+                                         "environment": environment()})
+    soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
+    from .theory import distance_to_minimisers
+
+    initial = float(np.sqrt((distance_to_minimisers(inputs, labels, 2, soft.p_d) ** 2).mean()))
+    eps = config.eps_fraction * initial
+    metrics = {"eps": eps, "horizons": list(config.horizons), "per_horizon": {}}
+    solutions = {}
+    for horizon in config.horizons:
+        solution = solve_ocp(_problem(config, horizon, inputs, labels), method=config.method,
+                             steps=config.steps, options=config.options, seed=config.seed,
+                             init_scale=config.init_scale, test_data=test, progress=progress)
+        solutions[horizon] = solution
+        metrics["per_horizon"][f"{horizon:g}"] = summarise_horizon(solution, eps, config.resolution)
+        _collect(metrics)
+        metrics["wall_time_s"] = time.perf_counter() - start
+        if out is not None:
+            write_json(out / "metrics.json", metrics)
+        if callback is not None:
+            callback(horizon, metrics["per_horizon"][f"{horizon:g}"])
+    if out is not None and plots:
+        from ._node_plots import node_figures
+        metrics["figures"] = [str(p) for p in node_figures(solutions, metrics, out, config.resolution)]
+        write_json(out / "metrics.json", metrics)
+    metrics["solutions"] = solutions
+    return metrics
+
+
+def _collect(metrics: dict) -> None:
+    """The headline numbers across horizons: μ[Θ_ε,T] and T − μ against T."""
+    rows = list(metrics["per_horizon"].values())
+    metrics["theta_measure"] = [m["theta_measure"] for m in rows]
+    metrics["time_near_turnpike"] = [m["time_near_turnpike"] for m in rows]
+    metrics["train_accuracy"] = [m["train_accuracy"] for m in rows]
+    metrics["test_accuracy"] = [m["test_accuracy"] for m in rows]
+    metrics["max_theta_measure"] = max(metrics["theta_measure"])
