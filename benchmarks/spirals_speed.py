@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import train_plain  # noqa: E402
 
 import turnpike as tp  # noqa: E402
+from turnpike._solution import turnpike_layer_of  # noqa: E402
 from turnpike.theory import distance_to_minimisers  # noqa: E402
 
 
@@ -29,8 +30,7 @@ def plain_turnpike_layer(model, inputs, labels, eps):
     with torch.no_grad():
         states = torch.stack(model(torch.as_tensor(inputs, dtype=torch.float64))).numpy()
     distance = np.sqrt((distance_to_minimisers(states, labels, 2, 0.95) ** 2).mean(axis=1))
-    outside = np.flatnonzero(distance > eps)
-    return 0 if outside.size == 0 else (None if outside[-1] == len(distance) - 1 else int(outside[-1]) + 1)
+    return turnpike_layer_of(distance, eps)
 
 
 def main():

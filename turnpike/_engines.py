@@ -23,11 +23,14 @@ from . import _array
 def _state_cost_terms(ocp, states, labels, *, with_gradient: bool):
     """Objective contributions of the state costs, and (optionally) their gradients.
 
-    ``states`` (N+1, B, n). Returns J_state and the per-layer gradient (N+1, B, n)
+    ``states`` (N+1, B, n). Returns J_state and the per-layer gradient (N+1, B, w)
     with the stage and terminal weights and the 1/B average applied (None if not
-    asked for or if no state cost is active).
+    asked for or if no state cost is active). The costs only read the first
+    w = ``ocp.state_cost_width`` components (C for classification losses, Remark 4),
+    so only those are sliced and differentiated: for MNIST, 10 of 784.
     """
     depth, batch = states.shape[0] - 1, states.shape[1]
+    states = states[..., : ocp.state_cost_width]
     value, gradient = 0.0, None
     weighted = []          # (weight, cost, layer slice) of every active state cost
     stage = ocp.stage_state_cost
@@ -61,9 +64,12 @@ def adjoint_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.nda
     gradient = _array.zeros_like(theta)
     if state_gradient is not None:
         grads = system.unpack(gradient)
-        costate = state_gradient[system.depth]                         # λ_N, (B, n)
+        width = state_gradient.shape[-1]
+        costate = _array.zeros_like(inputs)                           # λ_N, (B, n)
+        costate[:, :width] = state_gradient[system.depth]
         for k in range(system.depth - 1, -1, -1):
-            costate = system.step_backward(blocks, grads, k, caches[k], costate) + state_gradient[k]
+            costate = system.step_backward(blocks, grads, k, caches[k], costate)   # a new array
+            costate[:, :width] += state_gradient[k]
     r = ocp.input_penalty
     if r > 0:
         value = value + r * float(theta @ theta)

@@ -82,6 +82,14 @@ class OCP:
         return None
 
     @property
+    def state_cost_width(self) -> int:
+        """How many leading state components the state costs read (C for classification)."""
+        widths = [getattr(term, "num_classes", None) or self.system.state_dim
+                  for cost in (self.stage_cost, self.terminal_cost) if cost is not None
+                  for _, term in cost.state_terms]
+        return min(self.system.state_dim, max(widths, default=self.system.state_dim))
+
+    @property
     def input_penalty(self) -> float:
         """The r of w_s Σ_k r‖u_k‖² in J (stage weight included)."""
         return self.stage_weight * self.stage_cost.input_coefficient() if self.stage_cost else 0.0
