@@ -46,7 +46,8 @@ def _positive(z):
 
 ACTIVATIONS = {
     "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a),
-    "relu": Activation("relu", lambda z: z * _positive(z), lambda z, a: _positive(z)),
+    "relu": Activation("relu", lambda z: np.maximum(z, 0) if isinstance(z, np.ndarray) else z.clamp(min=0),
+                       lambda z, a: _positive(z)),
     "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * _positive(z)),
                              lambda z, a: 0.01 + 0.99 * _positive(z)),
     "identity": Activation("identity", lambda z: z, None),

@@ -127,7 +127,7 @@ class SingleLayerResNet(_ResidualSystem):
         sigma = get_activation(self.activation)
         z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
         a = sigma.value(z)
-        return x + self.step_size * a, (x, z, a)
+        return x + (a if self.step_size == 1.0 else self.step_size * a), (x, z, a)
 
     def step_backward(self, blocks, grads, k, cache, costate):
         """Accumulate ∂J/∂u_k into ``grads`` and return the costate part λ_{k+1} ∂f/∂x."""
@@ -169,7 +169,7 @@ class TwoLayerResNet(_ResidualSystem):
         a1 = inner.value(z1)
         z2 = a1 @ blocks["A2"][k].T + blocks["b2"][k]   # (B, n)
         a2 = outer.value(z2)
-        return x + self.step_size * a2, (x, z1, a1, z2, a2)
+        return x + (a2 if self.step_size == 1.0 else self.step_size * a2), (x, z1, a1, z2, a2)
 
     def step_backward(self, blocks, grads, k, cache, costate):
         x, z1, a1, z2, a2 = cache
