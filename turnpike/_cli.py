@@ -116,6 +116,7 @@ COMMANDS = {
     "spirals": "turnpike._cli",
     "node-spirals": "turnpike._cli_node",
     "mnist": "turnpike._cli_mnist",
+    "certify": "turnpike._cli_certify",
 }
 
 

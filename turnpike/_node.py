@@ -346,8 +346,10 @@ class NeuralODE:
             grid = _refine(nodes, self.substeps)
             options["grid_constructor"] = _grid_constructor(grid)
             options["perturb"] = True
-        elif self.depth > 1:
-            options["jump_t"] = torch.tensor(nodes[1:-1], dtype=torch.float64)
+        else:
+            if self.depth > 1:
+                options["jump_t"] = torch.tensor(nodes[1:-1], dtype=torch.float64)
+            options.setdefault("norm", _detached_norm)
         return options
 
     def integrate(self, theta, x0, times=None, *, running_cost=None, labels=None, running_weight=1.0):
@@ -456,6 +458,18 @@ class NeuralODE:
     def solution_type(self):
         """What ``solve_ocp`` returns for this system: an :class:`ODESolution`."""
         return ODESolution
+
+
+def _detached_norm(state):
+    """torchdiffeq's error norm (max over state parts of the RMS), outside the autograd graph.
+
+    Back-propagating through an adaptive solve would otherwise also differentiate the
+    step-size selection (dt depends on θ through the error estimate); with a detached norm
+    the steps are constants and direct back-propagation gives the exact gradient of the
+    discrete scheme, which agrees with the adjoint to the solver tolerance.
+    """
+    parts = state if isinstance(state, (tuple, list)) else (state,)
+    return max(part.detach().abs().pow(2).mean().sqrt() for part in parts)
 
 
 def _refine(nodes: list, parts: int) -> list:

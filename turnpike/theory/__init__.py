@@ -1,4 +1,24 @@
-"""Analysis of trained networks: soft cross-entropy geometry (2024 paper, Sec. 3)."""
-from ._soft_ce import distance_to_minimisers, minimiser_offset, minimiser_points, project_mean_zero
+"""Analysis of trained networks (2024 paper, Sec. 3-4; 2025 paper, Appendix B).
 
-__all__ = ["distance_to_minimisers", "minimiser_offset", "minimiser_points", "project_mean_zero"]
+Soft cross-entropy geometry (Lemmas 3-8), strict dissipativity (Def. 1, Prop. 9, Table 1),
+turnpike counts (Prop. 12) and the depth bounds of Theorems 1-2. Notes: ``theory/``.
+"""
+from ._depth_bounds import (DepthBoundRow, ExitLosses, average_exit_loss, average_loss_bound, average_loss_constant,
+                            depth_bound_table, format_depth_bound_table, objective_bound, stage_cost_objective)
+from ._dissipativity import (DissipationReport, StageCostLowerBound, SteadySet, StorageCertificate,
+                             dissipation_margins, huber_template, optimal_steady_set, search_storage_function,
+                             stage_cost_lower_bound)
+from ._lower_bound import (SoftCELowerBound, curvature_bound, lipschitz_constant, soft_ce_hessian,
+                           soft_ce_lower_bound, tangent_slope)
+from ._soft_ce import distance_to_minimisers, minimiser_offset, minimiser_points, project_mean_zero
+from ._turnpike_bound import TurnpikeBoundReport, fit_reachability, layer_distances, turnpike_bound
+
+__all__ = [
+    "DepthBoundRow", "DissipationReport", "ExitLosses", "SoftCELowerBound", "StageCostLowerBound", "SteadySet",
+    "StorageCertificate", "TurnpikeBoundReport", "average_exit_loss", "average_loss_bound", "average_loss_constant",
+    "curvature_bound", "depth_bound_table", "dissipation_margins", "distance_to_minimisers", "fit_reachability",
+    "format_depth_bound_table", "huber_template", "layer_distances", "lipschitz_constant", "minimiser_offset",
+    "minimiser_points", "objective_bound", "optimal_steady_set", "project_mean_zero", "search_storage_function",
+    "soft_ce_hessian", "soft_ce_lower_bound", "stage_cost_lower_bound", "stage_cost_objective", "tangent_slope",
+    "turnpike_bound",
+]

@@ -23,6 +23,7 @@ so the structured starts cover the candidates that symmetry singles out).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -299,6 +300,11 @@ def soft_ce_lower_bound(num_classes: int, p_d: float, *, random_starts: int = 2,
     The keyword arguments are passed to :func:`curvature_bound` and :func:`tangent_slope`.
     """
     num_classes, p_d = _check(num_classes, p_d)
+    return _cached_lower_bound(num_classes, p_d, random_starts, full_random_starts, seed)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_lower_bound(num_classes, p_d, random_starts, full_random_starts, seed) -> SoftCELowerBound:
     options = dict(random_starts=random_starts, full_random_starts=full_random_starts, seed=seed)
     curvature = curvature_bound(num_classes, p_d, **options)
     slope = tangent_slope(num_classes, p_d, **options)
