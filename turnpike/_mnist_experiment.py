@@ -40,7 +40,9 @@ class MnistConfig:
     lr: float = 1e-3
     init_scale: float = 0.1
     baseline_depths: tuple = (10, 20, 30, 40, 50, 60)
-    eps_fraction: float = 0.1            # ε = eps_fraction × RMS distance of the inputs to X*_y
+    # ε = d_N + eps_fraction (d_0 - d_N), d_k the RMS distance of layer k to X*_y: on image data
+    # the hardest samples keep the RMS distance on a plateau d_N well above 0 (see docs/mnist.md)
+    eps_fraction: float = 0.1
     train_subset: int | None = None      # use only the first n training images (CI, quick looks)
 
     def __post_init__(self):
@@ -103,7 +105,8 @@ def run_mnist(config: MnistConfig | None = None, out=None, *, plots: bool = True
     soft = SoftCrossEntropy(num_classes=10, p_d=config.p_d)
     name, solution = _train(config, data, config.depth, True, out, resume, progress)
     metrics = _layer_metrics(solution, data, soft)
-    eps = config.eps_fraction * float(metrics["distance_per_layer"][0])
+    distance = metrics["distance_per_layer"]
+    eps = float(distance[-1] + config.eps_fraction * (distance[0] - distance[-1]))
     layer = turnpike_layer_of(metrics["distance_per_layer"], eps)
     metrics.update(eps=eps, turnpike_layer=layer,
                    layers_in_Q_eps=np.flatnonzero(metrics["distance_per_layer"] <= eps))
