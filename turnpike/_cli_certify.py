@@ -115,7 +115,7 @@ def _print(report: dict) -> None:
         print(f"    {d['lower_bound']}")
         print(f"    holds at every layer: {d['holds']}; min margin {margins.min():.4g} at layer {d['worst_layer']}, "
               f"max {margins.max():.4g}; min per-sample Lemma 8 margin {d['min_sample_margin']:.3g}")
-        print(f"  Prop. 12: #Q̄_ε <= V̂/α_ℓ(√D ε), V̂ = L β(1/(1-ρ) + γ) + r β²/(1-ρ²) (units of J)")
+        print("  Prop. 12: #Q̄_ε <= V̂/α_ℓ(√D ε), V̂ = L β(1/(1-ρ) + γ) + r β²/(1-ρ²) (units of J)")
         first = entry["turnpike_bounds"][0]
         print(f"    β = {first['beta']:.4g}, ρ = {first['rho']:.4g} (fitted on this trajectory), "
               f"L = {first['lipschitz']:.4g}, γ = {first['terminal_ratio']:g}, V̂ = {first['v_hat']:.4g}, "

@@ -20,7 +20,6 @@ The 2024 paper's stage cost (17) and the 2025 paper's γ-weighted stage loss::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 

@@ -46,11 +46,11 @@ and, with any of the Runge-Kutta discretisations, of the discrete system too.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ._layout import ControlLayout
 from . import _checks
 from ._activations import get_activation
 from ._solution import Solution
@@ -74,7 +74,7 @@ def _torch():
 
 
 @dataclass(frozen=True, kw_only=True)
-class NeuralODE:
+class NeuralODE(ControlLayout):
     r"""A neural ODE :math:`\dot x = F(x, u(t))` on [0, ``horizon``] with controls on ``depth`` intervals.
 
     Parameters (keyword-only)
@@ -216,48 +216,6 @@ class NeuralODE:
     def num_controls(self) -> int:
         """Number of stored control values: K (piecewise constant) or K+1 (piecewise linear)."""
         return self.depth + (self.parametrisation == "piecewise_linear")
-
-    @property
-    def layer_parameter_count(self) -> int:
-        return sum(math.prod(shape) for _, shape in self.fields)
-
-    @property
-    def parameter_count(self) -> int:
-        return self.num_controls * self.layer_parameter_count
-
-    def unpack(self, theta) -> dict:
-        """Views ``{name: (M, *shape)}`` into the flat θ, M = :attr:`num_controls`."""
-        if tuple(theta.shape) != (self.parameter_count,):
-            raise ValueError(f"theta: expected a flat vector of {self.parameter_count} controls "
-                             f"for {self!r}, got shape {tuple(theta.shape)}")
-        views, start, m = {}, 0, self.num_controls
-        for name, shape in self.fields:
-            size = m * math.prod(shape)
-            views[name] = theta[start:start + size].reshape((m, *shape))
-            start += size
-        return views
-
-    def pack(self, blocks: dict):
-        """Inverse of :meth:`unpack`."""
-        parts = [blocks[name].reshape(-1) for name, _ in self.fields]
-        if isinstance(parts[0], np.ndarray):
-            return np.concatenate(parts)
-        return _torch().cat(parts)
-
-    def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
-        """Weights N(0, (scale/√fan_in)²), biases 0: the same draw as the ResNet of equal shape."""
-        blocks = {}
-        for name, shape in self.fields:
-            if len(shape) == 2:
-                blocks[name] = rng.normal(0.0, scale / math.sqrt(shape[1]), (self.num_controls, *shape))
-            else:
-                blocks[name] = np.zeros((self.num_controls, *shape))
-        return self.pack(blocks)
-
-    def control_norms(self, theta) -> np.ndarray:
-        """‖u_k‖ per stored control value, shape (M,)."""
-        blocks = self.unpack(np.asarray(theta, dtype=np.float64))
-        return np.sqrt(sum((b.reshape(self.num_controls, -1) ** 2).sum(axis=1) for b in blocks.values()))
 
     def control_norm_at(self, theta, times) -> np.ndarray:
         """‖u(t)‖ at the given times, shape (len(times),)."""

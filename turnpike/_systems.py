@@ -14,17 +14,16 @@ discretisation of the neural ODE ẋ = F(x, u(t)) on [0, T].
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 
 from . import _array, _checks
 from ._activations import get_activation
+from ._layout import ControlLayout
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ResidualSystem:
+class _ResidualSystem(ControlLayout):
     state_dim: int
     depth: int
     step_size: float = 1.0
@@ -36,56 +35,10 @@ class _ResidualSystem:
         _checks.integer("depth", self.depth, minimum=1)
         _checks.real("step_size", self.step_size, minimum=0.0, strict_min=True)
 
-    # --- parameter layout -------------------------------------------------------
     @property
-    def layer_parameter_count(self) -> int:
-        return sum(math.prod(shape) for _, shape in self.fields)
-
-    @property
-    def parameter_count(self) -> int:
-        return self.depth * self.layer_parameter_count
-
-    def unpack(self, theta) -> dict:
-        """Views ``{name: array of shape (N, *shape)}`` into the flat control vector."""
-        if tuple(theta.shape) != (self.parameter_count,):
-            raise ValueError(f"theta: expected a flat vector of {self.parameter_count} controls "
-                             f"for {self!r}, got shape {tuple(theta.shape)}")
-        views, start = {}, 0
-        for name, shape in self.fields:
-            size = self.depth * math.prod(shape)
-            views[name] = theta[start:start + size].reshape((self.depth, *shape))
-            start += size
-        return views
-
-    def pack(self, blocks: dict):
-        """Inverse of :meth:`unpack`: a flat vector from stacked per-field blocks."""
-        parts = [blocks[name].reshape(-1) for name, _ in self.fields]
-        if isinstance(parts[0], np.ndarray):
-            return np.concatenate(parts)
-        import torch
-        return torch.cat(parts)
-
-    def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
-        """Small random controls: every residual branch starts close to zero.
-
-        Near-zero branches make the untrained network the identity map (every state
-        a steady state) and, as the Demystifying paper argues for shortcut networks,
-        give a well-conditioned start. Each weight is N(0, (scale / sqrt(fan_in))^2),
-        biases start at zero.
-        """
-        blocks = {}
-        for name, shape in self.fields:
-            if len(shape) == 2:
-                blocks[name] = rng.normal(0.0, scale / math.sqrt(shape[1]), (self.depth, *shape))
-            else:
-                blocks[name] = np.zeros((self.depth, *shape))
-        return self.pack(blocks)
-
-    def control_norms(self, theta) -> np.ndarray:
-        """‖u_k‖ (Euclidean norm of all weights and biases of layer k), shape (N,)."""
-        blocks = self.unpack(np.asarray(theta, dtype=np.float64))
-        squares = sum((b.reshape(self.depth, -1) ** 2).sum(axis=1) for b in blocks.values())
-        return np.sqrt(squares)
+    def num_controls(self) -> int:
+        """One block of controls per layer."""
+        return self.depth
 
     # --- dynamics -----------------------------------------------------------------
     def rollout(self, theta, x0):

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from .. import _checks
-from ._soft_ce import minimiser_points, project_mean_zero
+from ._soft_ce import minimiser_points
 
 
 def _check(num_classes, p_d):
