@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from . import _checks
 
@@ -62,13 +63,21 @@ class AdamStepper:
 
     def update(self, theta, gradient, step: int):
         beta1, beta2 = self.options["beta1"], self.options["beta2"]
-        self.mean *= beta1
-        self.mean += (1.0 - beta1) * gradient
-        self.second *= beta2
-        self.second += (1.0 - beta2) * gradient * gradient
         lr = _learning_rate(self.options, step, self.steps)
         corrected_lr = lr * math.sqrt(1.0 - beta2 ** (step + 1)) / (1.0 - beta1 ** (step + 1))
-        return theta - corrected_lr * self.mean / (np.sqrt(self.second) + self.options["eps"])
+        # in-place fused torch kernels on zero-copy views of the numpy arrays: on the
+        # 12-million-control MNIST network, numpy's temporaries made this update cost as
+        # much as a third of the forward-backward sweep
+        mean, second = torch.from_numpy(self.mean), torch.from_numpy(self.second)
+        grad = torch.from_numpy(np.ascontiguousarray(gradient, dtype=self.mean.dtype))
+        mean.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+        second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        updated = theta.copy()     # the caller keeps the old controls (last good state)
+        if getattr(self, "_denominator", None) is None:
+            self._denominator = torch.empty_like(second)       # reused: no 48 MB allocation a step
+        denominator = torch.sqrt(second, out=self._denominator).add_(self.options["eps"])
+        torch.from_numpy(updated).addcdiv_(mean, denominator, value=-corrected_lr)
+        return updated
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "second": self.second}
