@@ -30,21 +30,29 @@ def _jsonable(value):
     return value
 
 
-def write_json(path, data) -> Path:
-    """Write ``data`` as JSON atomically: a killed run never leaves a half-written file."""
+def _write_atomically(path, write, mode: str) -> Path:
+    """Write through a temporary file in the same folder, then rename: a killed run never
+    leaves a half-written file, only the old one or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(_jsonable(data), stream, indent=2)
-            stream.write("\n")
+        with os.fdopen(handle, mode) as stream:
+            write(stream)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
     return path
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as JSON atomically."""
+    def write(stream):
+        json.dump(_jsonable(data), stream, indent=2)
+        stream.write("\n")
+    return _write_atomically(path, write, "w")
 
 
 def environment() -> dict:
@@ -60,19 +68,8 @@ def environment() -> dict:
 
 
 def write_npz(path, **arrays) -> Path:
-    """``np.savez`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    """``np.savez`` atomically."""
+    return _write_atomically(path, lambda stream: np.savez(stream, **arrays), "wb")
 
 
 def read_npz(path) -> dict:

@@ -6,18 +6,15 @@ only stage cost. Both have the soft cross-entropy terminal cost with weight γ.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._ocp import OCP
-from ._runs import environment, write_json
+from ._runs import environment, write_json, write_npz
 from ._solve import solve_ocp
 from ._systems import TwoLayerResNet
 from .data import two_spirals
@@ -66,19 +63,6 @@ def _problem(config: SpiralsConfig, inputs, labels, *, with_stage_cost: bool) ->
         stage = soft + stage
     return OCP(system, inputs, labels, stage_cost=stage, terminal_cost=soft,
                stage_weight=1.0, terminal_weight=config.terminal_weight)
-
-
-def _save_controls(path: Path, controls: dict) -> None:
-    """The trained flat controls, one array per run ("stage_cost", "baseline"), written atomically."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **{name: np.asarray(c, dtype=np.float64) for name, c in controls.items()})
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def summarise(solution, eps: float) -> dict:
@@ -149,7 +133,7 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
     metrics["wall_time_s"] = time.perf_counter() - start
     if out is not None:
         write_json(out / "metrics.json", metrics)
-        _save_controls(out / "controls.npz", {name: s.controls for name, s in solutions.items()})
+        write_npz(out / "controls.npz", **{name: s.controls for name, s in solutions.items()})
         if plots:
             from ._plots import spirals_figures
             metrics["figures"] = [str(p) for p in spirals_figures(solutions, eps, out)]
