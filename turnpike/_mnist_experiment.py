@@ -9,7 +9,7 @@ call. Every training checkpoints each epoch; ``resume=True`` continues a killed 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._ocp import OCP
-from ._runs import environment, write_json
+from ._runs import write_run_config, write_json
 from ._solution import layer_statistics, turnpike_layer_of
 from ._solve import solve_ocp
 from ._systems import TwoLayerResNet
@@ -100,8 +100,7 @@ def run_mnist(config: MnistConfig | None = None, out=None, *, plots: bool = True
         data = replace(data, train_inputs=data.train_inputs[: config.train_subset],
                        train_labels=data.train_labels[: config.train_subset])
     if out is not None:
-        write_json(Path(out) / "config.json", {"config": asdict(config), "seed": config.seed,
-                                               "data": repr(data), "environment": environment()})
+        write_run_config(out, config, data=repr(data))
     soft = SoftCrossEntropy(num_classes=10, p_d=config.p_d)
     name, solution = _train(config, data, config.depth, True, out, resume, progress)
     metrics = _layer_metrics(solution, data, soft)

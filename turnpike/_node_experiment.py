@@ -13,7 +13,7 @@ time spent near the turnpike, :math:`T - μ[Θ_{ε,T}]`, grows with T.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._node import NeuralODE
 from ._ocp import OCP
-from ._runs import environment, write_json
+from ._runs import write_run_config, write_json
 from ._solve import solve_ocp
 from .data import two_spirals
 
@@ -145,8 +145,7 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
     if out is not None:
         out = Path(out)
-        write_json(out / "config.json", {"config": asdict(config), "seed": config.seed,
-                                         "environment": environment()})
+        write_run_config(out, config)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
     from .theory import distance_to_minimisers
 

@@ -55,6 +55,12 @@ def write_json(path, data) -> Path:
     return _write_atomically(path, write, "w")
 
 
+def write_run_config(out, config, **extra) -> Path:
+    """``out/config.json``: an experiment's config dataclass, its seed, package versions and extras."""
+    return write_json(Path(out) / "config.json", {"config": dataclasses.asdict(config), "seed": config.seed,
+                                                  **extra, "environment": environment()})
+
+
 def environment() -> dict:
     """Versions that make a run reproducible or explain a difference."""
     import scipy

@@ -7,14 +7,14 @@ only stage cost. Both have the soft cross-entropy terminal cost with weight γ.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._ocp import OCP
-from ._runs import environment, write_json, write_npz
+from ._runs import write_run_config, write_json, write_npz
 from ._solve import solve_ocp
 from ._systems import TwoLayerResNet
 from .data import two_spirals
@@ -118,8 +118,7 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
     test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
     if out is not None:
         out = Path(out)
-        write_json(out / "config.json", {"config": asdict(config), "seed": config.seed,
-                                         "environment": environment()})
+        write_run_config(out, config)
     solve = dict(method=config.method, steps=config.steps, options=config.options, seed=config.seed,
                  init_scale=config.init_scale, test_data=test, progress=progress)
     solution = solve_ocp(_problem(config, inputs, labels, with_stage_cost=True), **solve)
