@@ -22,6 +22,7 @@ from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._node import NeuralODE
 from ._ocp import OCP
+from ._optimizers import method_schedule
 from ._runs import write_run_config, write_json
 from ._solve import solve_ocp
 from .data import two_spirals
@@ -66,15 +67,7 @@ class NodeSpiralsConfig:
                 _checks.fail("horizons", f"horizons of at least one interval h={self.interval:g}", self.horizons)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.integer("resolution", self.resolution, minimum=1)
-        self.method = tuple(self.method) if isinstance(self.method, (list, tuple)) else (self.method,)
-        if isinstance(self.steps, int):
-            self.steps = (self.steps,) * len(self.method)
-        self.steps = tuple(self.steps)
-        if isinstance(self.options, dict):
-            self.options = (self.options,) * len(self.method)
-        self.options = tuple(self.options)
-        if len(self.options) != len(self.method):
-            self.options = ({},) * len(self.method)
+        self.method, self.steps, self.options = method_schedule(self.method, self.steps, self.options)
 
     def system(self, horizon: float) -> NeuralODE:
         depth = max(1, int(round(horizon / self.interval)))

@@ -161,6 +161,21 @@ METHODS = {
 }
 
 
+def method_schedule(method, steps, options):
+    """Normalise an experiment's (method, steps, options) to three tuples of equal length.
+
+    A single method becomes a 1-tuple; an int ``steps`` or a dict ``options`` is repeated for
+    every method; options written for a different number of methods (the default options
+    of the default schedule after only the methods were changed) fall back to defaults.
+    """
+    method = tuple(method) if isinstance(method, (list, tuple)) else (method,)
+    steps = (steps,) * len(method) if isinstance(steps, int) else tuple(steps)
+    options = (options,) * len(method) if isinstance(options, dict) else tuple(options)
+    if len(options) != len(method):
+        options = ({},) * len(method)
+    return method, steps, options
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {name!r}")

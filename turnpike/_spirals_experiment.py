@@ -14,6 +14,7 @@ from pathlib import Path
 from . import _checks
 from ._costs import InputPenalty, SoftCrossEntropy
 from ._ocp import OCP
+from ._optimizers import method_schedule
 from ._runs import write_run_config, write_json, write_npz
 from ._solve import solve_ocp
 from ._systems import TwoLayerResNet
@@ -43,15 +44,7 @@ class SpiralsConfig:
         _checks.integer("seed", self.seed)
         _checks.integer("depth", self.depth, minimum=1)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
-        self.method = tuple(self.method) if isinstance(self.method, (list, tuple)) else (self.method,)
-        if isinstance(self.steps, int):
-            self.steps = (self.steps,) * len(self.method)
-        self.steps = tuple(self.steps)
-        if isinstance(self.options, dict):
-            self.options = (self.options,) * len(self.method)
-        self.options = tuple(self.options)
-        if len(self.options) != len(self.method):  # options given for another method list
-            self.options = ({},) * len(self.method)
+        self.method, self.steps, self.options = method_schedule(self.method, self.steps, self.options)
 
 
 def _problem(config: SpiralsConfig, inputs, labels, *, with_stage_cost: bool) -> OCP:
