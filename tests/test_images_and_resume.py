@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import turnpike as tp
 from turnpike._cli import main
@@ -203,5 +204,8 @@ def test_mnist_cli_on_tiny_idx_files_and_resume(tiny_idx_dir, tmp_path, capsys):
 def test_mnist_cli_bad_input(tmp_path, capsys):
     assert main(["mnist", "--data", str(tmp_path / "none"), "--out", str(tmp_path), "--quiet"]) == 2
     assert "directory" in capsys.readouterr().err
-    assert main(["mnist", "--device", "cuda", "--out", str(tmp_path), "--quiet"]) == 2
-    assert "--device" in capsys.readouterr().err
+    assert main(["mnist", "--device", "tpu", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["mnist", "--device", "cuda", "--out", str(tmp_path), "--quiet"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

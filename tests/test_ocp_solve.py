@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import turnpike
 from turnpike import (OCP, CrossEntropy, InputPenalty, L2Tracking, SingleLayerResNet, SoftCrossEntropy,
@@ -142,6 +143,8 @@ def test_engines_agree_when_objective_has_no_active_term():
     (dict(test_data=(X, Y + 1)), r"test_data\[1\]"),
     (dict(method="adam", options={"lr": -0.1}), "lr"),
     (dict(method="adam", options={"schedule": "linear"}), "schedule"),
+    (dict(device="tpu"), "device.*'cpu', 'cuda' or 'cuda:N'"),
+    (dict(device=7), "device"),
 ])
 def test_solve_rejects_bad_arguments(kwargs, pattern):
     ocp = OCP(SYSTEM, X, Y, terminal_cost=CE)
@@ -438,6 +441,82 @@ def test_progress_bar_does_not_change_the_result():
     quiet = solve_ocp(ocp, method="adam", steps=5, progress=False)
     shown = solve_ocp(ocp, method="adam", steps=5, progress=True)
     np.testing.assert_array_equal(quiet.controls, shown.controls)
+
+
+def test_progress_bar_shows_objective_and_batch_accuracy(capsys):
+    ocp = small_ocp(depth=3, samples=8)
+    solve_ocp(ocp, method="adam", steps=20, progress=True)
+    shown = capsys.readouterr().err
+    assert "J=" in shown and "acc=" in shown
+
+
+def test_cuda_device_is_refused_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        solve_ocp(small_ocp(), method="adam", steps=2, device="cuda", progress=False)
+
+
+# --- Adam against torch.optim.Adam; updates never overwrite the controls they start from ---------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_stepper_matches_torch_optim_adam(dtype):
+    from turnpike._optimizers import METHODS, AdamStepper
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=50).astype(dtype)
+    options = {**METHODS["adam"].defaults, "lr": 0.05, "schedule": "constant"}
+    stepper = AdamStepper(theta, 6, options)
+    parameter = torch.nn.Parameter(torch.tensor(theta))
+    reference = torch.optim.Adam([parameter], lr=0.05, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    for step in range(6):
+        gradient = np.sin(theta * (step + 1)).astype(dtype)     # changes with θ and the step
+        before = theta.copy()
+        theta = stepper.update(theta, gradient, step)
+        parameter.grad = torch.tensor(gradient)
+        reference.step()
+        np.testing.assert_allclose(theta, parameter.detach().numpy(), rtol=tolerance, atol=tolerance)
+        assert not np.shares_memory(theta, before)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_updates_leave_the_previous_controls_intact(name):
+    """The solver keeps θ_t as the last good state while θ_{t+1} is formed: updates write elsewhere."""
+    from turnpike._optimizers import METHODS
+    method = METHODS[name]
+    theta = np.linspace(-1.0, 1.0, 30)
+    stepper = method.stepper(theta, 10, method.defaults)
+    history = [theta.copy()]
+    for step in range(5):
+        previous = theta
+        theta = stepper.update(theta, np.cos(theta), step)
+        np.testing.assert_array_equal(previous, history[-1])   # θ_t untouched by the update
+        assert not np.array_equal(theta, previous)
+        history.append(theta.copy())
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    ("adam", dict(batch_size=5, options={"lr": 0.05})),
+    (("adam", "lbfgs"), dict(steps=(8, 4), options=({"lr": 0.05}, {}))),
+])
+def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, method, kwargs):
+    """CPU smoke test of the GPU code path: controls, moments and data as torch tensors.
+
+    Both runs take the buffered sweep: Adam turns round-off in near-zero gradient components
+    into whole steps, so the plain numpy sweep would agree only to about 1e-5.
+    """
+    import turnpike._solve as solve_module
+    monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
+    ocp = small_ocp(depth=3, samples=12)
+    settings = {"method": method, "steps": 8, "seed": 2, "progress": False, **kwargs}
+    plain = solve_ocp(ocp, checkpoint=tmp_path / "plain.npz", **settings)
+    monkeypatch.setattr(solve_module, "_resident", lambda device: True)
+    resident = solve_ocp(ocp, checkpoint=tmp_path / "resident.npz", **settings)
+    np.testing.assert_allclose(resident.controls, plain.controls, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(resident.history["objective"], plain.history["objective"], rtol=1e-9)
+    assert resident.objective == pytest.approx(plain.objective, rel=1e-9)
+    saved = turnpike._runs.read_npz(tmp_path / "resident.npz")
+    np.testing.assert_allclose(saved["theta"], resident.controls, rtol=1e-12)
 
 
 def test_solution_without_test_data_or_soft_ce():

@@ -30,6 +30,15 @@ class Activation:
     name: str
     value: Callable  # z -> σ(z)
     derivative: Callable | None  # (z, a) -> σ'(z); None means σ' = 1 (skip the multiply)
+    # (z, out) -> σ(z) written into the torch tensor ``out`` (the buffered adjoint sweep);
+    # None: compute σ(z) and copy it
+    value_into: Callable | None = None
+
+    def write(self, z, out):
+        """σ(z) into the preallocated tensor ``out``; returns ``out``."""
+        if self.value_into is not None:
+            return self.value_into(z, out)
+        return out.copy_(self.value(z))
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -45,12 +54,12 @@ def _positive(z):
 
 
 ACTIVATIONS = {
-    "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a),
+    "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a, lambda z, out: torch.tanh(z, out=out)),
     "relu": Activation("relu", lambda z: np.maximum(z, 0) if isinstance(z, np.ndarray) else z.clamp(min=0),
-                       lambda z, a: _positive(z)),
+                       lambda z, a: _positive(z), lambda z, out: torch.clamp_min(z, 0, out=out)),
     "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * _positive(z)),
                              lambda z, a: 0.01 + 0.99 * _positive(z)),
-    "identity": Activation("identity", lambda z: z, None),
+    "identity": Activation("identity", lambda z: z, None, lambda z, out: out.copy_(z)),
 }
 
 

@@ -80,3 +80,22 @@ def stack(items):
         return np.stack(items)
     import torch
     return torch.stack(items)
+
+
+def to_numpy(x):
+    """A numpy array of ``x`` (a view for numpy arrays and CPU tensors, else a copy)."""
+    if is_numpy(x):
+        return x
+    return x.detach().cpu().numpy()
+
+
+def like(values, reference):
+    """``values`` (numpy) as a new array of ``reference``'s kind, dtype and device."""
+    if is_numpy(reference):
+        return np.array(values, dtype=reference.dtype)
+    import torch
+    return torch.as_tensor(np.asarray(values), dtype=reference.dtype, device=reference.device).clone()
+
+
+def all_finite(x) -> bool:
+    return bool(np.all(np.isfinite(x))) if is_numpy(x) else bool(x.isfinite().all())

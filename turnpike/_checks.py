@@ -90,3 +90,20 @@ def options(name: str, given: dict, allowed: dict) -> dict:
     merged = dict(allowed)
     merged.update(given)
     return merged
+
+
+def device(name: str, value):
+    """A torch device that exists here: "cpu", "cuda" or "cuda:N" (the latter only with a GPU)."""
+    import torch
+    try:
+        parsed = torch.device(value)
+    except (RuntimeError, TypeError):
+        fail(name, "'cpu', 'cuda' or 'cuda:N'", value)
+    if parsed.type not in ("cpu", "cuda"):
+        fail(name, "'cpu', 'cuda' or 'cuda:N'", value)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            fail(name, "'cpu' on this machine (torch sees no CUDA GPU)", value)
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            fail(name, f"a GPU index below {torch.cuda.device_count()}", value)
+    return parsed

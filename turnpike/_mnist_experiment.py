@@ -44,6 +44,7 @@ class MnistConfig:
     # the hardest samples keep the RMS distance on a plateau d_N well above 0 (see docs/mnist.md)
     eps_fraction: float = 0.1
     train_subset: int | None = None      # use only the first n training images (CI, quick looks)
+    device: str = "cpu"                  # "cuda" keeps controls, Adam state and data on the GPU
 
     def __post_init__(self):
         _checks.integer("depth", self.depth, minimum=1)
@@ -53,6 +54,7 @@ class MnistConfig:
                                      for d in self.baseline_depths)
         if self.train_subset is not None:
             _checks.integer("train_subset", self.train_subset, minimum=10)
+        self.device = str(_checks.device("device", self.device))
 
 
 def _problem(config, data, depth, *, with_stage_cost: bool) -> OCP:
@@ -72,6 +74,7 @@ def _train(config, data, depth, with_stage_cost, out, resume, progress):
     return name, solve_ocp(ocp, method="adam", steps=steps, options={"lr": config.lr},
                            batch_size=config.batch_size, seed=config.seed, init_scale=config.init_scale,
                            dtype="float32", keep_states=False, threads=None, checkpoint=checkpoint,
+                           device=config.device,
                            resume=resume, progress=progress)
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import _checks
+from . import _array, _checks
 
 
 @dataclass(frozen=True)
@@ -52,38 +52,67 @@ def _check_schedule(options: dict) -> None:
     _checks.integer("options['warmup_steps']", options["warmup_steps"], minimum=0)
 
 
+def _as_tensor(x):
+    """A torch view of a numpy array (no copy), or the tensor itself."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+class _UpdateBuffers:
+    """Two arrays like θ that updates are written into in turn.
+
+    An update must not overwrite the controls it starts from: the solver keeps them as
+    the last good state in case the next objective is non-finite. Writing into the one
+    of two buffers that does not hold θ keeps that guarantee without allocating 48 MB a
+    step for the 12-million-control MNIST network (fresh memory costs page faults).
+    """
+
+    def __init__(self):
+        self._pair = []
+
+    def other_than(self, theta):
+        for buffer in self._pair:
+            if buffer is not theta:
+                return buffer
+        self._pair.append(theta.copy() if isinstance(theta, np.ndarray) else theta.clone())
+        return self._pair[-1]
+
+
 class AdamStepper:
-    """Adam (Kingma & Ba 2014) with bias correction and a learning-rate schedule."""
+    r"""Adam (Kingma & Ba 2014) with bias correction and a learning-rate schedule.
+
+    .. math::
+        m_t = β_1 m_{t-1} + (1-β_1) g_t, \quad v_t = β_2 v_{t-1} + (1-β_2) g_t^2, \quad
+        θ_t = θ_{t-1} - \frac{η_t}{1-β_1^t} \frac{m_t}{\sqrt{v_t/(1-β_2^t)} + ε}
+
+    (the form of ``torch.optim.Adam``), as one fused in-place kernel pass over the
+    controls, numpy arrays (viewed as tensors without a copy) or tensors on any device.
+    """
 
     def __init__(self, theta, steps: int, options: dict):
         _check_schedule(options)
         self.options, self.steps = options, steps
-        self.mean = np.zeros_like(theta)
-        self.second = np.zeros_like(theta)
+        self.mean = _array.zeros_like(theta)
+        self.second = _array.zeros_like(theta)
+        self._buffers = _UpdateBuffers()
 
     def update(self, theta, gradient, step: int):
-        beta1, beta2 = self.options["beta1"], self.options["beta2"]
-        lr = _learning_rate(self.options, step, self.steps)
-        corrected_lr = lr * math.sqrt(1.0 - beta2 ** (step + 1)) / (1.0 - beta1 ** (step + 1))
-        # in-place fused torch kernels on zero-copy views of the numpy arrays: on the
-        # 12-million-control MNIST network, numpy's temporaries made this update cost as
-        # much as a third of the forward-backward sweep
-        mean, second = torch.from_numpy(self.mean), torch.from_numpy(self.second)
-        grad = torch.from_numpy(np.ascontiguousarray(gradient, dtype=self.mean.dtype))
-        mean.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-        second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        updated = theta.copy()     # the caller keeps the old controls (last good state)
-        if getattr(self, "_denominator", None) is None:
-            self._denominator = torch.empty_like(second)       # reused: no 48 MB allocation a step
-        denominator = torch.sqrt(second, out=self._denominator).add_(self.options["eps"])
-        torch.from_numpy(updated).addcdiv_(mean, denominator, value=-corrected_lr)
+        updated = self._buffers.other_than(theta)
+        out = _as_tensor(updated)
+        out.copy_(_as_tensor(theta))
+        grad = _as_tensor(gradient).to(out.dtype)
+        count = torch.tensor(float(step + 1), device=out.device)
+        torch._fused_adam_([out], [grad], [_as_tensor(self.mean)], [_as_tensor(self.second)], [], [count],
+                           lr=_learning_rate(self.options, step, self.steps), beta1=self.options["beta1"],
+                           beta2=self.options["beta2"], weight_decay=0.0, eps=self.options["eps"],
+                           amsgrad=False, maximize=False)
         return updated
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean, "second": self.second}
+        return {"mean": _array.to_numpy(self.mean), "second": _array.to_numpy(self.second)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.mean, self.second = state["mean"].copy(), state["second"].copy()
+        self.mean = _array.like(state["mean"], self.mean)
+        self.second = _array.like(state["second"], self.second)
 
 
 class SGDStepper:
@@ -92,7 +121,7 @@ class SGDStepper:
     def __init__(self, theta, steps: int, options: dict):
         _check_schedule(options)
         self.options, self.steps = options, steps
-        self.velocity = np.zeros_like(theta)
+        self.velocity = _array.zeros_like(theta)
 
     def update(self, theta, gradient, step: int):
         momentum = self.options["momentum"]
@@ -101,10 +130,10 @@ class SGDStepper:
         return theta - _learning_rate(self.options, step, self.steps) * direction
 
     def state_dict(self) -> dict:
-        return {"velocity": self.velocity}
+        return {"velocity": _array.to_numpy(self.velocity)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.velocity = state["velocity"].copy()
+        self.velocity = _array.like(state["velocity"], self.velocity)
 
 
 class _Stop(Exception):
@@ -123,7 +152,8 @@ def run_lbfgs(objective, theta, steps, options, report):
 
     def fun(x):
         value, gradient = objective(x, counter["step"])
-        return value, gradient
+        # scipy keeps the gradient of past points; engines may return a reused buffer
+        return value, np.array(_array.to_numpy(gradient), dtype=np.float64)
 
     def callback(intermediate_result):  # scipy passes an OptimizeResult to this exact name
         value = float(intermediate_result.fun)

@@ -1,6 +1,7 @@
 """solve_ocp: train a residual network by solving its optimal control problem."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _checks
+from . import _array, _checks
 from ._engines import ENGINES
+from ._sweep import Workspace, buffered_adjoint_objective
 from ._optimizers import get_method
 from ._runs import read_npz, write_npz
 from ._solution import Network, Solution
@@ -23,10 +25,20 @@ def _as_sequence(value, count, name):
     return [value] * count
 
 
+# batch × n × max(n, hidden) from which the buffered torch sweep beats the plain numpy one
+# (per-operation overhead dominates below: two spirals, n = 2)
+_BUFFERED_LAYER_WORK = 1e6
+
+
+def _resident(device) -> bool:
+    """Keep controls and data as torch tensors on ``device`` (a GPU) instead of numpy arrays."""
+    return device.type != "cpu"
+
+
 def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
               initial_controls=None, init_scale=0.1, engine="auto", test_data=None,
               threads="auto", divergence_factor=1e6, dtype="float64", keep_states=True,
-              checkpoint=None, checkpoint_every=None, resume=False,
+              checkpoint=None, checkpoint_every=None, resume=False, device="cpu",
               progress=True, callback=None) -> Solution:
     """Solve the training OCP ``ocp`` and return a :class:`Solution`.
 
@@ -53,7 +65,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     engine : {"auto", "adjoint", "autograd", "system"}
         Gradient engine; "auto" takes the system's own objective when it has one
         ("system": the ODE solve of a NeuralODE), else the analytic adjoint sweep when the
-        system has one, else autograd.
+        system has one, else autograd. For large layers (batch × n × width ≥ 10⁶, e.g.
+        MNIST) and on a GPU the adjoint sweep runs on preallocated torch buffers
+        (:mod:`turnpike._sweep`); small ones (two spirals) take the plain numpy sweep,
+        whose per-operation cost is lower.
     test_data : (inputs, labels), optional
         Held-out data whose layer-wise states are stored in the solution.
     threads : "auto", int or None
@@ -81,10 +96,15 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         Continue from ``checkpoint`` if it exists (refused if it was written by a solve
         with different settings). A resumed run gives the same controls as an
         uninterrupted one: batches are drawn from per-epoch seeds.
+    device : str
+        "cpu", or "cuda" / "cuda:N" to keep the controls, optimiser state and training data
+        on a GPU (adjoint engine only; L-BFGS evaluates there too but steps on the CPU).
     progress : bool
-        Show a tqdm progress bar.
+        Show a tqdm progress bar with the objective and, for classifiers, the current
+        batch's training accuracy at the output layer.
     callback : callable, optional
-        ``callback(step, objective, controls)``; return False to stop.
+        ``callback(step, objective, controls)`` with a copy of the controls (numpy);
+        return False to stop.
     """
     methods = list(method) if isinstance(method, (list, tuple)) else [method]
     if not methods:
@@ -108,6 +128,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     if engine == "adjoint" and not hasattr(system, "step_backward"):
         _checks.fail("engine", "'autograd' for a system without an adjoint (step_backward)", engine)
     evaluate = ENGINES[engine]
+    device = _checks.device("device", device)
 
     count = ocp.inputs.shape[0]
     if batch_size is not None:
@@ -116,6 +137,14 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             if not m.minibatch:
                 _checks.fail("batch_size", f"None for the full-batch method {m.name!r}", batch_size)
         batch_size = min(batch_size, count)
+
+    workspace = None
+    layer_work = (batch_size or count) * system.state_dim * max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
+    if engine == "adjoint" and hasattr(system, "step_into") and (_resident(device) or layer_work >= _BUFFERED_LAYER_WORK):
+        workspace = Workspace(device)
+        evaluate = functools.partial(buffered_adjoint_objective, workspace=workspace)
+    elif device.type != "cpu":
+        _checks.fail("device", f"'cpu' for engine {engine!r} (GPUs run the adjoint sweep of a ResNet)", str(device))
 
     rng = np.random.default_rng(seed)
     if initial_controls is None:
@@ -135,6 +164,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
     inputs = ocp.inputs.astype(dtype)
     theta = theta.astype(dtype)
+    if _resident(device):     # controls, optimiser state and data stay on the GPU
+        inputs, theta = torch.as_tensor(inputs, device=device), torch.as_tensor(theta, device=device)
     per_epoch = 1 if batch_size is None else -(-count // batch_size)
     if checkpoint_every is None:
         checkpoint_every = per_epoch if batch_size is not None else 100
@@ -147,9 +178,11 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                              sort_keys=True, default=str)
 
     permutations = {}
+    last_batch = {}       # inputs and labels of the latest evaluation, for the accuracy shown
 
     def objective(controls, phase, step):
         if batch_size is None or batch_size == count:
+            last_batch.update(inputs=inputs, labels=ocp.labels)
             return evaluate(ocp, controls, inputs, ocp.labels)
         epoch, position = divmod(step, per_epoch)
         if (phase, epoch) not in permutations:
@@ -157,7 +190,21 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             permutations.clear()
             permutations[phase, epoch] = np.random.default_rng([seed, 1, phase, epoch]).permutation(count)
         index = permutations[phase, epoch][position * batch_size:(position + 1) * batch_size]
-        return evaluate(ocp, controls, inputs[index], ocp.labels[index])
+        batch_inputs = inputs[index] if _array.is_numpy(inputs) else inputs[torch.as_tensor(index, device=device)]
+        last_batch.update(inputs=batch_inputs, labels=ocp.labels[index])
+        return evaluate(ocp, controls, batch_inputs, ocp.labels[index])
+
+    def batch_accuracy(controls):
+        """Training accuracy at the output layer on the latest batch (None: not a classifier)."""
+        classes = ocp.num_classes
+        if not classes or not hasattr(system, "step"):
+            return None
+        if workspace is not None and workspace.last_states is not None:
+            final = workspace.last_states[-1]          # the forward pass just made
+        else:
+            final = system.rollout(controls, last_batch["inputs"])[-1]
+        predicted = _array.to_numpy(final[:, :classes].argmax(-1))
+        return float(np.mean(predicted == np.asarray(last_batch["labels"])))
 
     history = {"step": [], "objective": [], "method": [], "time_s": []}
     start_phase, start_step, saved_state = 0, 0, None
@@ -179,7 +226,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             return
         names = [m.name for m in methods]
         state = {f"state_{k}": v for k, v in (stepper.state_dict() if stepper else {}).items()}
-        write_npz(checkpoint, theta=controls, phase=phase, phase_step=phase_step, fingerprint=fingerprint,
+        write_npz(checkpoint, theta=_array.to_numpy(controls), phase=phase, phase_step=phase_step, fingerprint=fingerprint,
                   history_step=np.asarray(history["step"][:done], dtype=np.int64),
                   history_objective=np.asarray(history["objective"][:done], dtype=np.float64),
                   history_method=np.asarray([names.index(n) for n in history["method"][:done]], dtype=np.int64),
@@ -214,12 +261,15 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         history["objective"].append(float(value))
         history["method"].append(name)
         history["time_s"].append(time.perf_counter() - start)
-        if callback is not None and callback(total, value, controls) is False:
+        # a copy: the solver reuses the controls' memory two steps later
+        if callback is not None and callback(total, value, np.array(_array.to_numpy(controls))) is False:
             raise KeyboardInterrupt
         if bar is not None:
             bar.update(1)
             if total % 10 == 0:
-                bar.set_postfix(method=name, J=f"{value:.4g}")
+                accuracy = batch_accuracy(controls) if last_batch else None
+                bar.set_postfix(method=name, J=f"{value:.4g}",
+                                **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}))
         return True
 
     try:
@@ -243,10 +293,14 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                     theta = stepper.update(theta, gradient, step)
                 status, message = "max_steps", f"finished {n_steps} {m.name} steps"
             else:
-                theta, status, message = m.run(lambda th, st, _p=phase: objective(th, _p, st), theta,
-                                               n_steps, opts, lambda st, v, th, _n=m.name: report(_n, v, th))
+                # scipy's L-BFGS steps on the CPU in float64 numpy; the objective may run on a GPU
+                theta, status, message = m.run(lambda th, st, _p=phase: objective(th, _p, st),
+                                               np.array(_array.to_numpy(theta)), n_steps, opts,
+                                               lambda st, v, th, _n=m.name: report(_n, v, th))
+                if _resident(device):
+                    theta = torch.as_tensor(theta, device=device)
                 diverged = status == "stopped"
-            if diverged or not np.all(np.isfinite(theta)):
+            if diverged or not _array.all_finite(theta):
                 status = "diverged"
                 theta = last_good["theta"]
                 message = (f"{m.name} diverged (non-finite or exploding objective) after step "
@@ -264,8 +318,9 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             bar.close()
     wall_time = time.perf_counter() - start
 
-    network = Network(system, np.array(theta, dtype=np.float64))
-    value = objective_value(ocp, network.controls.astype(dtype), evaluate)
+    network = Network(system, np.array(_array.to_numpy(theta), dtype=np.float64))
+    value_only = evaluate if workspace is None else functools.partial(evaluate, with_gradient=False)
+    value = objective_value(ocp, network.controls.astype(dtype), value_only)
     if not np.isfinite(value) and status != "diverged":
         status, message = "diverged", "the final objective is not finite; lower the learning rate"
     return getattr(system, "solution_type", Solution)(

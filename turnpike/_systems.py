@@ -9,6 +9,13 @@ array. ``theta`` is laid out field by field, each field stacked over the layers
 views of shape (N, *field_shape) into it. Systems work with numpy arrays and torch
 tensors alike, so the same code serves the fast adjoint engine and autograd.
 
+Each system also has a *buffered* form of its step for the fast adjoint sweep
+(:mod:`turnpike._sweep`): ``step_into`` and ``step_backward_into`` write into
+preallocated torch tensors (CPU or GPU) with fused matrix products (bias, residual
+and weight decay folded into ``addmm``) instead of allocating a new array per
+operation. The plain ``step`` / ``step_backward`` stay the reference they are tested
+against, and serve autograd and small networks.
+
 ``step_size`` τ = 1 gives the ResNet; τ = T/N makes the rollout the explicit Euler
 discretisation of the neural ODE ẋ = F(x, u(t)) on [0, T].
 """
@@ -93,6 +100,40 @@ class SingleLayerResNet(_ResidualSystem):
         grads["b"][k] = _array.sum_rows(g)
         return costate + g @ blocks["A"][k]
 
+    # --- buffered sweep (torch tensors, preallocated) ------------------------------
+    def sweep_buffers(self, batch: int) -> dict:
+        """Shapes of the per-layer tensors the buffered forward pass keeps for the backward one."""
+        shapes = {"z": (batch, self.state_dim)}
+        if self.activation != "identity":
+            shapes["a"] = (batch, self.state_dim)
+        return shapes
+
+    def step_into(self, blocks, k, x, out, cache):
+        """x_{k+1} into ``out`` (B, n); fills ``cache`` (views of one layer's buffers)."""
+        import torch
+        z = torch.addmm(blocks["b"][k], x, blocks["A"][k].T, out=cache["z"])
+        a = get_activation(self.activation).write(z, cache["a"]) if "a" in cache else z
+        torch.add(x, a, alpha=self.step_size, out=out)
+
+    def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay):
+        """∂J/∂u_k (+ ``decay``·u_k, the input penalty) into ``grads``; λ_{k+1}∂f/∂x into ``out``.
+
+        ``out`` None skips the costate (layer 0's is never used). ``scratch`` holds
+        tensors of shape (B, n) and (B, hidden) the step may overwrite.
+        """
+        import torch
+        z = cache["z"]
+        sigma = get_activation(self.activation)
+        g = costate
+        if self.step_size != 1.0 or sigma.derivative is not None:
+            g = torch.mul(costate, self.step_size, out=scratch["state"])   # costate itself stays intact
+            if sigma.derivative is not None:
+                g.mul_(sigma.derivative(z, cache.get("a", z)))
+        _weight_gradient(grads["A"][k], g, x, blocks["A"][k], decay)
+        _bias_gradient(grads["b"][k], g, blocks["b"][k], decay)
+        if out is not None:
+            torch.addmm(costate, g, blocks["A"][k], out=out)
+
 
 @dataclass(frozen=True, kw_only=True)
 class TwoLayerResNet(_ResidualSystem):
@@ -138,3 +179,59 @@ class TwoLayerResNet(_ResidualSystem):
         grads["A1"][k] = g1.T @ x
         grads["b1"][k] = _array.sum_rows(g1)
         return costate + g1 @ blocks["A1"][k]
+
+    # --- buffered sweep (torch tensors, preallocated) ------------------------------
+    def sweep_buffers(self, batch: int) -> dict:
+        n, h = self.state_dim, self.hidden_dim
+        shapes = {"z1": (batch, h)}
+        if self.activations[0] != "identity":
+            shapes["a1"] = (batch, h)
+        if self.activations[1] != "identity":
+            shapes["z2"], shapes["a2"] = (batch, n), (batch, n)
+        return shapes
+
+    def step_into(self, blocks, k, x, out, cache):
+        import torch
+        inner, outer = (get_activation(a) for a in self.activations)
+        z1 = torch.addmm(blocks["b1"][k], x, blocks["A1"][k].T, out=cache["z1"])          # (B, h)
+        a1 = inner.write(z1, cache["a1"]) if "a1" in cache else z1
+        if "z2" in cache:
+            z2 = torch.addmm(blocks["b2"][k], a1, blocks["A2"][k].T, out=cache["z2"])     # (B, n)
+            torch.add(x, outer.write(z2, cache["a2"]), alpha=self.step_size, out=out)
+        else:
+            # identity σ2: the residual x rides in the product, x + τ A2 a1, then + τ b2
+            torch.addmm(x, a1, blocks["A2"][k].T, alpha=self.step_size, out=out)
+            out.add_(blocks["b2"][k], alpha=self.step_size)
+
+    def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay):
+        import torch
+        inner, outer = (get_activation(a) for a in self.activations)
+        z1 = cache["z1"]
+        a1 = cache.get("a1", z1)
+        g2 = costate                                                                     # (B, n)
+        if self.step_size != 1.0 or "z2" in cache:
+            g2 = torch.mul(costate, self.step_size, out=scratch["state"])
+            if outer.derivative is not None:
+                g2.mul_(outer.derivative(cache["z2"], cache["a2"]))
+        _weight_gradient(grads["A2"][k], g2, a1, blocks["A2"][k], decay)
+        _bias_gradient(grads["b2"][k], g2, blocks["b2"][k], decay)
+        g1 = torch.mm(g2, blocks["A2"][k], out=scratch["hidden"])                        # (B, h)
+        if inner.derivative is not None:
+            g1.mul_(inner.derivative(z1, a1))
+        _weight_gradient(grads["A1"][k], g1, x, blocks["A1"][k], decay)
+        _bias_gradient(grads["b1"][k], g1, blocks["b1"][k], decay)
+        if out is not None:
+            torch.addmm(costate, g1, blocks["A1"][k], out=out)
+
+
+def _weight_gradient(out, g, a, weight, decay):
+    """out = gᵀ a + decay · weight, one fused product (decay = 2r of the input penalty)."""
+    import torch
+    torch.addmm(weight, g.T, a, beta=decay, out=out)
+
+
+def _bias_gradient(out, g, bias, decay):
+    import torch
+    torch.sum(g, 0, out=out)
+    if decay:
+        out.add_(bias, alpha=decay)
