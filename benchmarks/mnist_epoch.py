@@ -4,11 +4,14 @@ Architecture (26) on 784-dim flattened images, N = 60, h = 128, ReLU then identi
 cross-entropy (p_d = 0.91) on the first 10 components at every layer, r = 1e-5, γ = 1,
 mini-batch Adam (batch 128). Baseline: a hand-written PyTorch loop with autograd that
 computes the 60 per-layer losses one by one. Contender: ``solve_ocp`` with the float32
-adjoint engine (all per-layer losses of a batch in one stacked call). Both run the same
+adjoint engine (buffered torch sweep, all per-layer losses of a batch in one stacked call,
+fused Adam). Both run the same
 number of steps on the same data (the 60,000 Fashion-MNIST images if Debian's
 dataset-fashion-mnist is installed, else the embedded MNIST subset repeated to 60,000).
-The script prints both times, their ratio, and each one's fraction of the machine's
-float32 matrix-multiply throughput, measured in the same run.
+The script prints both times, their ratio, each one's fraction of the machine's float32
+matrix-multiply throughput measured in the same run, and the ceiling that throughput puts
+on the ratio: a step needs at least its 6 matrix products per layer, so no implementation
+can beat the plain loop by more than (plain time) / (matrix-product FLOP / peak).
 
     .venv/bin/python benchmarks/mnist_epoch.py [--images 60000] [--steps-limit 0]
 """
@@ -114,6 +117,9 @@ def main():
     print(f"turnpike solve_ocp (adjoint, float32)    : {ours * scale:7.1f} s/epoch "
           f"({1e3 * ours / timed:.0f} ms/step, {flop / ours / 1e9 / peak:.0%} of matmul peak)")
     print(f"speed-up ratio (plain / turnpike): {plain / ours:.2f}x")
+    floor = flop / (peak * 1e9)
+    print(f"ceiling at 100% of matmul peak: {1e3 * floor / timed:.0f} ms/step, "
+          f"a ratio of at most {plain / floor:.2f}x against this plain loop")
 
 
 if __name__ == "__main__":

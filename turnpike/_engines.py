@@ -10,8 +10,9 @@ stores each layer's activations, then the costate (adjoint) recursion
 
 runs backwards over flat arrays. It avoids autograd's per-operation bookkeeping,
 which dominates for small networks on a CPU, and evaluates the stage cost of all
-layers in one stacked call. The autograd engine differentiates the same objective
-with torch and is the independent reference the adjoint is tested against.
+layers in one stacked call. For large layers and GPUs, :mod:`turnpike._sweep` runs the
+same recursion on preallocated torch buffers. The autograd engine differentiates the
+same objective with torch and is the independent reference both are tested against.
 """
 from __future__ import annotations
 
