@@ -519,6 +519,21 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
     np.testing.assert_allclose(saved["theta"], resident.controls, rtol=1e-12)
 
 
+@pytest.mark.parametrize("resident", [False, True])
+def test_float32_buffered_sweep_with_lbfgs_between_adam_phases(monkeypatch, resident):
+    """L-BFGS steps in float64; its points and result are cast back to the solve's float32."""
+    import turnpike._solve as solve_module
+    monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
+    if resident:
+        monkeypatch.setattr(solve_module, "_resident", lambda device: True)
+    ocp = small_ocp(depth=3, samples=12)
+    solution = solve_ocp(ocp, method=("adam", "lbfgs", "adam"), steps=(5, 5, 5),
+                         options=({"lr": 0.05}, {}, {"lr": 0.01}), dtype="float32", progress=False)
+    assert solution.status == "max_steps", solution.message
+    assert solution.history["objective"][-1] < solution.history["objective"][0]
+    assert solution.objective == pytest.approx(objective_at(ocp, solution.controls), rel=1e-5)
+
+
 def test_solution_without_test_data_or_soft_ce():
     ocp = OCP(SYSTEM, X, Y, terminal_cost=CE)
     solution = solve_ocp(ocp, method="lbfgs", steps=2, progress=False)

@@ -139,12 +139,14 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         batch_size = min(batch_size, count)
 
     workspace = None
-    layer_work = (batch_size or count) * system.state_dim * max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
-    if engine == "adjoint" and hasattr(system, "step_into") and (_resident(device) or layer_work >= _BUFFERED_LAYER_WORK):
+    width = max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
+    large = (batch_size or count) * system.state_dim * width >= _BUFFERED_LAYER_WORK
+    if engine == "adjoint" and hasattr(system, "step_into") and (_resident(device) or large):
         workspace = Workspace(device)
         evaluate = functools.partial(buffered_adjoint_objective, workspace=workspace)
-    elif device.type != "cpu":
-        _checks.fail("device", f"'cpu' for engine {engine!r} (GPUs run the adjoint sweep of a ResNet)", str(device))
+    elif _resident(device):
+        _checks.fail("device", f"'cpu' for engine {engine!r} (GPUs run the adjoint sweep of a ResNet)",
+                     str(device))
 
     rng = np.random.default_rng(seed)
     if initial_controls is None:
@@ -181,6 +183,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     last_batch = {}       # inputs and labels of the latest evaluation, for the accuracy shown
 
     def objective(controls, phase, step):
+        if _array.is_numpy(controls) and controls.dtype != dtype:
+            controls = controls.astype(dtype)      # L-BFGS hands over float64 points
         if batch_size is None or batch_size == count:
             last_batch.update(inputs=inputs, labels=ocp.labels)
             return evaluate(ocp, controls, inputs, ocp.labels)
@@ -226,7 +230,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             return
         names = [m.name for m in methods]
         state = {f"state_{k}": v for k, v in (stepper.state_dict() if stepper else {}).items()}
-        write_npz(checkpoint, theta=_array.to_numpy(controls), phase=phase, phase_step=phase_step, fingerprint=fingerprint,
+        write_npz(checkpoint, theta=_array.to_numpy(controls), phase=phase, phase_step=phase_step,
+                  fingerprint=fingerprint,
                   history_step=np.asarray(history["step"][:done], dtype=np.int64),
                   history_objective=np.asarray(history["objective"][:done], dtype=np.float64),
                   history_method=np.asarray([names.index(n) for n in history["method"][:done]], dtype=np.int64),
@@ -297,6 +302,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                 theta, status, message = m.run(lambda th, st, _p=phase: objective(th, _p, st),
                                                np.array(_array.to_numpy(theta)), n_steps, opts,
                                                lambda st, v, th, _n=m.name: report(_n, v, th))
+                theta = theta.astype(dtype)
                 if _resident(device):
                     theta = torch.as_tensor(theta, device=device)
                 diverged = status == "stopped"
