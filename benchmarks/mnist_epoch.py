@@ -13,7 +13,7 @@ matrix-multiply throughput measured in the same run, and the ceiling that throug
 on the ratio: a step needs at least its 6 matrix products per layer, so no implementation
 can beat the plain loop by more than (plain time) / (matrix-product FLOP / peak).
 
-    .venv/bin/python benchmarks/mnist_epoch.py [--images 60000] [--steps-limit 0]
+    .venv/bin/python benchmarks/mnist_epoch.py [--images 60000] [--steps-limit 0] [--rounds 3] [--device cuda]
 """
 from __future__ import annotations
 
@@ -28,8 +28,18 @@ import turnpike as tp
 from turnpike.data._images import FASHION_MNIST_DIR
 
 
-def matmul_throughput(size=2048, repeats=5) -> float:
-    """float32 GFLOP/s of numpy's matrix product on this machine, now."""
+def matmul_throughput(device, size=2048, repeats=5) -> float:
+    """float32 GFLOP/s of a matrix product on ``device`` (numpy's on the CPU), now."""
+    if device.type == "cuda":
+        size, repeats = 8192, 20
+        a = torch.randn(size, size, device=device)
+        a @ a
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ a
+        torch.cuda.synchronize(device)
+        return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     a @ a
     start = time.perf_counter()
@@ -57,18 +67,19 @@ class PlainNet(torch.nn.Module):
         return states
 
 
-def plain_epoch(inputs, labels, steps, batch, depth, hidden, p_d=0.91, r=1e-5):
+def plain_epoch(inputs, labels, steps, batch, depth, hidden, device, p_d=0.91, r=1e-5):
     torch.manual_seed(0)
-    model = PlainNet(depth, inputs.shape[1], hidden)
+    model = PlainNet(depth, inputs.shape[1], hidden).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(labels)
+    x_all, y_all = torch.from_numpy(inputs).to(device), torch.from_numpy(labels).to(device)
     off = (1 - p_d) / 9
+    synchronize(device)
     start = time.perf_counter()
     for step in range(steps):
         index = slice(step * batch % len(inputs), step * batch % len(inputs) + batch)
         x, y = x_all[index], y_all[index]
-        targets = torch.full((len(y), 10), off)
-        targets[torch.arange(len(y)), y] = p_d
+        targets = torch.full((len(y), 10), off, device=device)
+        targets[torch.arange(len(y), device=device), y] = p_d
         entropy = -(targets * targets.log()).sum(1).mean()
         optimiser.zero_grad()
         states = model(x)
@@ -79,7 +90,13 @@ def plain_epoch(inputs, labels, steps, batch, depth, hidden, p_d=0.91, r=1e-5):
         loss = loss + r * sum((p * p).sum() for p in model.parameters())
         loss.backward()
         optimiser.step()
+    synchronize(device)
     return time.perf_counter() - start
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main():
@@ -87,7 +104,12 @@ def main():
     parser.add_argument("--images", type=int, default=60000, help="images per epoch (default 60,000)")
     parser.add_argument("--steps-limit", type=int, default=0,
                         help="time only this many steps of each (0: the whole epoch) and extrapolate")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both contenders run there)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both contenders (default 3)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device: expected 'cpu' on this machine (torch sees no CUDA GPU), got {args.device!r}")
     depth, hidden, batch = 60, 128, 128
     if FASHION_MNIST_DIR.is_dir():
         data = tp.data.load_images("fashion-mnist")
@@ -99,27 +121,40 @@ def main():
     steps = math.ceil(len(labels) / batch)
     timed = min(steps, args.steps_limit) if args.steps_limit else steps
 
-    peak = matmul_throughput()
     soft = tp.SoftCrossEntropy(num_classes=10, p_d=0.91)
     system = tp.TwoLayerResNet(state_dim=784, hidden_dim=hidden, depth=depth, activations=("relu", "identity"))
     ocp = tp.OCP(system, inputs[: timed * batch], labels[: timed * batch],
                  stage_cost=soft + tp.InputPenalty(1e-5), terminal_cost=soft)
-    solution = tp.solve_ocp(ocp, method="adam", steps=timed, options={"lr": 1e-3}, batch_size=batch,
-                            dtype="float32", keep_states=False, threads=None, progress=False)
-    ours = solution.wall_time_s      # the optimisation loop only, not the final full-data objective
-    plain = plain_epoch(inputs, labels, timed, batch, depth, hidden)
+
+    def turnpike_epoch():
+        solution = tp.solve_ocp(ocp, method="adam", steps=timed, options={"lr": 1e-3}, batch_size=batch,
+                                dtype="float32", keep_states=False, threads=None, progress=False,
+                                device=args.device)
+        return solution.wall_time_s      # the optimisation loop only, not the final full-data objective
+
+    # this machine's speed drifts by tens of percent within minutes: alternate the contenders
+    # (and which goes first) over several rounds, with the matrix-product peak measured in each
     flop = flops_per_step(batch, 784, hidden, depth) * timed
     scale = steps / timed
-    print(f"machine float32 matmul: {peak:.0f} GFLOP/s; {steps} steps of batch {batch} per epoch "
-          f"({timed} timed)")
-    print(f"plain PyTorch loop (61 losses one by one): {plain * scale:7.1f} s/epoch "
-          f"({1e3 * plain / timed:.0f} ms/step, {flop / plain / 1e9 / peak:.0%} of matmul peak)")
-    print(f"turnpike solve_ocp (adjoint, float32)    : {ours * scale:7.1f} s/epoch "
-          f"({1e3 * ours / timed:.0f} ms/step, {flop / ours / 1e9 / peak:.0%} of matmul peak)")
-    print(f"speed-up ratio (plain / turnpike): {plain / ours:.2f}x")
-    floor = flop / (peak * 1e9)
-    print(f"ceiling at 100% of matmul peak: {1e3 * floor / timed:.0f} ms/step, "
-          f"a ratio of at most {plain / floor:.2f}x against this plain loop")
+    print(f"{steps} steps of batch {batch} per epoch, {timed} timed per contender and round")
+    rounds = []
+    for round_index in range(args.rounds):
+        peak = matmul_throughput(device)
+        if round_index % 2 == 0:
+            plain, ours = plain_epoch(inputs, labels, timed, batch, depth, hidden, device), turnpike_epoch()
+        else:
+            ours, plain = turnpike_epoch(), plain_epoch(inputs, labels, timed, batch, depth, hidden, device)
+        floor = flop / (peak * 1e9)
+        rounds.append((plain / ours, plain / floor))
+        print(f"round {round_index + 1}: {device.type} float32 matmul {peak:.0f} GFLOP/s | "
+              f"plain loop (61 losses one by one) {plain * scale:6.1f} s/epoch, {1e3 * plain / timed:.0f} ms/step, "
+              f"{flop / plain / 1e9 / peak:.0%} of peak | turnpike {ours * scale:6.1f} s/epoch, "
+              f"{1e3 * ours / timed:.0f} ms/step, {flop / ours / 1e9 / peak:.0%} of peak | "
+              f"ratio {plain / ours:.2f}x, ceiling {plain / floor:.2f}x")
+    ratios, ceilings = zip(*rounds)
+    print(f"speed-up ratio (plain / turnpike), median of {len(rounds)} rounds: {np.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}x)")
+    print(f"ceiling at 100% of matmul peak (6 products per layer and nothing else): {np.median(ceilings):.2f}x")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,26 @@ def test_other_seeds_behave_the_same(seed):
     m = tp.run_spirals(tp.SpiralsConfig(seed=seed, baseline=False), plots=False)
     assert m["train_accuracy"] == 1.0 and m["test_accuracy"] >= 0.97
     assert m["turnpike_layer"] is not None and m["turnpike_layer"] <= 12
+
+
+# --- method schedules of the experiment configs ----------------------------------------------------
+
+@pytest.mark.parametrize("make, default_steps", [(tp.SpiralsConfig, 200), (tp.NodeSpiralsConfig, 100)])
+def test_config_schedule_defaults_follow_the_methods(make, default_steps):
+    assert make().method == ("adam", "lbfgs")
+    assert make().steps == (default_steps, default_steps)
+    assert make().options == ({"lr": 0.02}, {})
+    single = make(method="lbfgs")
+    assert (single.method, single.steps, single.options) == (("lbfgs",), (default_steps,), ({},))
+    three = make(method=("adam", "lbfgs", "sgd"), steps=50)
+    assert three.steps == (50, 50, 50)
+    assert three.options == ({"lr": 0.02}, {}, {"lr": 0.02})
+
+
+@pytest.mark.parametrize("fields, argument", [
+    (dict(method=("adam", "lbfgs"), options=({"lr": 0.1},)), "options"),
+    (dict(method=("adam", "lbfgs", "adam"), steps=(10, 10)), "steps"),
+])
+def test_config_schedule_of_the_wrong_length_is_refused(fields, argument):
+    with pytest.raises(ValueError, match=rf"{argument}: expected one entry per method \(\d"):
+        tp.SpiralsConfig(**fields)

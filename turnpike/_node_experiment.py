@@ -13,7 +13,7 @@ time spent near the turnpike, :math:`T - μ[Θ_{ε,T}]`, grows with T.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,8 @@ class NodeSpiralsConfig:
     input_penalty: float = 0.005               # r
     terminal_weight: float = 3.0               # γ
     method: tuple = ("adam", "lbfgs")
-    steps: tuple = (100, 100)
-    options: tuple = field(default_factory=lambda: ({"lr": 0.02}, {}))
+    steps: tuple | None = None           # None: 100 per method
+    options: tuple | None = None         # None: lr 0.02 for Adam/SGD, defaults otherwise
     init_scale: float = 0.1
     eps_fraction: float = 0.1                  # ε = eps_fraction × RMS distance of the inputs to X*_y
     resolution: int = 8                        # dense evaluation: points per control interval
@@ -67,7 +67,9 @@ class NodeSpiralsConfig:
                 _checks.fail("horizons", f"horizons of at least one interval h={self.interval:g}", self.horizons)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.integer("resolution", self.resolution, minimum=1)
-        self.method, self.steps, self.options = method_schedule(self.method, self.steps, self.options)
+        self.method, self.steps, self.options = method_schedule(
+            self.method, self.steps, self.options, default_steps=100,
+            default_options={"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}})
 
     def system(self, horizon: float) -> NeuralODE:
         depth = max(1, int(round(horizon / self.interval)))

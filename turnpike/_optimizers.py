@@ -191,18 +191,25 @@ METHODS = {
 }
 
 
-def method_schedule(method, steps, options):
+def method_schedule(method, steps, options, *, default_steps: int, default_options: dict):
     """Normalise an experiment's (method, steps, options) to three tuples of equal length.
 
-    A single method becomes a 1-tuple; an int ``steps`` or a dict ``options`` is repeated for
-    every method; options written for a different number of methods (the default options
-    of the default schedule after only the methods were changed) fall back to defaults.
+    A single method becomes a 1-tuple. ``steps`` None gives every method ``default_steps``;
+    an int is repeated. ``options`` None gives each method its entry of ``default_options``
+    (name -> dict, {} if absent); a dict is repeated. Sequences must have one entry per
+    method: options written for other methods are an error, not silently dropped.
     """
     method = tuple(method) if isinstance(method, (list, tuple)) else (method,)
+    if steps is None:
+        steps = (default_steps,) * len(method)
     steps = (steps,) * len(method) if isinstance(steps, int) else tuple(steps)
+    if options is None:
+        options = tuple(dict(default_options.get(m, {})) for m in method)
     options = (options,) * len(method) if isinstance(options, dict) else tuple(options)
-    if len(options) != len(method):
-        options = ({},) * len(method)
+    for name, values in (("steps", steps), ("options", options)):
+        if len(values) != len(method):
+            _checks.fail(name, f"one entry per method ({len(method)} for {method}), or None for the defaults",
+                         values)
     return method, steps, options
 
 

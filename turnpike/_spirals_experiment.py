@@ -7,7 +7,7 @@ only stage cost. Both have the soft cross-entropy terminal cost with weight γ.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,8 +34,8 @@ class SpiralsConfig:
     input_penalty: float = 0.005         # r in r‖u_k‖²
     terminal_weight: float = 3.0         # γ on the terminal cost (2024 convention)
     method: tuple = ("adam", "lbfgs")
-    steps: tuple = (200, 200)
-    options: tuple = field(default_factory=lambda: ({"lr": 0.02}, {}))
+    steps: tuple | None = None           # None: 200 per method
+    options: tuple | None = None         # None: lr 0.02 for Adam/SGD, defaults otherwise
     init_scale: float = 0.1
     eps_fraction: float = 0.1            # ε = eps_fraction × RMS distance of the inputs to X*_y
     baseline: bool = True                # also train without the soft-CE stage cost
@@ -44,7 +44,9 @@ class SpiralsConfig:
         _checks.integer("seed", self.seed)
         _checks.integer("depth", self.depth, minimum=1)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
-        self.method, self.steps, self.options = method_schedule(self.method, self.steps, self.options)
+        self.method, self.steps, self.options = method_schedule(
+            self.method, self.steps, self.options, default_steps=200,
+            default_options={"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}})
 
 
 def _problem(config: SpiralsConfig, inputs, labels, *, with_stage_cost: bool) -> OCP:
