@@ -126,9 +126,22 @@ SOLVE = dict(method=("adam", "lbfgs"), steps=(24, 5), options=({"lr": 0.05}, {})
              progress=False)
 
 
+@pytest.mark.parametrize("sweep", ["numpy", "buffered", "resident"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kill_at", [9, 26])      # inside the Adam phase, inside the L-BFGS phase
-def test_resume_after_interruption_gives_the_same_controls(tmp_path, dtype, kill_at):
+def test_resume_after_interruption_gives_the_same_controls(monkeypatch, tmp_path, dtype, kill_at, sweep):
+    """Also on the buffered sweep, and on the GPU code path run on the CPU ("resident"), where the
+    controls must come back from the checkpoint as tensors on the device."""
+    import turnpike._optimizers as optimizers
+    import turnpike._solve as solve_module
+    if sweep != "numpy":
+        monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
+    kinds = set()
+    if sweep == "resident":
+        monkeypatch.setattr(solve_module, "_resident", lambda device: True)
+        update = optimizers.AdamStepper.update
+        monkeypatch.setattr(optimizers.AdamStepper, "update",
+                            lambda self, theta, *rest: kinds.add(type(theta)) or update(self, theta, *rest))
     ocp = _ocp()
     settings = dict(SOLVE, method="adam", steps=30, options={"lr": 0.05}, batch_size=16) if kill_at == 9 else SOLVE
     full = tp.solve_ocp(ocp, dtype=dtype, **settings)
@@ -140,6 +153,7 @@ def test_resume_after_interruption_gives_the_same_controls(tmp_path, dtype, kill
     resumed = tp.solve_ocp(ocp, dtype=dtype, checkpoint=path, checkpoint_every=4, resume=True, **settings)
     np.testing.assert_array_equal(resumed.controls, full.controls)
     np.testing.assert_array_equal(resumed.history["objective"], full.history["objective"])
+    assert kinds <= {torch.Tensor}
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):

@@ -218,6 +218,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             raise ValueError(f"checkpoint: expected one written by a solve with the same settings, got "
                              f"{checkpoint} from a different one; delete it or change the path")
         theta = saved["theta"].astype(dtype)
+        if _resident(device):
+            theta = torch.as_tensor(theta, device=device)
         start_phase, start_step = int(saved["phase"]), int(saved["phase_step"])
         history = {"step": list(saved["history_step"]), "objective": list(saved["history_objective"]),
                    "method": [methods[int(i)].name for i in saved["history_method"]],
