@@ -59,7 +59,7 @@ ACTIVATIONS = {
                        lambda z, a: _positive(z), lambda z, out: torch.clamp_min(z, 0, out=out)),
     "leaky_relu": Activation("leaky_relu", lambda z: z * (0.01 + 0.99 * _positive(z)),
                              lambda z, a: 0.01 + 0.99 * _positive(z)),
-    "identity": Activation("identity", lambda z: z, None, lambda z, out: out.copy_(z)),
+    "identity": Activation("identity", lambda z: z, None),
 }
 
 

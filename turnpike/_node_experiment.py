@@ -23,9 +23,9 @@ from ._costs import InputPenalty, SoftCrossEntropy
 from ._node import NeuralODE
 from ._ocp import OCP
 from ._optimizers import method_schedule
-from ._runs import write_run_config, write_json
+from ._runs import write_json
 from ._solve import solve_ocp
-from .data import two_spirals
+from ._spirals_experiment import SPIRALS_OPTIONS, solution_summary, spirals_run_start
 
 
 @dataclass
@@ -69,7 +69,7 @@ class NodeSpiralsConfig:
         _checks.integer("resolution", self.resolution, minimum=1)
         self.method, self.steps, self.options = method_schedule(
             self.method, self.steps, self.options, default_steps=100,
-            default_options={"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}})
+            default_options=SPIRALS_OPTIONS)
 
     def system(self, horizon: float) -> NeuralODE:
         depth = max(1, int(round(horizon / self.interval)))
@@ -102,12 +102,7 @@ def summarise_horizon(solution, eps: float, resolution: int) -> dict:
         "horizon": horizon,
         "depth": solution.depth,
         "interval": solution.system.step_size,
-        "eps": eps,
-        "train_accuracy": solution.accuracy("train"),
-        "test_accuracy": solution.accuracy("test"),
-        "objective": solution.objective,
-        "status": solution.status,
-        "message": solution.message,
+        **solution_summary(solution, eps),
         "theta_measure": measure,
         "theta_set": intervals,
         "time_near_turnpike": horizon - measure,
@@ -136,11 +131,7 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     """
     config = config or NodeSpiralsConfig()
     start = time.perf_counter()
-    inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
-    test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
-    if out is not None:
-        out = Path(out)
-        write_run_config(out, config)
+    inputs, labels, test, out = spirals_run_start(config, out)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
     from .theory import distance_to_minimisers
 

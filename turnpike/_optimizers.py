@@ -150,14 +150,18 @@ def run_lbfgs(objective, theta, steps, options, report):
 
     counter = {"step": 0, "theta": theta}
 
+    # scipy works in float64; the objective and the controls returned keep θ's dtype
+    # (the buffered float32 sweep refuses float64 controls)
+    dtype = theta.dtype
+
     def fun(x):
-        value, gradient = objective(x, counter["step"])
+        value, gradient = objective(x.astype(dtype, copy=False), counter["step"])
         # scipy keeps the gradient of past points; engines may return a reused buffer
         return value, np.array(_array.to_numpy(gradient), dtype=np.float64)
 
     def callback(intermediate_result):  # scipy passes an OptimizeResult to this exact name
         value = float(intermediate_result.fun)
-        controls = intermediate_result.x.copy()   # scipy updates x in place afterwards
+        controls = intermediate_result.x.astype(dtype)   # a copy: scipy updates x in place afterwards
         if not report(counter["step"], value, controls):
             raise _Stop
         counter["theta"] = controls
@@ -172,11 +176,12 @@ def run_lbfgs(objective, theta, steps, options, report):
         return counter["theta"], "stopped", f"stopped at step {counter['step']}"
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         return counter["theta"], "diverged", "L-BFGS produced non-finite controls"
+    controls = result.x.astype(dtype)
     if result.nit >= steps:
-        return result.x, "max_steps", f"reached the {steps}-iteration limit of L-BFGS"
+        return controls, "max_steps", f"reached the {steps}-iteration limit of L-BFGS"
     if result.success:
-        return result.x, "converged", f"L-BFGS converged: {result.message}"
-    return result.x, "stalled", f"L-BFGS stopped: {result.message}"
+        return controls, "converged", f"L-BFGS converged: {result.message}"
+    return controls, "stalled", f"L-BFGS stopped: {result.message}"
 
 
 _SCHEDULE = {"schedule": "cosine", "final_lr_fraction": 0.01, "warmup_steps": 0}

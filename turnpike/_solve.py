@@ -183,8 +183,6 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     last_batch = {}       # inputs and labels of the latest evaluation, for the accuracy shown
 
     def objective(controls, phase, step):
-        if _array.is_numpy(controls) and controls.dtype != dtype:
-            controls = controls.astype(dtype)      # L-BFGS hands over float64 points
         if batch_size is None or batch_size == count:
             last_batch.update(inputs=inputs, labels=ocp.labels)
             return evaluate(ocp, controls, inputs, ocp.labels)
@@ -245,7 +243,6 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
     if threads == "auto":
-        width = max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
         threads = 1 if count * width * system.state_dim < 2_000_000 else None
     elif threads is not None:
         threads = _checks.integer("threads", threads, minimum=1)
@@ -304,7 +301,6 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                 theta, status, message = m.run(lambda th, st, _p=phase: objective(th, _p, st),
                                                np.array(_array.to_numpy(theta)), n_steps, opts,
                                                lambda st, v, th, _n=m.name: report(_n, v, th))
-                theta = theta.astype(dtype)
                 if _resident(device):
                     theta = torch.as_tensor(theta, device=device)
                 diverged = status == "stopped"

@@ -21,6 +21,27 @@ from ._systems import TwoLayerResNet
 from .data import two_spirals
 
 
+# Adam and SGD on the spirals take twice the registry's default step
+SPIRALS_OPTIONS = {"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}}
+
+
+def spirals_run_start(config, out):
+    """The train and test spirals of ``config`` (num_train, num_test, turns, seed), and the run
+    folder ``out`` as a Path with ``config.json`` written in it (None stays None)."""
+    inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
+    test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
+    if out is not None:
+        out = Path(out)
+        write_run_config(out, config)
+    return inputs, labels, test, out
+
+
+def solution_summary(solution, eps: float) -> dict:
+    """The metrics every spirals-type run reports for a solution: ε, accuracies, J, status."""
+    return {"eps": eps, "train_accuracy": solution.accuracy("train"), "test_accuracy": solution.accuracy("test"),
+            "objective": solution.objective, "status": solution.status, "message": solution.message}
+
+
 @dataclass
 class SpiralsConfig:
     seed: int = 0
@@ -46,7 +67,7 @@ class SpiralsConfig:
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         self.method, self.steps, self.options = method_schedule(
             self.method, self.steps, self.options, default_steps=200,
-            default_options={"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}})
+            default_options=SPIRALS_OPTIONS)
 
 
 def _problem(config: SpiralsConfig, inputs, labels, *, with_stage_cost: bool) -> OCP:
@@ -66,12 +87,7 @@ def summarise(solution, eps: float) -> dict:
     layer = solution.turnpike_layer(eps)
     inside = solution.turnpike_set(eps)
     metrics = {
-        "eps": eps,
-        "train_accuracy": solution.accuracy("train"),
-        "test_accuracy": solution.accuracy("test"),
-        "objective": solution.objective,
-        "status": solution.status,
-        "message": solution.message,
+        **solution_summary(solution, eps),
         "stage_cost_per_layer": solution.loss_per_layer("train"),
         "test_stage_cost_per_layer": solution.loss_per_layer("test"),
         "control_norm_per_layer": norms,
@@ -109,11 +125,7 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
     """
     config = config or SpiralsConfig()
     start = time.perf_counter()
-    inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
-    test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
-    if out is not None:
-        out = Path(out)
-        write_run_config(out, config)
+    inputs, labels, test, out = spirals_run_start(config, out)
     solve = dict(method=config.method, steps=config.steps, options=config.options, seed=config.seed,
                  init_scale=config.init_scale, test_data=test, progress=progress)
     solution = solve_ocp(_problem(config, inputs, labels, with_stage_cost=True), **solve)
