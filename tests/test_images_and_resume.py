@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import turnpike as tp
-from turnpike._cli import main
+from turnpike.cli import main
 from turnpike.data import load_idx_split, load_images, read_idx, write_idx
 from turnpike.data._images import FASHION_MNIST_DIR
 
@@ -132,7 +132,7 @@ SOLVE = dict(method=("adam", "lbfgs"), steps=(24, 5), options=({"lr": 0.05}, {})
 def test_resume_after_interruption_gives_the_same_controls(monkeypatch, tmp_path, dtype, kill_at, sweep):
     """Also on the buffered sweep, and on the GPU code path run on the CPU ("resident"), where the
     controls must come back from the checkpoint as tensors on the device."""
-    import turnpike._optimizers as optimizers
+    import turnpike.backends._optimizers as optimizers
     import turnpike._solve as solve_module
     if sweep != "numpy":
         monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)

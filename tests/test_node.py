@@ -8,7 +8,7 @@ import torch
 
 import turnpike as tp
 from turnpike import ACTIVATIONS, OCP, InputPenalty, NeuralODE, SoftCrossEntropy, exceedance_intervals
-from turnpike._engines import adjoint_objective
+from turnpike.backends._engines import adjoint_objective
 from turnpike.theory import distance_to_minimisers
 
 torch.set_num_threads(1)
@@ -285,7 +285,7 @@ def test_bad_method_lists_the_valid_names_and_bad_times_and_theta_are_refused():
 
 
 def test_cli_node_spirals_writes_a_run_folder(tmp_path):
-    from turnpike._cli import main
+    from turnpike.cli import main
 
     out = tmp_path / "node"
     code = main(["node-spirals", "--out", str(out), "--horizons", "1,2", "--interval", "0.5", "--steps", "2,2",

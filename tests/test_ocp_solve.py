@@ -8,7 +8,7 @@ import torch
 import turnpike
 from turnpike import (OCP, CrossEntropy, InputPenalty, L2Tracking, SingleLayerResNet, SoftCrossEntropy,
                       TwoLayerResNet, solve_ocp)
-from turnpike._engines import adjoint_objective, autograd_objective
+from turnpike.backends._engines import adjoint_objective, autograd_objective
 
 
 def pad(x, width=3):
@@ -461,7 +461,7 @@ def test_cuda_device_is_refused_without_a_gpu():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_adam_stepper_matches_torch_optim_adam(dtype):
-    from turnpike._optimizers import METHODS, AdamStepper
+    from turnpike.backends._optimizers import METHODS, AdamStepper
     rng = np.random.default_rng(0)
     theta = rng.normal(size=50).astype(dtype)
     options = {**METHODS["adam"].defaults, "lr": 0.05, "schedule": "constant"}
@@ -482,7 +482,7 @@ def test_adam_stepper_matches_torch_optim_adam(dtype):
 @pytest.mark.parametrize("name", ["adam", "sgd"])
 def test_updates_leave_the_previous_controls_intact(name):
     """The solver keeps θ_t as the last good state while θ_{t+1} is formed: updates write elsewhere."""
-    from turnpike._optimizers import METHODS
+    from turnpike.backends._optimizers import METHODS
     method = METHODS[name]
     theta = np.linspace(-1.0, 1.0, 30)
     stepper = method.stepper(theta, 10, method.defaults)

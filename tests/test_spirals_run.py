@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import turnpike as tp
-from turnpike._cli import main
+from turnpike.cli import main
 
 
 @pytest.fixture(scope="module")

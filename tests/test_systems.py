@@ -8,7 +8,7 @@ import torch
 import turnpike
 from turnpike import (ACTIVATIONS, OCP, CrossEntropy, InputPenalty, L2Tracking, Network, SingleLayerResNet,
                       SoftCrossEntropy, TwoLayerResNet)
-from turnpike._engines import adjoint_objective, autograd_objective
+from turnpike.backends._engines import adjoint_objective, autograd_objective
 
 STATE, HIDDEN, DEPTH, BATCH, C = 4, 3, 4, 5, 3
 ACTS = sorted(ACTIVATIONS)
@@ -107,7 +107,7 @@ def reference_objective(ocp, theta):
 
 
 def _buffered_objective(ocp, theta, inputs, labels):
-    from turnpike._sweep import Workspace, buffered_adjoint_objective
+    from turnpike.backends._sweep import Workspace, buffered_adjoint_objective
     return buffered_adjoint_objective(ocp, theta, inputs, labels, workspace=Workspace())
 
 
@@ -354,7 +354,7 @@ def test_activations_vanish_at_zero():
 
 # --- buffered sweep (preallocated torch tensors) ------------------------------------------------
 
-from turnpike._sweep import Workspace, buffered_adjoint_objective  # noqa: E402
+from turnpike.backends._sweep import Workspace, buffered_adjoint_objective  # noqa: E402
 
 
 @pytest.mark.parametrize("system", ALL_SYSTEMS[::5], ids=system_id)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import turnpike as tp
-from turnpike._cli import main
+from turnpike.cli import main
 from turnpike.theory import (dissipation_margins, distance_to_minimisers, fit_reachability, layer_distances,
                              soft_ce_lower_bound, turnpike_bound)
 

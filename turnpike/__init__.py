@@ -1,15 +1,15 @@
 """turnpike: train ResNets and neural ODEs as optimal control problems and find their turnpikes."""
 from ._costs import Cost, CrossEntropy, InputPenalty, L2Tracking, SoftCrossEntropy
 from ._ocp import OCP
-from ._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution, exceedance_intervals
-from ._optimizers import METHODS
+from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution, exceedance_intervals
+from .backends._optimizers import METHODS
 from ._solution import Network, Solution, layer_statistics
 from ._solve import solve_ocp
-from ._systems import SingleLayerResNet, TwoLayerResNet
-from ._spirals_experiment import SpiralsConfig, run_spirals
-from ._node_experiment import NodeSpiralsConfig, run_node_spirals
-from ._mnist_experiment import MnistConfig, run_mnist
-from ._activations import ACTIVATIONS
+from .systems._resnet import SingleLayerResNet, TwoLayerResNet
+from .experiments._spirals import SpiralsConfig, run_spirals
+from .experiments._node import NodeSpiralsConfig, run_node_spirals
+from .experiments._mnist import MnistConfig, run_mnist
+from .systems._activations import ACTIVATIONS
 from . import data, theory
 
 __version__ = "0.1.0"

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from . import _array, _checks
-from ._engines import ENGINES
-from ._sweep import Workspace, buffered_adjoint_objective
-from ._optimizers import get_method
+from .backends._engines import ENGINES
+from .backends._sweep import Workspace, buffered_adjoint_objective
+from .backends._optimizers import get_method
 from ._runs import read_npz, write_npz
 from ._solution import Network, Solution
 
@@ -67,7 +67,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         ("system": the ODE solve of a NeuralODE), else the analytic adjoint sweep when the
         system has one, else autograd. For large layers (batch × n × width ≥ 10⁶, e.g.
         MNIST) and on a GPU the adjoint sweep runs on preallocated torch buffers
-        (:mod:`turnpike._sweep`); small ones (two spirals) take the plain numpy sweep,
+        (:mod:`turnpike.backends._sweep`); small ones (two spirals) take the plain numpy sweep,
         whose per-operation cost is lower.
     test_data : (inputs, labels), optional
         Held-out data whose layer-wise states are stored in the solution.

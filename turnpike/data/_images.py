@@ -75,8 +75,12 @@ def _mnist_subset(train_per_class: int = 400):
     return (images[train], labels[train]), (images[test], labels[test]), str(path)
 
 
-def load_images(name: str = "mnist", directory=None) -> ImageDataset:
-    """Load ``name`` ("mnist" or "fashion-mnist"), from ``directory`` if given."""
+def load_raw_images(name: str = "mnist", directory=None):
+    """The raw images of ``name``: ((train (D, 28, 28) uint8, labels (D,) int64), (test ..., ...), source).
+
+    The same files, split and checks as :func:`load_images`, before flattening and normalising;
+    the conv-net loader (``load_image_tensors``) pads these to 32×32.
+    """
     if name not in DATASETS:
         raise ValueError(f"dataset: expected one of {list(DATASETS)}, got {name!r}")
     if directory is None and name == "mnist":
@@ -89,11 +93,19 @@ def load_images(name: str = "mnist", directory=None) -> ImageDataset:
         train_x, train_y = load_idx_split(folder, "train")
         test_x, test_y = load_idx_split(folder, "test")
         source = str(folder)
-    train_x = train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0
-    test_x = test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0
-    mean, std = float(train_x.mean()), float(train_x.std())
     for labels, split in ((train_y, "train"), (test_y, "test")):
         if labels.min() < 0 or labels.max() > 9:
             raise ValueError(f"{source}: expected {split} labels in 0..9, got {labels.min()}..{labels.max()}")
-    return ImageDataset(name, (train_x - mean) / std, train_y.astype(np.int64), (test_x - mean) / std,
-                        test_y.astype(np.int64), mean, std, source)
+    # the shipped subset stores flat rows of 784 pixels; IDX files are already (count, rows, cols)
+    train_x = train_x.reshape(len(train_x), 28, 28) if train_x.ndim == 2 else train_x
+    test_x = test_x.reshape(len(test_x), 28, 28) if test_x.ndim == 2 else test_x
+    return (train_x, train_y.astype(np.int64)), (test_x, test_y.astype(np.int64)), source
+
+
+def load_images(name: str = "mnist", directory=None) -> ImageDataset:
+    """Load ``name`` ("mnist" or "fashion-mnist"), from ``directory`` if given."""
+    (train_x, train_y), (test_x, test_y), source = load_raw_images(name, directory)
+    train_x = train_x.reshape(len(train_x), -1).astype(np.float32) / 255.0
+    test_x = test_x.reshape(len(test_x), -1).astype(np.float32) / 255.0
+    mean, std = float(train_x.mean()), float(train_x.std())
+    return ImageDataset(name, (train_x - mean) / std, train_y, (test_x - mean) / std, test_y, mean, std, source)

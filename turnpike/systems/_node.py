@@ -51,10 +51,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ._layout import ControlLayout
-from . import _checks
+from .. import _checks
 from ._activations import get_activation
-from ._solution import Solution
-from .theory import distance_to_minimisers
+from .._solution import Solution
+from ..theory import distance_to_minimisers
 
 PARAMETRISATIONS = ("piecewise_constant", "piecewise_linear")
 
@@ -169,7 +169,7 @@ class NeuralODE(ControlLayout):
         Horizon T = N τ with N the depth and τ the ResNet's ``step_size``; the method is
         "euler" unless ``settings`` says otherwise.
         """
-        from ._systems import SingleLayerResNet, TwoLayerResNet
+        from ._resnet import SingleLayerResNet, TwoLayerResNet
 
         settings.setdefault("method", "euler")
         settings.setdefault("horizon", resnet.depth * resnet.step_size)
@@ -182,7 +182,7 @@ class NeuralODE(ControlLayout):
 
     def to_resnet(self):
         """The ResNet (1)/(26) with ``step_size = h``: this ODE's explicit Euler scheme."""
-        from ._systems import SingleLayerResNet, TwoLayerResNet
+        from ._resnet import SingleLayerResNet, TwoLayerResNet
 
         if self.parametrisation != "piecewise_constant":
             _checks.fail("parametrisation", "'piecewise_constant' (one control per layer) for a ResNet",

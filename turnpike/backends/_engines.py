@@ -10,7 +10,7 @@ stores each layer's activations, then the costate (adjoint) recursion
 
 runs backwards over flat arrays. It avoids autograd's per-operation bookkeeping,
 which dominates for small networks on a CPU, and evaluates the stage cost of all
-layers in one stacked call. For large layers and GPUs, :mod:`turnpike._sweep` runs the
+layers in one stacked call. For large layers and GPUs, :mod:`turnpike.backends._sweep` runs the
 same recursion on preallocated torch buffers. The autograd engine differentiates the
 same objective with torch and is the independent reference both are tested against.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _array
+from .. import _array
 
 
 def _state_cost_terms(ocp, states, labels, *, with_gradient: bool):

@@ -1,6 +1,6 @@
 r"""The adjoint sweep on preallocated torch buffers, on the CPU or a GPU.
 
-Same mathematics as :func:`turnpike._engines.adjoint_objective` (forward sweep, stacked
+Same mathematics as :func:`turnpike.backends._engines.adjoint_objective` (forward sweep, stacked
 state costs, costate recursion), organised for large networks, where the plain sweep
 spends as much time allocating and copying as multiplying: for the 60-layer MNIST
 network (12.1 M controls, batch 128) every layer would allocate about 1 MB of fresh

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
-from ._costs import InputPenalty, SoftCrossEntropy
-from ._node import NeuralODE
-from ._ocp import OCP
-from ._optimizers import method_schedule
-from ._runs import write_json
-from ._solve import solve_ocp
-from ._spirals_experiment import SPIRALS_OPTIONS, solution_summary, spirals_run_start
+from .. import _checks
+from .._costs import InputPenalty, SoftCrossEntropy
+from ..systems._node import NeuralODE
+from .._ocp import OCP
+from ..backends._optimizers import method_schedule
+from .._runs import write_json
+from .._solve import solve_ocp
+from ._spirals import SPIRALS_OPTIONS, solution_summary, spirals_run_start
 
 
 @dataclass
@@ -89,7 +89,7 @@ def summarise_horizon(solution, eps: float, resolution: int) -> dict:
     """Measure-turnpike metrics of one trained neural ODE."""
     times, distance = solution.distance_over_time("train", resolution=resolution)
     _, test_distance = solution.distance_over_time("test", resolution=resolution)
-    from ._node import exceedance_intervals
+    from ..systems._node import exceedance_intervals
 
     intervals = exceedance_intervals(times, distance, eps)
     measure = float((intervals[:, 1] - intervals[:, 0]).sum())
@@ -133,7 +133,7 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     start = time.perf_counter()
     inputs, labels, test, out = spirals_run_start(config, out)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
-    from .theory import distance_to_minimisers
+    from ..theory import distance_to_minimisers
 
     initial = float(np.sqrt((distance_to_minimisers(inputs, labels, 2, soft.p_d) ** 2).mean()))
     eps = config.eps_fraction * initial

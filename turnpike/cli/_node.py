@@ -40,7 +40,7 @@ def add_parser(sub):
 
 
 def _config(args):
-    from ._node_experiment import NodeSpiralsConfig
+    from ..experiments._node import NodeSpiralsConfig
 
     fields = {"seed": args.seed, "adjoint": args.adjoint}
     for name, value in (("horizons", args.horizons), ("interval", args.interval), ("ode_method", args.ode_method),
@@ -65,7 +65,7 @@ def _row(m) -> str:
 
 
 def run(args) -> int:
-    from ._node_experiment import run_node_spirals
+    from ..experiments._node import run_node_spirals
 
     config = _config(args)
     out = Path(args.out)

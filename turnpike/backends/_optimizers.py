@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import _array, _checks
+from .. import _array, _checks
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ._mnist_experiment import MnistConfig, run_mnist
+    from ..experiments._mnist import MnistConfig, run_mnist
 
     depths = tuple(int(d) for d in args.baselines.split(",") if d.strip())
     config = MnistConfig(dataset=args.dataset, data_dir=args.data, seed=args.seed, depth=args.depth,

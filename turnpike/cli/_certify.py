@@ -27,9 +27,9 @@ def add_parser(sub):
 
 def load_run(run_dir) -> dict:
     """The solutions of a saved spirals run, rebuilt from config.json and controls.npz: {name: Solution}."""
-    from ._solution import Network, Solution
-    from ._spirals_experiment import SpiralsConfig, _problem
-    from .data import two_spirals
+    from .._solution import Network, Solution
+    from ..experiments._spirals import SpiralsConfig, _problem
+    from ..data import two_spirals
 
     run_dir = Path(run_dir)
     for name in ("config.json", "controls.npz"):
@@ -67,7 +67,7 @@ def load_run(run_dir) -> dict:
 
 def certify(solutions: dict, eps_values=None) -> dict:
     """The reports for every rebuilt solution, as plain data (what certificate.json holds)."""
-    from .theory import dissipation_margins, soft_ce_lower_bound, turnpike_bound, lipschitz_constant
+    from ..theory import dissipation_margins, soft_ce_lower_bound, turnpike_bound, lipschitz_constant
 
     reference = solutions.get("stage_cost") or next(iter(solutions.values()))
     start = float(reference.distance_to_turnpike()[0])
@@ -127,7 +127,7 @@ def _print(report: dict) -> None:
 
 
 def run(args) -> int:
-    from ._runs import write_json
+    from .._runs import write_json
 
     eps_values = None
     if args.eps is not None:

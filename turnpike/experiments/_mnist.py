@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
-from ._costs import InputPenalty, SoftCrossEntropy
-from ._ocp import OCP
-from ._runs import write_run_config, write_json
-from ._solution import layer_statistics, turnpike_layer_of
-from ._solve import solve_ocp
-from ._systems import TwoLayerResNet
-from .data import load_images
+from .. import _checks
+from .._costs import InputPenalty, SoftCrossEntropy
+from .._ocp import OCP
+from .._runs import write_run_config, write_json
+from .._solution import layer_statistics, turnpike_layer_of
+from .._solve import solve_ocp
+from ..systems._resnet import TwoLayerResNet
+from ..data import load_images
 
 
 @dataclass

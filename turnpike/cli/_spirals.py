@@ -1,7 +1,6 @@
-"""Command line: ``turnpike spirals ...``. All printing of the package happens here."""
+"""`turnpike spirals`: the two-spirals turnpike of the 2024 paper (Sec. 6)."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ def _spirals_parser(sub):
 
 
 def _config(args, seed):
-    from ._spirals_experiment import SpiralsConfig
+    from ..experiments._spirals import SPIRALS_OPTIONS, SpiralsConfig
 
     fields = {"seed": seed, "baseline": not args.no_baseline}
     if args.depth is not None:
@@ -52,13 +51,13 @@ def _config(args, seed):
         fields["turns"] = args.turns
     method = SpiralsConfig.method
     if args.method is not None:
+        # steps and options left unset take the config's per-method defaults (one definition)
         method = fields["method"] = tuple(m.strip() for m in args.method.split(","))
-        fields["steps"] = (500,) * len(method)
-        fields["options"] = ({},) * len(method)
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)
     if args.lr is not None:
-        fields["options"] = tuple({"lr": args.lr} if m in ("adam", "sgd") else {} for m in method)
+        fields["options"] = tuple({**SPIRALS_OPTIONS.get(m, {}), "lr": args.lr} if m in ("adam", "sgd")
+                                  else dict(SPIRALS_OPTIONS.get(m, {})) for m in method)
     return SpiralsConfig(**fields)
 
 
@@ -78,7 +77,7 @@ HEADER = (f"{'run':<22} {'train':>5} {'test':>5} {'turnpike':>9} {'#Q_e':>5} {'|
 
 
 def _spirals(args) -> int:
-    from ._spirals_experiment import run_spirals
+    from ..experiments._spirals import run_spirals
 
     seeds = args.seeds if args.seeds is not None else [args.seed]
     out = Path(args.out)
@@ -109,40 +108,9 @@ def _spirals(args) -> int:
     return 0
 
 
-# command name -> module that defines add_parser(subparsers) and run(args). Every module is
-# imported to build the parser, so command modules keep heavy imports (torchdiffeq, cvxpy)
-# inside run(): `turnpike spirals` should not pay for them.
-COMMANDS = {
-    "spirals": "turnpike._cli",
-    "node-spirals": "turnpike._cli_node",
-    "mnist": "turnpike._cli_mnist",
-    "certify": "turnpike._cli_certify",
-}
-
-
 def add_parser(sub):
     return _spirals_parser(sub)
 
 
 def run(args):
     return _spirals(args)
-
-
-def main(argv=None) -> int:
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="turnpike", description="Turnpikes in residual networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
-    for module in dict.fromkeys(modules.values()):
-        module.add_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return modules[args.command].run(args)
-    except ValueError as error:  # bad input: say what is wrong, without a traceback
-        print(f"turnpike {args.command}: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from . import _checks
-from ._costs import InputPenalty, SoftCrossEntropy
-from ._ocp import OCP
-from ._optimizers import method_schedule
-from ._runs import write_run_config, write_json, write_npz
-from ._solve import solve_ocp
-from ._systems import TwoLayerResNet
-from .data import two_spirals
+from .. import _checks
+from .._costs import InputPenalty, SoftCrossEntropy
+from .._ocp import OCP
+from ..backends._optimizers import method_schedule
+from .._runs import write_run_config, write_json, write_npz
+from .._solve import solve_ocp
+from ..systems._resnet import TwoLayerResNet
+from ..data import two_spirals
 
 
 # Adam and SGD on the spirals take twice the registry's default step

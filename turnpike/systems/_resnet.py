@@ -10,7 +10,7 @@ views of shape (N, *field_shape) into it. Systems work with numpy arrays and tor
 tensors alike, so the same code serves the fast adjoint engine and autograd.
 
 Each system also has a *buffered* form of its step for the fast adjoint sweep
-(:mod:`turnpike._sweep`): ``step_into`` and ``step_backward_into`` write into
+(:mod:`turnpike.backends._sweep`): ``step_into`` and ``step_backward_into`` write into
 preallocated torch tensors (CPU or GPU) with fused matrix products (bias, residual
 and weight decay folded into ``addmm``) instead of allocating a new array per
 operation. The plain ``step`` / ``step_backward`` stay the reference they are tested
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
-from . import _array, _checks
+from .. import _array, _checks
 from ._activations import get_activation
 from ._layout import ControlLayout
 

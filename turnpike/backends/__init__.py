@@ -1,0 +1,1 @@
+"""Backends: how a system's parameters are stored, differentiated and stepped."""

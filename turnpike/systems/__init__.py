@@ -1,0 +1,1 @@
+"""Control systems: the layer maps a turnpike OCP is posed on."""
