@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.special import log_softmax, rel_entr, softmax
 
 import turnpike
-from turnpike import CrossEntropy, InputPenalty, L2Tracking, SoftCrossEntropy
+from turnpike import CrossEntropy, InputPenalty, L2Tracking, SingleLayerResNet, SoftCrossEntropy
 
 PROPERTY = settings(deadline=None, max_examples=50)
 
@@ -104,7 +104,7 @@ def test_cross_entropy_matches_negative_log_softmax():
     x = rng.normal(size=(7, 5)) * 4
     labels = rng.integers(0, 3, 7)
     expected = -log_softmax(x[:, :3], axis=1)[np.arange(7), labels]
-    np.testing.assert_allclose(CrossEntropy(num_classes=3).per_sample(x, labels), expected, rtol=1e-12)
+    np.testing.assert_allclose(CrossEntropy(num_classes=3).per_sample(x[:, :3], labels), expected, rtol=1e-12)
 
 
 def test_l2_tracking_values():
@@ -132,7 +132,7 @@ def _cases():
 
 
 COSTS = _cases()
-SHAPES = [(4, 5), (3, 4, 5), (2, 2, 4, 5)]   # (B, n) and stacked layer axes (..., B, n); n=5 > C
+SHAPES = [(4, 5), (3, 4, 5), (2, 2, 4, 5)]   # (B, n) and stacked layer axes (..., B, n); n = the cost's width
 
 
 def _autograd(cost, x, labels):
@@ -146,7 +146,7 @@ def _autograd(cost, x, labels):
 def test_gradient_matches_autograd_and_finite_differences(name, shape):
     cost = COSTS[name]
     rng = np.random.default_rng(zlib.crc32(f"{name}{shape}".encode()))
-    x = rng.normal(size=shape) * 2
+    x = rng.normal(size=shape[:-1] + (cost.width,)) * 2       # logits: costs read exactly their width
     labels = rng.integers(0, 2 if name == "soft_ce_C2" else 3, shape[-2])
     grad = cost.gradient(x, labels)
     assert grad.shape == x.shape
@@ -168,17 +168,24 @@ def test_gradient_matches_autograd_and_finite_differences(name, shape):
 
 @pytest.mark.parametrize("name", ["soft_ce", "cross_entropy"])
 def test_extra_state_components_get_zero_gradient(name):
-    """Remark 4: only the first C components enter the classification loss."""
+    """Remark 4: only the first C components enter the classification loss, through the
+    system's readout; a cost given wider states refuses them instead of slicing."""
     cost = COSTS[name]
+    system = SingleLayerResNet(state_dim=6, depth=1)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 4, 6))
     labels = rng.integers(0, 3, 4)
-    grad = cost.gradient(x, labels)
+    with pytest.raises(ValueError, match=r"expected logits of shape \(\.\.\., 3\)"):
+        cost.per_sample(x, labels)
+    xt = torch.tensor(x, requires_grad=True)
+    cost.per_sample(system.readout(xt, cost.width), labels).sum().backward()
+    grad = xt.grad.numpy()
     assert np.all(grad[..., 3:] == 0)
     assert np.all(np.abs(grad[..., :3]).sum(-1) > 0)
     changed = x.copy()
     changed[..., 3:] = rng.normal(size=changed[..., 3:].shape) * 10
-    np.testing.assert_array_equal(cost.per_sample(changed, labels), cost.per_sample(x, labels))
+    np.testing.assert_array_equal(cost.per_sample(system.readout(changed, 3), labels),
+                                  cost.per_sample(system.readout(x, 3), labels))
     # and the classification gradient is p - q, which sums to zero over the classes
     np.testing.assert_allclose(grad[..., :3].sum(-1), 0, atol=1e-14)
 
@@ -201,10 +208,11 @@ def test_composition_weights_state_terms():
     x = rng.normal(size=(2, 5, 4))
     labels = rng.integers(0, 3, 5)
     combined = 2 * A + B
+    # the composite reads 4 logits; the classification term its leading 3 (nested readout, Remark 4)
     np.testing.assert_allclose(combined.state_per_sample(x, labels),
-                               2 * A.per_sample(x, labels) + B.per_sample(x, labels), rtol=1e-13)
-    np.testing.assert_allclose(combined.state_gradient(x, labels),
-                               2 * A.gradient(x, labels) + B.gradient(x, labels), rtol=1e-13)
+                               2 * A.per_sample(x[..., :3], labels) + B.per_sample(x, labels), rtol=1e-13)
+    padded = np.concatenate([A.gradient(x[..., :3], labels), np.zeros(x.shape[:-1] + (1,))], axis=-1)
+    np.testing.assert_allclose(combined.state_gradient(x, labels), 2 * padded + B.gradient(x, labels), rtol=1e-13)
     # multiplication on either side and scaling of a composite
     np.testing.assert_allclose((A * 2 + B).state_per_sample(x, labels), combined.state_per_sample(x, labels))
     np.testing.assert_allclose((0.5 * combined).state_per_sample(x, labels),

@@ -98,10 +98,11 @@ def reference_objective(ocp, theta):
     value = torch.zeros((), dtype=torch.float64)
     if ocp.stage_state_cost is not None:
         for s in states[:-1]:
-            value = value + ocp.stage_weight * ocp.stage_state_cost.state_per_sample(s, ocp.labels).mean()
+            value = value + ocp.stage_weight * ocp.stage_state_cost.state_per_sample(ocp.readout(s), ocp.labels).mean()
     value = value + ocp.input_penalty * (theta_t * theta_t).sum()
     if ocp.terminal_cost is not None:
-        value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(states[-1], ocp.labels).mean()
+        value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(ocp.readout(states[-1]),
+                                                                                 ocp.labels).mean()
     value.backward()
     return float(value.detach()), theta_t.grad.numpy()
 
@@ -177,9 +178,9 @@ def test_objective_value_matches_direct_formula():
     for k in range(DEPTH):
         x = x + 0.5 * np.tanh(x @ blocks["A"][k].T + blocks["b"][k])
         states.append(x)
-    expected = 0.4 * sum(soft.per_sample(s, labels).mean() for s in states[:-1])
+    expected = 0.4 * sum(soft.per_sample(s[:, :C], labels).mean() for s in states[:-1])   # readout: first C
     expected += 0.4 * 0.05 * float(theta @ theta)
-    expected += 2.5 * CrossEntropy(num_classes=C).per_sample(states[-1], labels).mean()
+    expected += 2.5 * CrossEntropy(num_classes=C).per_sample(states[-1][:, :C], labels).mean()
     assert adjoint_objective(ocp, theta, inputs, labels)[0] == pytest.approx(expected, rel=1e-12)
 
 

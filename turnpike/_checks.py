@@ -107,3 +107,19 @@ def device(name: str, value):
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             fail(name, f"a GPU index below {torch.cuda.device_count()}", value)
     return parsed
+
+
+def image_batch(name: str, value, shape: tuple):
+    """A batch of images (D, *shape), uint8 or finite float, as a torch tensor (no copy if possible)."""
+    import torch
+
+    if not isinstance(value, (np.ndarray, torch.Tensor)):
+        fail(name, f"an array of images of shape (D, {', '.join(map(str, shape))})", value)
+    tensor = torch.as_tensor(value)
+    if tuple(tensor.shape[1:]) != tuple(shape) or tensor.ndim != len(shape) + 1:
+        fail(name, f"images of shape (D, {', '.join(map(str, shape))})", tensor)
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        fail(name, "uint8 or floating-point images", tensor)
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        fail(name, "finite values (no NaN or inf)", tensor)
+    return tensor

@@ -7,8 +7,11 @@ closed-form gradient with respect to the state, for numpy arrays and torch tenso
 states may carry leading layer axes, ``x`` of shape (..., B, n) with labels (B,), so
 that the costs of all layers are evaluated in one call.
 
-Classification losses act on the first ``num_classes`` components of the state
-(Remark 4 of the 2024 paper): the output map "first C components" is built into them.
+Costs act on *logits*: what the system's readout gives at a layer (the first C state
+components of the MLP systems, Remark 4 of the 2024 paper; the intermediate output E_k of a
+convolutional ResNet, eq. (2) of the 2025 paper). Every state term has a ``width``, the
+size of the last axis it reads, and refuses anything else: a wider state is an error, never
+a silent slice (use ``ocp.readout(states)``).
 
 Examples
 --------
@@ -60,11 +63,21 @@ class Cost:
         return next((t for _, t in self.terms if isinstance(t, kind)), None)
 
     # --- evaluation ---------------------------------------------------------------
+    # A composite cost reads logits of its ``logit_width`` (the widest term). For the MLP
+    # systems the readout of width w holds the readout of a narrower width w' as its first
+    # w' components (Remark 4), so a classification term next to a full-state tracking term
+    # reads the leading ``term.width`` logits; a single term never slices (see _Term).
+    def _term_logits(self, x, term):
+        if x.shape[-1] != self.logit_width:
+            raise ValueError(f"x: expected logits of shape (..., {self.logit_width}) for {self!r} (the "
+                             f"system's readout, e.g. ocp.readout(states)), got shape {tuple(x.shape)}")
+        return x if term.width == x.shape[-1] else x[..., :term.width]
+
     def state_per_sample(self, x, labels):
         """Σ w_i ℓ_i(x, y) per sample: shape x.shape[:-1]."""
         total = 0.0
         for weight, term in self.state_terms:
-            total = total + weight * term.per_sample(x, labels)
+            total = total + weight * term.per_sample(self._term_logits(x, term), labels)
         return total
 
     def state_gradient(self, x, labels):
@@ -75,8 +88,12 @@ class Cost:
         """Both at once, sharing the softmax: (values x.shape[:-1], gradients x.shape)."""
         value, grad = 0.0, None
         for weight, term in self.state_terms:
-            v, g = term.per_sample_and_gradient(x, labels)
+            v, g = term.per_sample_and_gradient(self._term_logits(x, term), labels)
             value = value + weight * v
+            if g.shape[-1] != x.shape[-1]:        # a narrower term: zero gradient on the other logits
+                wide = _array.zeros_like(x)
+                wide[..., :term.width] = g
+                g = wide
             grad = weight * g if grad is None else grad + weight * g
         return value, grad
 
@@ -88,6 +105,11 @@ class Cost:
         for _, term in self.state_terms:
             term.check_state_dim(state_dim, argument)
 
+    @property
+    def logit_width(self) -> int | None:
+        """The number of logits this cost reads: its widest state term's (None without state terms)."""
+        return max((term.width for _, term in self.state_terms), default=None)
+
 
 class _Term(Cost):
     """A single cost term; it is a Cost with weight 1 so that terms compose directly."""
@@ -98,6 +120,11 @@ class _Term(Cost):
     def per_sample(self, x, labels):
         """ℓ(x_i, y_i) per sample: shape x.shape[:-1]."""
         return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def _check_logits(self, x):
+        if x.ndim < 1 or x.shape[-1] != self.width:
+            raise ValueError(f"x: expected logits of shape (..., {self.width}) for {self!r} (the system's "
+                             f"readout, e.g. ocp.readout(states)), got shape {tuple(x.shape)}")
 
     def gradient(self, x, labels):
         """∂ℓ(x_i, y_i)/∂x_i per sample: shape x.shape."""
@@ -125,7 +152,7 @@ class SoftCrossEntropy(_Term):
     """
 
     def __init__(self, *, num_classes: int, p_d: float):
-        self.num_classes = _checks.integer("num_classes", num_classes, minimum=2)
+        self.num_classes = self.width = _checks.integer("num_classes", num_classes, minimum=2)
         self.p_d = _checks.real("p_d", p_d, minimum=1.0 / self.num_classes, maximum=1.0,
                                 strict_min=True, strict_max=True)
         super().__init__()
@@ -155,15 +182,11 @@ class SoftCrossEntropy(_Term):
         return self.off_target + (self.p_d - self.off_target) * hot
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
-        logits = x[..., : self.num_classes]
-        log_p, _ = _array.log_softmax_parts(logits)
-        targets = self.targets(labels, logits)
+        self._check_logits(x)
+        log_p, _ = _array.log_softmax_parts(x)
+        targets = self.targets(labels, x)
         value = -_array.sum_last(targets * log_p) - self.target_entropy
-        if not gradient:
-            return value, None
-        grad = _array.zeros_like(x)
-        grad[..., : self.num_classes] = _array.exp(log_p) - targets
-        return value, grad
+        return value, (_array.exp(log_p) - targets if gradient else None)
 
 
 class CrossEntropy(_Term):
@@ -174,22 +197,18 @@ class CrossEntropy(_Term):
     """
 
     def __init__(self, *, num_classes: int):
-        self.num_classes = _checks.integer("num_classes", num_classes, minimum=2)
+        self.num_classes = self.width = _checks.integer("num_classes", num_classes, minimum=2)
         super().__init__()
 
     def __repr__(self) -> str:
         return f"CrossEntropy(num_classes={self.num_classes})"
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
-        logits = x[..., : self.num_classes]
-        log_p, _ = _array.log_softmax_parts(logits)
-        hot = _array.one_hot(labels, self.num_classes, logits)
+        self._check_logits(x)
+        log_p, _ = _array.log_softmax_parts(x)
+        hot = _array.one_hot(labels, self.num_classes, x)
         value = -_array.sum_last(hot * log_p)
-        if not gradient:
-            return value, None
-        grad = _array.zeros_like(x)
-        grad[..., : self.num_classes] = _array.exp(log_p) - hot
-        return value, grad
+        return value, (_array.exp(log_p) - hot if gradient else None)
 
 
 class L2Tracking(_Term):
@@ -205,7 +224,7 @@ class L2Tracking(_Term):
         if target.ndim not in (1, 2):
             _checks.fail("target", "a state (n,) or a per-class table (C, n)", target)
         self.target = target
-        self.state_dim = target.shape[-1]
+        self.state_dim = self.width = target.shape[-1]
         super().__init__()
 
     def __repr__(self) -> str:
@@ -224,6 +243,7 @@ class L2Tracking(_Term):
         return x - target
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
+        self._check_logits(x)
         d = self._difference(x, labels)
         return _array.sum_last(d * d), (2.0 * d if gradient else None)
 

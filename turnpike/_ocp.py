@@ -14,6 +14,11 @@ input penalty included; to weight only the loss, as the 2025 paper does (its wei
 is not scaled by γ), fold γ into the loss term instead:
 ``stage_cost=γ * CrossEntropy(num_classes=C) + InputPenalty(r)`` with ``stage_weight=1``.
 The horizon N is the depth of the system.
+
+Costs act on the system's *readout*, the logits of layer k (:meth:`OCP.readout`): the first
+C state components of the MLP systems (Remark 4), the intermediate output E_k of the
+convolutional ResNet (eq. (2) of the 2025 paper). For a :class:`~turnpike.systems.ModuleSystem`
+the inputs are images (D, channels, height, width), uint8 or float, numpy or torch.
 """
 from __future__ import annotations
 
@@ -23,12 +28,13 @@ import numpy as np
 
 from . import _checks
 from ._costs import Cost, SoftCrossEntropy
+from .systems._protocol import FlatSystem, System
 
 
 @dataclass(frozen=True, eq=False)
 class OCP:
     system: object
-    inputs: np.ndarray            # (D, n) initial states x_0, one row per sample
+    inputs: np.ndarray            # (D, n) initial states x_0 (flat systems), or (D, *input_shape) images
     labels: np.ndarray            # (D,) class indices (or any integer tag for tracking costs)
     stage_cost: Cost | None = None
     terminal_cost: Cost | None = None
@@ -37,14 +43,10 @@ class OCP:
 
     def __post_init__(self):
         system = self.system
-        if not hasattr(system, "rollout") or not hasattr(system, "depth"):
-            _checks.fail("system", "a turnpike system (SingleLayerResNet, TwoLayerResNet, ...)", system)
-        inputs = _checks.finite_array("inputs", self.inputs, ndim=2)
-        if inputs.shape[1] != system.state_dim:
-            _checks.fail("inputs", f"shape (D, {system.state_dim}) to match the system's state_dim",
-                         inputs)
-        if inputs.shape[0] < 1:
-            _checks.fail("inputs", "at least one sample", inputs)
+        if not isinstance(system, System):
+            _checks.fail("system", "a turnpike system (SingleLayerResNet, TwoLayerResNet, NeuralODE, "
+                         "PreActResNet, ...)", system)
+        inputs = self._checked_inputs(system)
         object.__setattr__(self, "inputs", inputs)
         if self.stage_cost is None and self.terminal_cost is None:
             raise ValueError("stage_cost, terminal_cost: expected at least one cost, got neither")
@@ -52,8 +54,11 @@ class OCP:
             cost = getattr(self, name)
             if cost is not None and not isinstance(cost, Cost):
                 _checks.fail(name, "a turnpike cost (e.g. SoftCrossEntropy(...) + InputPenalty(r))", cost)
-            if cost is not None:
+            if cost is not None and isinstance(system, FlatSystem):
                 cost.check_state_dim(system.state_dim, name)
+        width = self.output_width      # one readout width for all state terms (refuses a mix)
+        if width is not None:
+            system.check_readout(width, "stage_cost/terminal_cost")
         if self.terminal_cost is not None and self.terminal_cost.input_terms:
             raise ValueError(f"terminal_cost: expected state terms only (there is no control u_N), "
                              f"got {self.terminal_cost!r}")
@@ -67,6 +72,17 @@ class OCP:
                 table = getattr(term, "target", None)
                 if table is not None and table.ndim == 2:  # per-class targets are indexed by label
                     _checks.labels("labels", self.labels, count=inputs.shape[0], num_classes=table.shape[0])
+
+    def _checked_inputs(self, system):
+        if isinstance(system, FlatSystem):
+            inputs = _checks.finite_array("inputs", self.inputs, ndim=2)
+            if inputs.shape[1] != system.state_dim:
+                _checks.fail("inputs", f"shape (D, {system.state_dim}) to match the system's state_dim", inputs)
+        else:
+            inputs = _checks.image_batch("inputs", self.inputs, system.input_shape)
+        if inputs.shape[0] < 1:
+            _checks.fail("inputs", "at least one sample", inputs)
+        return inputs
 
     @property
     def depth(self) -> int:
@@ -82,12 +98,17 @@ class OCP:
         return None
 
     @property
-    def state_cost_width(self) -> int:
-        """How many leading state components the state costs read (C for classification)."""
-        widths = [getattr(term, "num_classes", None) or self.system.state_dim
-                  for cost in (self.stage_cost, self.terminal_cost) if cost is not None
-                  for _, term in cost.state_terms]
-        return min(self.system.state_dim, max(widths, default=self.system.state_dim))
+    def output_width(self) -> int | None:
+        """How many logits the state costs read (C for classification, n for tracking; None: no state cost)."""
+        widths = [cost.logit_width for cost in (self.stage_cost, self.terminal_cost) if cost is not None]
+        return max((w for w in widths if w is not None), default=None)
+
+    def readout(self, states):
+        """The logits the costs see: the system's readout of ``states`` (..., n) -> (..., width).
+
+        For flat systems the first ``output_width`` state components (Remark 4).
+        """
+        return self.system.readout(states, self.output_width)
 
     @property
     def input_penalty(self) -> float:

@@ -30,7 +30,7 @@ class Network:
 
     def predict(self, inputs, num_classes: int) -> np.ndarray:
         """Class predictions: argmax of the first ``num_classes`` components of x_N."""
-        return self(inputs)[:, :num_classes].argmax(axis=1)
+        return self.system.readout(self(inputs), num_classes).argmax(axis=1)
 
     def prune(self, depth: int) -> "Network":
         """The first ``depth`` layers; the rest (the turnpike) is dropped."""
@@ -115,12 +115,14 @@ class Solution:
         states, labels = self._split(split)
         if cost is None:
             cost = self.ocp.soft_cross_entropy() or self.ocp.terminal_cost
-        return np.asarray(cost.state_per_sample(states, labels)).mean(axis=1)
+        logits = self.network.system.readout(states, cost.logit_width)
+        return np.asarray(cost.state_per_sample(logits, labels)).mean(axis=1)
 
     def accuracy_per_layer(self, split: str = "train") -> np.ndarray:
         """Accuracy of classifying with the first C components of each layer's states."""
         states, labels = self._split(split)
-        return (states[..., : self._classes()].argmax(axis=-1) == labels).mean(axis=1)
+        logits = self.network.system.readout(states, self._classes())
+        return (logits.argmax(axis=-1) == labels).mean(axis=1)
 
     def accuracy(self, split: str = "train") -> float:
         return float(self.accuracy_per_layer(split)[-1])
@@ -171,10 +173,11 @@ def layer_statistics(network: Network, inputs, labels, *, num_classes: int, soft
     for begin in range(0, inputs.shape[0], chunk):
         x, y = inputs[begin:begin + chunk].astype(dtype), labels[begin:begin + chunk]
         states = network.system.rollout(controls, x)                     # (N+1, chunk, n)
-        correct = correct + (states[..., :num_classes].argmax(axis=-1) == y).sum(axis=1)
+        logits = network.system.readout(states, num_classes)                # (N+1, chunk, C)
+        correct = correct + (logits.argmax(axis=-1) == y).sum(axis=1)
         if soft_cross_entropy is not None:
-            loss = loss + soft_cross_entropy.per_sample(states, y).astype(np.float64).sum(axis=1)
-            distance = distance_to_minimisers(states[..., :num_classes], y, num_classes, soft_cross_entropy.p_d)
+            loss = loss + soft_cross_entropy.per_sample(logits, y).astype(np.float64).sum(axis=1)
+            distance = distance_to_minimisers(logits, y, num_classes, soft_cross_entropy.p_d)
             squared = squared + (distance ** 2).sum(axis=1)
     count = inputs.shape[0]
     result = {"accuracy": np.asarray(correct, dtype=np.float64) / count}

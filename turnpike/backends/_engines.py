@@ -26,12 +26,12 @@ def _state_cost_terms(ocp, states, labels, *, with_gradient: bool):
 
     ``states`` (N+1, B, n). Returns J_state and the per-layer gradient (N+1, B, w)
     with the stage and terminal weights and the 1/B average applied (None if not
-    asked for or if no state cost is active). The costs only read the first
-    w = ``ocp.state_cost_width`` components (C for classification losses, Remark 4),
-    so only those are sliced and differentiated: for MNIST, 10 of 784.
+    asked for or if no state cost is active). The costs read the system's readout,
+    the first w = ``ocp.output_width`` components (C for classification losses,
+    Remark 4), so only those are differentiated: for MNIST, 10 of 784.
     """
     depth, batch = states.shape[0] - 1, states.shape[1]
-    states = states[..., : ocp.state_cost_width]
+    states = ocp.readout(states)
     value, gradient = 0.0, None
     weighted = []          # (weight, cost, layer slice) of every active state cost
     stage = ocp.stage_state_cost

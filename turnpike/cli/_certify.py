@@ -53,10 +53,10 @@ def load_run(run_dir) -> dict:
         stage = ocp.stage_cost
         r = stage.input_coefficient()
         norms = ocp.system.control_norms(controls)
-        per_layer = np.asarray(stage.state_per_sample(states[:-1], labels)).mean(axis=1) if stage.state_terms \
+        per_layer = np.asarray(stage.state_per_sample(ocp.readout(states[:-1]), labels)).mean(axis=1) if stage.state_terms \
             else np.zeros(ocp.depth)
         objective = ocp.stage_weight * float((per_layer + r * norms ** 2).sum()) \
-            + ocp.terminal_weight * float(np.mean(ocp.terminal_cost.state_per_sample(states[-1], labels)))
+            + ocp.terminal_weight * float(np.mean(ocp.terminal_cost.state_per_sample(ocp.readout(states[-1]), labels)))
         solutions[name] = Solution(
             ocp=ocp, network=Network(ocp.system, controls), train_states=states,
             test_states=ocp.system.rollout(controls, test_inputs), test_labels=test_labels,

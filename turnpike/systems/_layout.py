@@ -11,8 +11,10 @@ import math
 
 import numpy as np
 
+from ._protocol import FlatSystem
 
-class ControlLayout:
+
+class ControlLayout(FlatSystem):
     fields: tuple
     num_controls: int
 

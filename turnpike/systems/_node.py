@@ -46,6 +46,7 @@ and, with any of the Runge-Kutta discretisations, of the discrete system too.
 from __future__ import annotations
 
 import bisect
+from typing import ClassVar
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -106,6 +107,8 @@ class NeuralODE(ControlLayout):
         back-propagation through the solver's operations.
     """
 
+    # J is an integral computed inside one ODE solve (OCP (20)): the system evaluates it itself
+    engines: ClassVar[tuple] = ("system",)
     state_dim: int
     depth: int
     horizon: float
@@ -335,7 +338,7 @@ class NeuralODE(ControlLayout):
 
             def rhs(time, state):
                 x = state[0]
-                return field_at(time, x), scale * running_cost.state_per_sample(x, labels_t).sum()
+                return field_at(time, x), scale * running_cost.state_per_sample(self.readout(x, running_cost.logit_width), labels_t).sum()
 
             y0 = (x0, torch.zeros((), dtype=x0.dtype))
         else:
@@ -394,7 +397,7 @@ class NeuralODE(ControlLayout):
             value = value + cost[-1]
         if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
             labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(states[-1], labels_t).mean()
+            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(ocp.readout(states[-1]), labels_t).mean()
         r = ocp.input_penalty
         if r > 0:
             value = value + r * self.control_energy(theta)

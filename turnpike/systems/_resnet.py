@@ -22,6 +22,7 @@ discretisation of the neural ODE ẋ = F(x, u(t)) on [0, T].
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 
 from .. import _array, _checks
@@ -31,6 +32,8 @@ from ._layout import ControlLayout
 
 @dataclass(frozen=True, kw_only=True)
 class _ResidualSystem(ControlLayout):
+    # the plain adjoint sweep first; the flat backend switches to its buffered form on large layers
+    engines: ClassVar[tuple] = ("adjoint", "buffered", "autograd")
     state_dim: int
     depth: int
     step_size: float = 1.0

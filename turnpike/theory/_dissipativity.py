@@ -221,7 +221,7 @@ def dissipation_margins(solution, *, storage: Callable | None = None, split: str
     controls = solution.network.system.unpack(np.asarray(solution.controls, dtype=np.float64))
     depth = solution.depth
     flat_controls = np.concatenate([b.reshape(depth, -1) for b in controls.values()], axis=1)   # (N, P)
-    state_part = np.asarray(ocp.stage_cost.state_per_sample(states[:-1], labels), dtype=np.float64)  # (N, D)
+    state_part = np.asarray(ocp.stage_cost.state_per_sample(ocp.readout(states[:-1]), labels), dtype=np.float64)  # (N, D)
     r = ocp.stage_cost.input_coefficient()
     stage_cost = ocp.stage_weight * (state_part.mean(axis=1) + r * (flat_controls ** 2).sum(axis=1))
     distance = steady.distance(states[:-1], flat_controls, labels)
@@ -306,7 +306,7 @@ def _cross_entropy_evidence(stage_cost, states, labels) -> dict:
     direction[np.arange(len(labels)), labels] = 1.0
     direction[:, :classes] -= 1.0 / classes
     steps = [0.0, 1.0, 5.0, 20.0]
-    values = [float(np.mean(ce.per_sample(start + s * direction, labels))) for s in steps]
+    values = [float(np.mean(ce.per_sample((start + s * direction)[:, :classes], labels))) for s in steps]
     return {"ray_steps": steps, "cross_entropy_along_ray": values,
             "note": "the loss keeps decreasing towards 0 as the logits move to infinity; no finite minimiser"}
 
@@ -364,7 +364,8 @@ def search_storage_function(system, stage_cost, states, controls, labels, *, bas
 
     successors = _successors(system, states, controls)
     r = stage_cost.input_coefficient()
-    stage = stage_weight * (np.asarray(stage_cost.state_per_sample(states, labels)).mean(axis=1)
+    logits = system.readout(states, stage_cost.logit_width)
+    stage = stage_weight * (np.asarray(stage_cost.state_per_sample(logits, labels)).mean(axis=1)
                             + r * (controls ** 2).sum(axis=1))
     excess = stage - steady.optimal_value
     distance = steady.distance(states, controls, labels)

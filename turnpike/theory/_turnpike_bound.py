@@ -174,11 +174,11 @@ def turnpike_bound(solution, eps: float, *, beta: float | None = None, rho: floa
     # stage costs as they enter J
     blocks = solution.network.system.unpack(np.asarray(solution.controls, dtype=np.float64))
     controls = np.concatenate([bl.reshape(depth, -1) for bl in blocks.values()], axis=1)
-    state_part = np.asarray(ocp.stage_cost.state_per_sample(np.asarray(states)[:-1], labels)).mean(axis=1)
+    state_part = np.asarray(ocp.stage_cost.state_per_sample(ocp.readout(np.asarray(states)[:-1]), labels)).mean(axis=1)
     stage = ocp.stage_weight * state_part + r * (controls ** 2).sum(axis=1)
     terminal = 0.0
     if ocp.terminal_cost is not None:
-        terminal = ocp.terminal_weight * float(np.mean(ocp.terminal_cost.state_per_sample(np.asarray(states)[-1],
+        terminal = ocp.terminal_weight * float(np.mean(ocp.terminal_cost.state_per_sample(ocp.readout(np.asarray(states)[-1]),
                                                                                             labels)))
     objective = float(stage.sum() + terminal)
     outside = np.flatnonzero(distances[:-1] > eps_stacked)
