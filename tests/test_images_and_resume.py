@@ -133,7 +133,7 @@ def test_resume_after_interruption_gives_the_same_controls(monkeypatch, tmp_path
     """Also on the buffered sweep, and on the GPU code path run on the CPU ("resident"), where the
     controls must come back from the checkpoint as tensors on the device."""
     import turnpike.backends._optimizers as optimizers
-    import turnpike._solve as solve_module
+    import turnpike.backends._flat as solve_module
     if sweep != "numpy":
         monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
     kinds = set()

@@ -506,7 +506,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
     Both runs take the buffered sweep: Adam turns round-off in near-zero gradient components
     into whole steps, so the plain numpy sweep would agree only to about 1e-5.
     """
-    import turnpike._solve as solve_module
+    import turnpike.backends._flat as solve_module
     monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
     ocp = small_ocp(depth=3, samples=12)
     settings = {"method": method, "steps": 8, "seed": 2, "progress": False, **kwargs}
@@ -523,7 +523,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
 @pytest.mark.parametrize("resident", [False, True])
 def test_float32_buffered_sweep_with_lbfgs_between_adam_phases(monkeypatch, resident):
     """L-BFGS steps in float64; its points and result are cast back to the solve's float32."""
-    import turnpike._solve as solve_module
+    import turnpike.backends._flat as solve_module
     monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
     if resident:
         monkeypatch.setattr(solve_module, "_resident", lambda device: True)

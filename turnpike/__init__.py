@@ -3,7 +3,8 @@ from ._costs import Cost, CrossEntropy, InputPenalty, L2Tracking, SoftCrossEntro
 from ._ocp import OCP
 from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution, exceedance_intervals
 from .backends._optimizers import METHODS
-from ._solution import Network, Solution, layer_statistics
+from .backends import ENGINES
+from ._solution import Network, Solution, Status, layer_statistics
 from ._solve import solve_ocp
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .experiments._spirals import SpiralsConfig, run_spirals
@@ -15,9 +16,9 @@ from . import data, theory
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",
+    "ACTIVATIONS", "ENGINES", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "Network",
-    "SingleLayerResNet", "Solution", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
+    "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
     "MnistConfig", "layer_statistics", "run_mnist", "run_spirals", "solve_ocp", "theory",
 ]

@@ -1,12 +1,36 @@
 """What a solve returns: the trained network, its trajectories and turnpike answers."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _checks
 from .theory import distance_to_minimisers
+
+
+class Status(enum.StrEnum):
+    """How a solve ended (a string enum: ``solution.status == "max_steps"`` works too).
+
+    - ``CONVERGED``: the method's convergence test passed (L-BFGS: gradient or objective
+      change below its tolerances).
+    - ``MAX_STEPS``: every method ran its given number of steps; the usual end of a
+      first-order run, not a failure.
+    - ``STALLED``: L-BFGS stopped early without meeting its tolerances (e.g. the line search
+      found no decrease); the result is usable but may not be a minimiser — try more Adam
+      steps first or a looser ``gtol``.
+    - ``DIVERGED``: the objective became non-finite or exceeded ``divergence_factor`` times
+      its first value; the last finite parameters are returned — lower the learning rate.
+    - ``STOPPED``: the callback returned False or the user interrupted; the last good
+      parameters are returned, and a checkpointed run can be resumed.
+    """
+
+    CONVERGED = "converged"
+    MAX_STEPS = "max_steps"
+    STALLED = "stalled"
+    DIVERGED = "diverged"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,9 +71,9 @@ class Solution:
     """Result of :func:`turnpike.solve_ocp`.
 
     Trajectories are stored for every layer: ``train_states`` (N+1, D, n) and
-    ``test_states`` (N+1, D_test, n) or None. ``status`` is "converged", "max_steps",
-    "diverged" or "stopped"; ``message`` says what happened and, on failure, what to
-    change. ``history`` holds the objective per optimisation step.
+    ``test_states`` (N+1, D_test, n) or None. ``status`` is a :class:`Status`; ``message``
+    says what happened and, on failure, what to change. ``history`` holds the objective
+    per optimisation step.
     """
 
     ocp: object
@@ -74,7 +98,7 @@ class Solution:
     # --- basic data ----------------------------------------------------------------
     @property
     def success(self) -> bool:
-        return self.status in ("converged", "max_steps")
+        return self.status in (Status.CONVERGED, Status.MAX_STEPS)
 
     @property
     def depth(self) -> int:

@@ -13,23 +13,11 @@ step and returns False to stop (divergence guard, callback).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 
 from .. import _array, _checks
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    defaults: dict
-    minibatch: bool
-    description: str
-    stepper: type | None = None      # first-order methods
-    run: Callable | None = None      # methods that own their loop (L-BFGS)
+from ._protocol import Method
 
 
 def _learning_rate(options: dict, step: int, steps: int) -> float:

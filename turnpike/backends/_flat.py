@@ -1,0 +1,246 @@
+"""The flat backend: one control vector θ, analytic adjoint sweeps, steppers and L-BFGS.
+
+For :class:`~turnpike.systems.FlatSystem` s (the ResNets (1) and (26), the neural ODE). θ is
+a numpy array on the CPU, or a torch tensor on a GPU ("resident": controls, optimiser
+state and training data stay on the device). The gradient comes from an engine of
+:data:`ENGINES`; ``engine="auto"`` takes the system's first declared engine, and swaps the
+plain numpy adjoint sweep for the buffered torch sweep on large layers and on GPUs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import torch
+
+from .. import _array, _checks
+from .._runs import read_npz, write_npz
+from ._engines import adjoint_objective, autograd_objective, system_objective
+from ._optimizers import METHODS
+from ._protocol import Backend
+from ._sweep import Workspace, buffered_adjoint_objective
+
+# batch × n × max(n, hidden) from which the buffered torch sweep beats the plain numpy one
+# (per-operation overhead dominates below: two spirals, n = 2)
+_BUFFERED_LAYER_WORK = 1e6
+
+
+def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True):
+    return buffered_adjoint_objective(ocp, theta, inputs, labels, workspace=workspace or Workspace(),
+                                      with_gradient=with_gradient)
+
+
+#: gradient engines: name -> objective(ocp, θ, inputs, labels) -> (J, ∇J)
+ENGINES = {"adjoint": adjoint_objective, "buffered": _buffered, "autograd": autograd_objective,
+           "system": system_objective}
+
+
+def _resident(device) -> bool:
+    """Keep controls and data as torch tensors on ``device`` (a GPU) instead of numpy arrays."""
+    return device.type != "cpu"
+
+
+def _choose_engine(system, engine: str, large: bool, device) -> str:
+    """The engine for ``engine`` ("auto" or a name), checked against what the system declares."""
+    _checks.choice("engine", engine, ("auto", *ENGINES))
+    declared = system.engines
+    if engine == "auto":
+        engine = declared[0]
+    if engine not in declared:
+        hint = ("'auto' or 'system' for a system that evaluates its own objective (NeuralODE)"
+                if declared == ("system",) else f"'auto' or one of {list(declared)} for {type(system).__name__}")
+        _checks.fail("engine", hint, engine)
+    # the adjoint sweep of a large layer or on a GPU runs on preallocated torch buffers
+    if engine == "adjoint" and "buffered" in declared and (large or _resident(device)):
+        engine = "buffered"
+    if _resident(device) and engine != "buffered":
+        _checks.fail("device", f"'cpu' for engine {engine!r} (GPUs run the adjoint sweep of a ResNet)", str(device))
+    return engine
+
+
+class FlatBackend(Backend):
+    methods = METHODS
+
+    def __init__(self, ocp, *, seed, batch_size, engine, dtype, device, init_scale, initial_controls):
+        system = ocp.system
+        self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
+        self.dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
+        count = ocp.inputs.shape[0]
+        width = max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
+        self.layer_work = count * width * system.state_dim
+        large = (batch_size or count) * system.state_dim * width >= _BUFFERED_LAYER_WORK
+        requested = engine
+        self.engine = _choose_engine(system, engine, large, device)
+        # the name reported: "adjoint" covers both forms of the sweep
+        self.engine_name = "adjoint" if self.engine == "buffered" and requested in ("auto", "adjoint") else self.engine
+        self.workspace = Workspace(device) if self.engine == "buffered" else None
+        self._evaluate = (functools.partial(_buffered, workspace=self.workspace) if self.workspace
+                          else ENGINES[self.engine])
+        self.theta = self._initial(initial_controls, init_scale)
+        self.inputs = ocp.inputs.astype(self.dtype)
+        if _resident(device):        # controls, optimiser state and data stay on the GPU
+            self.inputs = torch.as_tensor(self.inputs, device=device)
+            self.theta = torch.as_tensor(self.theta, device=device)
+        self.count = count
+        self.per_epoch = 1 if batch_size is None else -(-count // batch_size)
+        self._permutation = (None, None)
+        self._batch = (self.inputs, ocp.labels)
+        self._gradient = None
+        self.stepper = None
+
+    def _initial(self, initial_controls, init_scale):
+        system = self.ocp.system
+        if initial_controls is None:
+            theta = system.initial_controls(np.random.default_rng(self.seed), init_scale)
+        else:
+            theta = _checks.finite_array("initial_controls", initial_controls, ndim=1).copy()
+            if theta.shape != (system.parameter_count,):
+                _checks.fail("initial_controls", f"a flat vector of {system.parameter_count} controls", theta)
+        return theta.astype(self.dtype)
+
+    def fingerprint(self) -> dict:
+        return {"dtype": self.dtype, "engine": self.engine_name, "parameters": self.ocp.system.parameter_count,
+                "data": list(self.ocp.inputs.shape)}
+
+    # --- batches and objective ----------------------------------------------------------
+    def _batch_of(self, phase: int, step: int):
+        if self.batch_size is None or self.batch_size == self.count:
+            return self.inputs, self.ocp.labels
+        epoch, position = divmod(step, self.per_epoch)
+        if self._permutation[0] != (phase, epoch):
+            # one seed per epoch, not one stream: a resumed run draws the same batches
+            order = np.random.default_rng([self.seed, 1, phase, epoch]).permutation(self.count)
+            self._permutation = ((phase, epoch), order)
+        index = self._permutation[1][position * self.batch_size:(position + 1) * self.batch_size]
+        inputs = (self.inputs[index] if _array.is_numpy(self.inputs)
+                  else self.inputs[torch.as_tensor(index, device=self.device)])
+        return inputs, self.ocp.labels[index]
+
+    def _objective(self, theta, phase, step):
+        self._batch = self._batch_of(phase, step)
+        return self._evaluate(self.ocp, theta, *self._batch)
+
+    def evaluate(self, phase: int, step: int) -> float:
+        value, self._gradient = self._objective(self.theta, phase, step)
+        return value
+
+    # --- optimisers ---------------------------------------------------------------------
+    def begin_phase(self, phase, method, steps, options) -> None:
+        self.stepper = method.stepper(self.theta, steps, options) if method.stepper is not None else None
+
+    def update(self, step: int) -> None:
+        self.theta = self.stepper.update(self.theta, self._gradient, step)
+
+    def load_optimiser_state(self, state: dict) -> None:
+        if state and self.stepper is not None:
+            self.stepper.load_state_dict(state)
+
+    def run_method(self, phase, method, steps, options, report):
+        # scipy's L-BFGS steps on the CPU in float64 numpy; the objective may run on a GPU
+        def report_controls(step, value, theta):
+            self.theta = theta
+            return report(step, value)
+
+        theta, status, message = method.run(lambda th, st: self._objective(th, phase, st),
+                                            np.array(_array.to_numpy(self.theta)), steps, options, report_controls)
+        self.theta = torch.as_tensor(theta, device=self.device) if _resident(self.device) else theta
+        return status, message
+
+    # --- state --------------------------------------------------------------------------
+    def snapshot(self):
+        return self.theta       # steppers write updates into other buffers (see _UpdateBuffers)
+
+    def restore(self, snapshot) -> None:
+        self.theta = snapshot
+
+    def is_finite(self) -> bool:
+        return _array.all_finite(self.theta)
+
+    def controls_for_callback(self):
+        # a copy: the solver reuses the controls' memory two steps later
+        return np.array(_array.to_numpy(self.theta))
+
+    def batch_accuracy(self) -> float | None:
+        classes = self.ocp.num_classes
+        if not classes or self.engine == "system":
+            return None
+        if self.workspace is not None and self.workspace.last_states is not None:
+            final = self.workspace.last_states[-1]          # the forward pass just made
+        else:
+            final = self.ocp.system.rollout(self.theta, self._batch[0])[-1]
+        predicted = _array.to_numpy(self.ocp.system.readout(final, classes).argmax(-1))
+        return float(np.mean(predicted == np.asarray(self._batch[1])))
+
+    def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
+        state = self.stepper.state_dict() if (with_optimiser and self.stepper is not None) else {}
+        arrays = {f"history_{k}": v for k, v in common.pop("history").items()}
+        write_npz(path, theta=_array.to_numpy(self.theta), **common, **arrays,
+                  **{f"state_{k}": v for k, v in state.items()})
+
+    def read_checkpoint(self, path):
+        saved = read_npz(path)
+        self.theta = saved["theta"].astype(self.dtype)
+        if _resident(self.device):
+            self.theta = torch.as_tensor(self.theta, device=self.device)
+        common = {"fingerprint": str(saved["fingerprint"]), "phase": int(saved["phase"]),
+                  "phase_step": int(saved["phase_step"]),
+                  "history": {key[8:]: list(value) for key, value in saved.items() if key.startswith("history_")}}
+        return common, {key[6:]: value for key, value in saved.items() if key.startswith("state_")}
+
+    # --- result -------------------------------------------------------------------------
+    def solution(self, *, status, message, history, wall_time_s, keep_states, test_data):
+        from .._solution import Network, Status
+
+        ocp, system = self.ocp, self.ocp.system
+        network = Network(system, np.array(_array.to_numpy(self.theta), dtype=np.float64))
+        value_only = (functools.partial(self._evaluate, with_gradient=False) if self.workspace is not None
+                      else self._evaluate)
+        value = objective_value(ocp, network.controls.astype(self.dtype), value_only)
+        if not np.isfinite(value) and status != Status.DIVERGED:
+            status, message = Status.DIVERGED, "the final objective is not finite; lower the learning rate"
+        test_inputs, test_labels = test_data if test_data is not None else (None, None)
+        return system.solution_type(
+            ocp=ocp, network=network,
+            train_states=network.states(ocp.inputs) if keep_states else None,
+            test_states=network.states(test_inputs) if test_data is not None and keep_states else None,
+            test_labels=test_labels, objective=float(value), status=status, message=message,
+            history=history, wall_time_s=wall_time_s, seed=self.seed,
+            extra={"engine": self.engine_name, "dtype": self.dtype})
+
+
+def check_test_data(ocp, test_data):
+    """Validated (inputs, labels) of held-out data for a flat system, or None."""
+    if test_data is None:
+        return None
+    inputs = _checks.finite_array("test_data[0]", test_data[0], ndim=2)
+    if inputs.shape[1] != ocp.system.state_dim:
+        _checks.fail("test_data[0]", f"shape (D_test, {ocp.system.state_dim})", inputs)
+    labels = _checks.labels("test_data[1]", test_data[1], count=inputs.shape[0], num_classes=ocp.num_classes)
+    return inputs, labels
+
+
+def objective_value(ocp, controls, evaluate, chunk: int = 1024) -> float:
+    """J on the whole training set, evaluated in chunks of samples to bound memory.
+
+    J is affine in the per-sample state costs (their mean) plus the input penalty, so
+    the chunk objectives combine as a weighted mean; the input penalty, counted once
+    per chunk, is removed from all but one.
+    """
+    count = ocp.inputs.shape[0]
+    inputs = ocp.inputs.astype(controls.dtype)
+    # systems with their own objective (NeuralODE) have an input penalty other than
+    # r‖θ‖², so they are evaluated in one piece
+    if count <= chunk or "system" in ocp.system.engines:
+        return float(evaluate(ocp, controls, inputs, ocp.labels)[0])
+    penalty = ocp.input_penalty * float(controls @ controls)
+    total = 0.0
+    for begin in range(0, count, chunk):
+        part = slice(begin, begin + chunk)
+        size = min(chunk, count - begin)
+        total += (evaluate(ocp, controls, inputs[part], ocp.labels[part])[0] - penalty) * size / count
+    return total + penalty
+
+
+def fingerprint_text(fields: dict) -> str:
+    return json.dumps(fields, sort_keys=True, default=str)

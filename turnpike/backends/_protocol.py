@@ -1,0 +1,103 @@
+"""What a backend provides to :func:`turnpike.solve_ocp`.
+
+A backend owns everything that differs between kinds of systems: how the parameters are
+stored (one flat θ, or a ``torch.nn.Module``), how J and its gradient are computed on
+the batch of a step, how an optimiser step is taken, how state goes into a checkpoint and
+what the solution holds. ``solve_ocp`` keeps only what all share: method phases, history,
+the divergence guard with rollback, checkpoint/resume, progress bar, callback.
+
+The per-step protocol, for the steps of a first-order method::
+
+    backend.begin_phase(phase, method, steps, options)   # build the optimiser
+    value = backend.evaluate(phase, step)                # J on that step's batch (+ gradient)
+    backend.update(step)                                 # take the step
+
+Methods that own their loop (L-BFGS) run through :meth:`Backend.run_method`.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Method:
+    """An optimiser in a backend's registry.
+
+    First-order methods are *steppers* (``stepper`` set): their state can be saved between
+    steps, so a killed run resumes exactly. Methods with ``run`` own their loop (L-BFGS).
+    """
+
+    name: str
+    defaults: dict
+    minibatch: bool
+    description: str
+    stepper: type | None = None
+    run: Callable | None = None
+
+
+class Backend(abc.ABC):
+    """Holds the parameters of one solve and takes its steps (see the module docstring)."""
+
+    #: name -> :class:`Method`; ``solve_ocp`` validates methods and options against it
+    methods: dict
+
+    @abc.abstractmethod
+    def fingerprint(self) -> dict:
+        """Settings a checkpoint must share to be resumed (JSON-serialisable)."""
+
+    @abc.abstractmethod
+    def begin_phase(self, phase: int, method: Method, steps: int, options: dict) -> None:
+        """Build the optimiser of ``method`` for a phase of ``steps`` steps."""
+
+    @abc.abstractmethod
+    def evaluate(self, phase: int, step: int) -> float:
+        """J on the batch of ``step`` and, kept inside, its gradient."""
+
+    @abc.abstractmethod
+    def update(self, step: int) -> None:
+        """One optimiser step with the gradient of the last :meth:`evaluate`."""
+
+    def run_method(self, phase: int, method: Method, steps: int, options: dict, report) -> tuple:
+        """Run a method that owns its loop; ``report(step, J)`` returns False to stop.
+
+        Returns (status, message) with status one of :class:`turnpike.Status`'s values.
+        """
+        raise ValueError(f"method: expected one of the first-order methods for this system, got {method.name!r}")
+
+    @abc.abstractmethod
+    def snapshot(self):
+        """The current parameters, kept as the last good point (must not alias later updates)."""
+
+    @abc.abstractmethod
+    def restore(self, snapshot) -> None:
+        """Go back to a :meth:`snapshot` (after divergence or a stop)."""
+
+    @abc.abstractmethod
+    def is_finite(self) -> bool:
+        """All parameters finite."""
+
+    @abc.abstractmethod
+    def controls_for_callback(self):
+        """A copy of the parameters, for the user's callback."""
+
+    @abc.abstractmethod
+    def batch_accuracy(self) -> float | None:
+        """Output-layer accuracy on the latest batch (None: not a classifier)."""
+
+    @abc.abstractmethod
+    def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
+        """Write parameters (+ optimiser state) and the solver's ``common`` fields atomically."""
+
+    @abc.abstractmethod
+    def read_checkpoint(self, path) -> tuple[dict, dict]:
+        """Restore parameters from ``path``; return (common fields, optimiser state)."""
+
+    @abc.abstractmethod
+    def load_optimiser_state(self, state: dict) -> None:
+        """Restore the optimiser state of the phase just begun (resume)."""
+
+    @abc.abstractmethod
+    def solution(self, **common):
+        """The :class:`turnpike.Solution` of this solve, from the solver's ``common`` fields."""
