@@ -5,11 +5,14 @@ from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution
 from .backends._optimizers import METHODS
 from .backends import ENGINES
 from ._solution import Network, Solution, Status, layer_statistics
+from ._module_solution import ModuleSolution
+from .systems import PreActResNet
 from ._solve import solve_ocp
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .experiments._spirals import SpiralsConfig, run_spirals
 from .experiments._node import NodeSpiralsConfig, run_node_spirals
 from .experiments._mnist import MnistConfig, run_mnist
+from .experiments._resnet54 import ResNet54Config, run_resnet54
 from .systems._activations import ACTIVATIONS
 from . import data, theory
 
@@ -18,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS", "ENGINES", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",
     "NodeSpiralsConfig", "run_node_spirals",
-    "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "Network",
+    "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "layer_statistics", "run_mnist", "run_spirals", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "solve_ocp", "theory",
 ]

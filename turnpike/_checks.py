@@ -114,10 +114,11 @@ def image_batch(name: str, value, shape: tuple):
     import torch
 
     if not isinstance(value, (np.ndarray, torch.Tensor)):
-        fail(name, f"an array of images of shape (D, {', '.join(map(str, shape))})", value)
+        fail(name, f"an array of images with {len(shape)} axes after the sample axis", value)
     tensor = torch.as_tensor(value)
-    if tuple(tensor.shape[1:]) != tuple(shape) or tensor.ndim != len(shape) + 1:
-        fail(name, f"images of shape (D, {', '.join(map(str, shape))})", tensor)
+    described = ", ".join("any" if size is None else str(size) for size in shape)
+    if tensor.ndim != len(shape) + 1 or any(s is not None and s != t for s, t in zip(shape, tensor.shape[1:])):
+        fail(name, f"images of shape (D, {described})", tensor)
     if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
         fail(name, "uint8 or floating-point images", tensor)
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -13,6 +13,7 @@ COMMANDS = {
     "node-spirals": "turnpike.cli._node",
     "mnist": "turnpike.cli._mnist",
     "certify": "turnpike.cli._certify",
+    "resnet54": "turnpike.cli._resnet54",
 }
 
 

@@ -1,0 +1,290 @@
+r"""The module backend: a ``torch.nn.Module`` system trained by autograd and ``torch.optim``.
+
+For :class:`~turnpike.systems.ModuleSystem` s (the convolutional ResNet). The objective is
+the OCP's, on the readouts (logits) of the layers:
+
+.. math::
+    J = w_s \sum_{k=0}^{N-1} \frac1B\sum_i ℓ(E_k(x_k^i), y^i) + w_f \frac1B\sum_i ℓ_f(E_N(x_N^i), y^i)
+        + w_s r \|w\|^2,
+
+the 2025 paper's objective (3) with ``stage_cost = γ·CrossEntropy + InputPenalty(λ/2)``.
+The stage term needs every exit, :meth:`exit_logits` (batched per stage); without it only
+the output is computed (standard training). The input penalty is the optimiser's weight
+decay 2 w_s r on every weight of the network: the residual branches w_F as Theorem 1 asks,
+and the stem, skips, head (and the full variant's exit heads) as in He et al.'s recipe that
+the paper follows, so that standard training is the recipe it is compared against.
+
+Batches come from a per-epoch permutation seeded by (seed, phase, epoch), and augmentation
+from a generator seeded by (seed, phase, step): a resumed run draws the same batches and
+the same crops. Checkpoints hold the module's parameters *and buffers* (per-exit BatchNorm
+statistics) and the optimiser state.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+from .. import _checks
+from .._runs import _write_atomically
+from ..data import batch_indices, normalise as normalise_images
+from ._protocol import Backend, Method
+
+_SCHEDULE = {"schedule": "multistep", "milestones": (), "decay": 0.1, "warmup_steps": 0,
+             "final_lr_fraction": 0.0}
+
+
+class _TorchOptimiser:
+    """Marks a module method as a first-order stepper (the module backend builds torch.optim itself)."""
+
+
+#: methods of the module backend: torch.optim optimisers with a learning-rate schedule
+MODULE_METHODS = {
+    "sgd": Method("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": False, **_SCHEDULE}, True,
+                  "torch.optim.SGD with momentum (Nesterov optional)", stepper=_TorchOptimiser),
+    "adam": Method("adam", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
+                   "torch.optim.Adam (weight decay added to the gradient, = the input penalty)",
+                   stepper=_TorchOptimiser),
+    "adamw": Method("adamw", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
+                    "torch.optim.AdamW (decoupled weight decay)", stepper=_TorchOptimiser),
+}
+
+
+def learning_rate_factor(options: dict, step: int, steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``steps``: linear warm-up, then
+    ``constant``, ``multistep`` (× ``decay`` at each of ``milestones``, in steps) or ``cosine``
+    (to ``final_lr_fraction``)."""
+    warmup = options["warmup_steps"]
+    if step < warmup:
+        return (step + 1) / warmup
+    schedule = options["schedule"]
+    if schedule == "multistep":
+        return options["decay"] ** sum(step >= m for m in options["milestones"])
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, steps - warmup)
+        low = options["final_lr_fraction"]
+        return low + 0.5 * (1.0 - low) * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def _check_options(options: dict) -> None:
+    _checks.real("options['lr']", options["lr"], minimum=0.0, strict_min=True)
+    _checks.choice("options['schedule']", options["schedule"], ("constant", "multistep", "cosine"))
+    _checks.integer("options['warmup_steps']", options["warmup_steps"], minimum=0)
+    _checks.real("options['decay']", options["decay"], minimum=0.0, maximum=1.0)
+    for m in options["milestones"]:
+        _checks.integer("options['milestones']", m, minimum=0)
+
+
+class ModuleBackend(Backend):
+    """Trains a :class:`~turnpike.systems.ModuleSystem` (see the module docstring).
+
+    Options (``solve_ocp(..., **options)``):
+
+    normalise : (mean, std), optional
+        Per-channel statistics: uint8 inputs are scaled to [0, 1] and normalised per batch.
+    augment : callable, optional
+        ``augment(images, generator) -> images``, applied to training batches before
+        normalisation (e.g. random crop and flip from :mod:`turnpike.data`).
+    exit_lr_factor : float, optional
+        Learning-rate factor of the exit-only parameters (the full variant's heads); default
+        1/γ with γ the stage cost's loss weight, as the 2025 paper sets α/γ.
+    eval_batch_size : int
+        Chunk size of the per-exit evaluation in the solution.
+    amp : bool
+        bf16 autocast of the forward pass (costs are evaluated in float32).
+    channels_last : bool
+        Module and batches in channels-last memory format.
+    """
+
+    methods = MODULE_METHODS
+
+    def __init__(self, ocp, *, seed, batch_size, device, test_data, normalise=None, augment=None,
+                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False):
+        self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
+        self.module = ocp.system.to(device)
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
+        if channels_last:
+            self.module.to(memory_format=torch.channels_last)
+        self.normalise = normalise
+        if augment is not None and not callable(augment):
+            _checks.fail("augment", "a callable augment(images, generator) -> images", augment)
+        self.augment, self.amp = augment, bool(amp)
+        self.eval_batch_size = _checks.integer("eval_batch_size", eval_batch_size, minimum=1)
+        self.inputs = ocp.inputs.to(device)
+        self.labels = torch.as_tensor(ocp.labels, device=device)
+        self.count = self.inputs.shape[0]
+        self.test_data = self._check_test_data(test_data)
+        self.stage_weight = ocp.stage_weight if ocp.stage_state_cost is not None else 0.0
+        self.decay = 2.0 * ocp.input_penalty          # ∇(w_s r‖w‖²) = 2 w_s r w
+        gamma = (self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms)
+                 if self.stage_weight > 0 else 1.0)
+        self.exit_lr_factor = (1.0 / gamma if exit_lr_factor is None
+                               else _checks.real("exit_lr_factor", exit_lr_factor, minimum=0.0, strict_min=True))
+        self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
+        self._order = (None, None)
+        self._last = None                   # (final logits, labels) of the latest batch
+        self._saved = [torch.empty_like(t) for t in self._state_tensors()]
+        self.optimiser = None
+
+    def _check_test_data(self, test_data):
+        if test_data is None:
+            return None
+        images = _checks.image_batch("test_data[0]", test_data[0], self.ocp.system.input_shape)
+        labels = _checks.labels("test_data[1]", np.asarray(test_data[1]), count=images.shape[0],
+                                num_classes=self.ocp.num_classes)
+        return images, labels
+
+    def fingerprint(self) -> dict:
+        return {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
+                "data": list(self.inputs.shape), "amp": self.amp}
+
+    # --- data -----------------------------------------------------------------------------
+    def prepare(self, images):
+        """Float network inputs from stored images (uint8 scaled and normalised per channel)."""
+        if images.dtype == torch.uint8:
+            if self.normalise is None:
+                images = images.float() / 255.0
+            else:
+                images = normalise_images(images, *self.normalise)
+        return images.contiguous(memory_format=self.memory_format)
+
+    def _batch(self, phase: int, step: int):
+        if self.batch_size is None or self.batch_size == self.count:
+            index = None
+        else:
+            epoch, position = divmod(step, self.per_epoch)
+            if self._order[0] != (phase, epoch):
+                # one permutation per (seed, phase, epoch): a resumed run draws the same batches
+                self._order = ((phase, epoch), batch_indices(self.count, self.batch_size,
+                                                             seed=self.seed * 7919 + phase, epoch=epoch,
+                                                             device=self.device))
+            index = self._order[1][position]
+        images = self.inputs if index is None else self.inputs[index]
+        labels = self.labels if index is None else self.labels[index]
+        if self.augment is not None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(hash((self.seed, phase, step)) & 0x7FFF_FFFF_FFFF)
+            images = self.augment(images, generator)
+        return self.prepare(images), labels
+
+    # --- objective ------------------------------------------------------------------------
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def loss_terms(self, logits, labels):
+        """J's loss part from the readouts: (N+1, B, C) with a stage cost, else (B, C)."""
+        ocp = self.ocp
+        logits = logits.float()                       # costs in float32 even under bf16 autocast
+        labels_np = labels
+        value = logits.new_zeros(())
+        final = logits[-1] if logits.ndim == 3 else logits
+        if logits.ndim == 3:
+            stage = ocp.stage_state_cost.state_per_sample(logits[:-1], labels_np)     # (N, B)
+            value = value + self.stage_weight * stage.mean(dim=1).sum()
+        if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
+            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels_np).mean()
+        return value, final
+
+    def objective(self, images, labels):
+        """The differentiable J (a torch scalar) on a batch of prepared images."""
+        with self._autocast():
+            logits = self.module.exit_logits(images) if self.stage_weight > 0 else self.module(images)
+        value, final = self.loss_terms(logits, labels)
+        self._last = (final.detach(), labels)
+        if self.decay > 0:
+            value = value + 0.5 * self.decay * sum(p.pow(2).sum() for p in self._decayed())
+        return value
+
+    def evaluate(self, phase: int, step: int) -> float:
+        self.module.train()
+        images, labels = self._batch(phase, step)
+        self.optimiser.zero_grad(set_to_none=True)
+        value = self.objective(images, labels)
+        value.backward()
+        return float(value.detach())
+
+    # --- optimiser ------------------------------------------------------------------------
+    def _decayed(self):
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
+        _check_options(options)
+        exit_ids = {id(p) for p in self.module.exit_parameters()}
+        groups = [{"params": [p for p in self.module.parameters() if id(p) not in exit_ids], "lr_factor": 1.0}]
+        if exit_ids:
+            groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
+        # the penalty is in the gradient (SGD, Adam) or decoupled (AdamW: lr·λ·w, same fixed point)
+        lr, fused = options["lr"], {"foreach": True}
+        if method.name == "sgd":
+            self.optimiser = torch.optim.SGD(groups, lr=lr, momentum=options["momentum"],
+                                             nesterov=options["nesterov"], **fused)
+        else:
+            kind = torch.optim.Adam if method.name == "adam" else torch.optim.AdamW
+            self.optimiser = kind(groups, lr=lr, betas=(options["beta1"], options["beta2"]), weight_decay=0.0,
+                                  **fused)
+        self.options, self.steps = options, steps
+
+    def update(self, step: int) -> None:
+        factor = learning_rate_factor(self.options, step, self.steps)
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.options["lr"] * factor * group["lr_factor"]
+        self.optimiser.step()
+
+    def load_optimiser_state(self, state: dict) -> None:
+        if state:
+            self.optimiser.load_state_dict(state)
+
+    # --- state ----------------------------------------------------------------------------
+    def _state_tensors(self):
+        return list(self.module.state_dict(keep_vars=True).values())
+
+    def snapshot(self):
+        # one fused copy into buffers allocated once (parameters and BatchNorm statistics)
+        with torch.no_grad():
+            torch._foreach_copy_(self._saved, [t.detach() for t in self._state_tensors()])
+        return self._saved
+
+    def restore(self, snapshot) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_([t.detach() for t in self._state_tensors()], snapshot)
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.module.parameters())
+
+    def controls_for_callback(self):
+        # the module itself, not a copy: copying a conv net's state every step would cost more than it
+        return self.module
+
+    def batch_accuracy(self) -> float | None:
+        if self._last is None:
+            return None
+        final, labels = self._last
+        return float((final.argmax(-1) == labels).float().mean())
+
+    def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
+        payload = {**common, "history": {k: v.tolist() for k, v in common["history"].items()},
+                   "module": self.module.state_dict(),
+                   "optimiser": self.optimiser.state_dict() if with_optimiser and self.optimiser else {}}
+        # atomic: a killed run leaves the previous checkpoint intact
+        _write_atomically(path, lambda stream: torch.save(payload, stream), "wb")
+
+    def read_checkpoint(self, path):
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:                                  # noqa: BLE001 (any unreadable file)
+            raise ValueError(f"checkpoint: expected a turnpike checkpoint, could not read {path}: {error}") from None
+        self.module.load_state_dict(saved["module"])
+        return ({key: saved[key] for key in ("fingerprint", "phase", "phase_step", "history")},
+                saved["optimiser"])
+
+    # --- result ---------------------------------------------------------------------------
+    def solution(self, *, status, message, history, wall_time_s, keep_states, test_data):
+        from .._module_solution import ModuleSolution
+
+        return ModuleSolution.evaluate(self, status=status, message=message, history=history,
+                                       wall_time_s=wall_time_s, test_data=test_data)

@@ -1,0 +1,65 @@
+"""``turnpike resnet54``: the 2025 paper's pre-activation ResNet-54 with intermediate-output stage costs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> tuple:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def add_parser(sub):
+    from ..experiments._resnet54 import ResNet54Config as C   # defaults defined once, in the config
+
+    p = sub.add_parser("resnet54", help="ResNet-54 with stage costs through the exits (2025 paper)",
+                       description="Train a pre-activation ResNet (standard, WS or full stage-cost variant, or a "
+                                   "SubResNet-M from scratch) and report per-exit losses, the turnpike and the "
+                                   "pruned SubResNet. Defaults are the paper's recipe.")
+    p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"])
+    p.add_argument("--subresnet", type=int, default=C.subresnet, metavar="M",
+                   help="train the SubResNet-M architecture from scratch (with --variant standard)")
+    p.add_argument("--arch", default=C.arch, choices=["standard", "homogeneous"])
+    p.add_argument("--width", type=int, default=C.width, help="homogeneous width (default 64 CIFAR, 32 MNIST)")
+    p.add_argument("--blocks-per-stage", type=int, default=C.blocks_per_stage)
+    p.add_argument("--dataset", default=C.dataset, choices=["cifar10", "cifar100", "mnist", "fashion-mnist"])
+    p.add_argument("--data", default=C.data_dir, help="folder of the data set's files (CIFAR: pickle batches)")
+    p.add_argument("--epochs", type=int, default=C.epochs)
+    p.add_argument("--milestones", type=_int_list, default=C.milestones, help="lr ÷ 10 after these epochs")
+    p.add_argument("--lr", type=float, default=C.lr)
+    p.add_argument("--weight-decay", type=float, default=C.weight_decay, help="λ of λ/2‖w‖²")
+    p.add_argument("--train-subset", type=int, default=C.train_subset)
+    p.add_argument("--test-subset", type=int, default=C.test_subset)
+    p.add_argument("--batch-size", type=int, default=C.batch_size)
+    p.add_argument("--gamma", type=float, default=C.gamma, help="stage-cost weight γ")
+    p.add_argument("--device", default=C.device)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--seed", type=int, default=C.seed)
+    p.add_argument("--out", default="runs/resnet54")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from ..experiments._resnet54 import ResNet54Config, run_resnet54
+
+    config = ResNet54Config(dataset=args.dataset, data_dir=args.data, variant=args.variant, subresnet=args.subresnet,
+                            arch=args.arch, width=args.width, blocks_per_stage=args.blocks_per_stage,
+                            epochs=args.epochs, milestones=args.milestones, lr=args.lr,
+                            weight_decay=args.weight_decay, train_subset=args.train_subset,
+                            test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
+                            device=args.device, amp=args.amp, seed=args.seed)
+    m = run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume, progress=not args.quiet)
+    print(f"\n{m['dataset']} {m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
+          f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {args.out}")
+    print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "
+          f"k=0: {m['exit_test_accuracy'][0]:.3f}, k=N: {m['exit_test_accuracy'][-1]:.3f}")
+    print(f"turnpike layer {m['turnpike_layer']} (ε = {m['eps']:.4f} on the train exit-loss gap)")
+    if m["pruned"]:
+        p = m["pruned"]
+        print(f"pruned SubResNet-{p['depth']}: test accuracy {p['test_accuracy']:.4f}, {p['parameters']:,} parameters")
+    if m["status"] not in ("converged", "max_steps"):
+        print(f"warning: {m['message']}", file=sys.stderr)
+    return 0

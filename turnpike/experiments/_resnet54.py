@@ -1,0 +1,202 @@
+r"""The 2025 stage-cost paper's ResNet-54 experiments (Sec. 3, App. A.1), as one reusable run.
+
+A pre-activation ResNet (:class:`~turnpike.systems.PreActResNet`) trained through the same
+``OCP`` + ``solve_ocp`` as every other system, with objective (3):
+
+.. math:: J = \sum_{k=0}^{N-1} γ\,L(\hat y_k) + L(\hat y) + \frac{λ}{2}\|w\|^2,
+
+i.e. ``stage_cost = γ·CrossEntropy + InputPenalty(λ/2)``, ``terminal_cost = CrossEntropy``
+(2025 convention: γ on the loss only, the weight decay unscaled). ``variant="standard"``
+drops the stage loss (γ = 0; its exits are evaluated post hoc), ``"ws"`` shares the exits'
+weights with the backbone, ``"full"`` gives them their own (learning rate α/γ).
+``subresnet=M`` trains the SubResNet-M architecture from scratch (Definition 1).
+
+The paper's recipe is the default: SGD lr 0.1, momentum 0.9, batch 128, 165 epochs, lr ÷ 10
+after epochs 82 and 123, γ = 0.02, weight decay λ = 1e-4 (He et al.'s value for this
+network; the paper's Table 2–3 runs state λ = 1e-4). The run folder gets ``config.json``,
+``metrics.json``, ``log.jsonl`` (one line per epoch), ``checkpoint.pt`` (every epoch,
+atomic; ``resume=True`` continues a killed run) and the figures.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import _checks
+from .._costs import CrossEntropy, InputPenalty
+from .._ocp import OCP
+from .._runs import write_json, write_run_config
+from .._solve import solve_ocp
+from ..data import IMAGE_DATASETS, augment, load_image_tensors
+from ..systems._conv import PreActResNet
+
+#: data sets of digits and clothes: no horizontal flip (a flipped digit is another symbol)
+_NO_FLIP = ("mnist", "fashion-mnist")
+_DEFAULT_WIDTH = {"cifar10": 64, "cifar100": 64, "mnist": 32, "fashion-mnist": 32}
+
+
+@dataclass
+class ResNet54Config:
+    dataset: str = "cifar10"             # cifar10 | cifar100 | mnist | fashion-mnist
+    data_dir: str | None = None          # CIFAR: folder of the python-pickle batches
+    variant: str = "ws"                  # standard | ws | full
+    subresnet: int | None = None         # train the SubResNet-M architecture from scratch
+    arch: str = "standard"               # standard (16/32/64) | homogeneous
+    width: int | None = None             # homogeneous width (default 64 CIFAR, 32 MNIST-like)
+    blocks_per_stage: int = 18           # 18 → ResNet-54 (He et al.'s ResNet-110)
+    epochs: int = 165
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    milestones: tuple = (82, 123)        # epochs after which the lr is divided by 10
+    gamma: float = 0.02                  # γ, the stage-cost weight
+    weight_decay: float = 1e-4           # λ of λ/2‖w‖²
+    train_subset: int | None = None
+    test_subset: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False                    # bf16 autocast (GPU)
+    eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
+
+    def __post_init__(self):
+        _checks.choice("dataset", self.dataset, IMAGE_DATASETS)
+        _checks.choice("variant", self.variant, ("standard", "ws", "full"))
+        _checks.choice("arch", self.arch, ("standard", "homogeneous"))
+        for name in ("blocks_per_stage", "epochs", "batch_size"):
+            _checks.integer(name, getattr(self, name), minimum=1)
+        for name in ("train_subset", "test_subset", "width", "subresnet"):
+            if getattr(self, name) is not None:
+                _checks.integer(name, getattr(self, name), minimum=0 if name == "subresnet" else 1)
+        _checks.real("gamma", self.gamma, minimum=0.0, strict_min=self.variant != "standard")
+        _checks.real("weight_decay", self.weight_decay, minimum=0.0)
+        _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
+        self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
+        if self.subresnet is not None and self.variant != "standard":
+            _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
+                         "stage cost, Definition 1)", self.variant)
+        self.device = str(_checks.device("device", self.device))
+
+
+def build_network(config: ResNet54Config, data) -> PreActResNet:
+    """The configured network (seeded), or its SubResNet-M architecture."""
+    torch.manual_seed(config.seed)
+    common = dict(blocks_per_stage=config.blocks_per_stage, in_channels=data.channels,
+                  num_classes=data.num_classes, exits=config.variant)
+    if config.arch == "homogeneous":
+        net = PreActResNet.homogeneous(width=config.width or _DEFAULT_WIDTH[config.dataset], **common)
+    else:
+        net = PreActResNet.standard(**common)
+    if config.subresnet is not None:
+        if config.subresnet > net.depth:
+            _checks.fail("subresnet", f"a depth of at most {net.depth} blocks", config.subresnet)
+        net = net.subresnet_architecture(config.subresnet)
+    return net
+
+
+def problem(config: ResNet54Config, net, data) -> OCP:
+    """Objective (3): γ-weighted exit losses, output loss, weight decay λ/2‖w‖²."""
+    loss = CrossEntropy(num_classes=data.num_classes)
+    decay = InputPenalty(config.weight_decay / 2)
+    stage = decay if config.variant == "standard" else config.gamma * loss + decay
+    return OCP(net, data.train_images, data.train_labels.numpy(), stage_cost=stage, terminal_cost=loss)
+
+
+class _EpochLog:
+    """Per-epoch JSON lines (loss, batch accuracy, lr, images/s) from the solver's callback."""
+
+    def __init__(self, path: Path, per_epoch: int, batch_size: int, count: int, resume: bool):
+        self.path, self.per_epoch, self.batch_size, self.count = path, per_epoch, batch_size, count
+        if not resume and path.exists():
+            path.unlink()
+        self.values, self.started = [], time.perf_counter()
+
+    def __call__(self, step, value, module) -> None:
+        self.values.append(value)
+        if (step + 1) % self.per_epoch:
+            return
+        seconds = time.perf_counter() - self.started
+        line = {"epoch": (step + 1) // self.per_epoch, "step": step + 1, "objective": float(np.mean(self.values)),
+                "epoch_time_s": seconds, "images_per_s": self.count / seconds}
+        with open(self.path, "a") as stream:
+            stream.write(json.dumps(line) + "\n")
+        self.values, self.started = [], time.perf_counter()
+
+
+def _evaluate_pruned(solution, depth, data, config) -> dict:
+    """Test accuracy and size of the SubResNet-``depth`` cut at the turnpike."""
+    sub = solution.prune(depth).to(config.device).eval()
+    correct = 0
+    with torch.no_grad():
+        for begin in range(0, len(data.test_labels), 512):
+            images = data.test_images[begin:begin + 512].to(config.device)
+            logits = sub(_normalised(images, data))
+            correct += int((logits.argmax(-1).cpu() == data.test_labels[begin:begin + 512]).sum())
+    return {"depth": depth, "test_accuracy": correct / len(data.test_labels), "parameters": sub.parameter_count()}
+
+
+def _normalised(images, data):
+    from ..data import normalise
+    return normalise(images, data.mean, data.std)
+
+
+def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
+                 progress: bool = True) -> dict:
+    """Train one network of the paper's comparison, write its run folder, return its metrics."""
+    config = config or ResNet54Config()
+    out = Path(out) if out is not None else None
+    data = load_image_tensors(config.dataset, config.data_dir)
+    if config.train_subset or config.test_subset:
+        data = data.subset(train=config.train_subset, test=config.test_subset, seed=config.seed)
+    net = build_network(config, data)
+    ocp = problem(config, net, data)
+    count = len(data.train_labels)
+    batch = min(config.batch_size, count)
+    per_epoch = -(-count // batch)
+    flip = config.dataset not in _NO_FLIP
+    log = _EpochLog(out / "log.jsonl", per_epoch, batch, count, resume) if out is not None else None
+    if out is not None:
+        write_run_config(out, config, parameters=net.parameter_count())
+    solution = solve_ocp(
+        ocp, method="sgd", steps=config.epochs * per_epoch, batch_size=batch, seed=config.seed,
+        options={"lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
+                 "milestones": tuple(m * per_epoch for m in config.milestones)},
+        test_data=(data.test_images, data.test_labels.numpy()), device=config.device,
+        checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
+        resume=resume, progress=progress, callback=log, normalise=(data.mean, data.std),
+        augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp)
+    metrics = summarise(solution, config, data, per_epoch)
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
+        if plots:
+            from ._conv_plots import resnet54_figures
+            metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
+            write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def summarise(solution, config, data, per_epoch) -> dict:
+    train_loss = solution.loss_per_layer("train")
+    eps = config.eps_fraction * max(float(train_loss[0] - train_loss.min()), 1e-12)
+    layer = solution.turnpike_layer(eps)
+    epochs = config.epochs
+    metrics = {
+        "status": str(solution.status), "message": solution.message, "objective": solution.objective,
+        "exit_train_loss": train_loss, "exit_test_loss": solution.loss_per_layer("test"),
+        "exit_train_accuracy": solution.accuracy_per_layer("train"),
+        "exit_test_accuracy": solution.accuracy_per_layer("test"),
+        "output_residual_norms": solution.output_residual_norms,
+        "branch_parameter_norms": solution.branch_parameter_norms,
+        "test_accuracy": solution.accuracy("test"), "train_accuracy": solution.accuracy("train"),
+        "parameters": solution.network.parameter_count(), "depth": solution.depth,
+        "eps": eps, "turnpike_layer": layer,
+        "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
+        "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
+        "images_per_s": epochs * len(data.train_labels) / max(solution.wall_time_s, 1e-9),
+        "variant": config.variant, "subresnet": config.subresnet, "dataset": data.name,
+    }
+    return metrics
