@@ -127,6 +127,9 @@ class ModuleBackend(Backend):
         self._order = (None, None)
         self._last = None                   # (final logits, labels) of the latest batch
         self._saved = [torch.empty_like(t) for t in self._state_tensors()]
+        # BatchNorm buffers as they were before the latest forward pass: a checkpoint taken
+        # inside a step holds these, since the resumed run repeats that step's forward pass
+        self._buffers_before = {name: torch.empty_like(b) for name, b in self.module.named_buffers()}
         self.optimiser = None
 
     def _check_test_data(self, test_data):
@@ -179,7 +182,8 @@ class ModuleBackend(Backend):
     def loss_terms(self, logits, labels):
         """J's loss part from the readouts: (N+1, B, C) with a stage cost, else (B, C)."""
         ocp = self.ocp
-        logits = logits.float()                       # costs in float32 even under bf16 autocast
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()                   # costs in float32 under bf16 autocast
         labels_np = labels
         value = logits.new_zeros(())
         final = logits[-1] if logits.ndim == 3 else logits
@@ -204,6 +208,8 @@ class ModuleBackend(Backend):
         self.module.train()
         images, labels = self._batch(phase, step)
         self.optimiser.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_copy_(list(self._buffers_before.values()), list(dict(self.module.named_buffers()).values()))
         value = self.objective(images, labels)
         value.backward()
         return float(value.detach())
@@ -267,8 +273,12 @@ class ModuleBackend(Backend):
         return float((final.argmax(-1) == labels).float().mean())
 
     def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
+        # with_optimiser: taken inside a step that a resumed run repeats (see _buffers_before)
+        module_state = self.module.state_dict()
+        if with_optimiser:
+            module_state.update(self._buffers_before)
         payload = {**common, "history": {k: v.tolist() for k, v in common["history"].items()},
-                   "module": self.module.state_dict(),
+                   "module": module_state,
                    "optimiser": self.optimiser.state_dict() if with_optimiser and self.optimiser else {}}
         # atomic: a killed run leaves the previous checkpoint intact
         _write_atomically(path, lambda stream: torch.save(payload, stream), "wb")

@@ -88,7 +88,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
-        """Write parameters (+ optimiser state) and the solver's ``common`` fields atomically."""
+        """Write parameters and the solver's ``common`` fields atomically.
+
+        ``with_optimiser``: the checkpoint is taken inside a step (after its objective, before
+        its update) that a resumed run repeats: it holds the optimiser state and any state
+        the step's evaluation changed as it was before (e.g. BatchNorm running statistics).
+        """
 
     @abc.abstractmethod
     def read_checkpoint(self, path) -> tuple[dict, dict]:

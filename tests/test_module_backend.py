@@ -1,0 +1,184 @@
+"""The convolutional ResNet through OCP + solve_ocp (module backend), its solution and its run folder."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import turnpike as tp
+from turnpike.backends._module import learning_rate_factor
+from turnpike.cli import main
+
+CLASSES = 4
+
+
+def tiny_data(count=48, seed=0):
+    """Images whose class is a bright quadrant: learnable in a few steps by a tiny conv net."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, count)
+    images = rng.integers(0, 60, (count, 1, 8, 8)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        r, c = divmod(int(y), 2)
+        images[i, 0, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
+    return torch.as_tensor(images), labels
+
+
+def tiny_net(exits="ws", seed=0):
+    torch.manual_seed(seed)
+    return tp.PreActResNet.homogeneous(width=4, blocks_per_stage=(2, 2), in_channels=1, num_classes=CLASSES,
+                                       exits=exits)
+
+
+def tiny_ocp(net, gamma=0.1, decay=1e-4):
+    images, labels = tiny_data()
+    loss = tp.CrossEntropy(num_classes=CLASSES)
+    stage = tp.InputPenalty(decay) if gamma == 0 else gamma * loss + tp.InputPenalty(decay)
+    return tp.OCP(net, images, labels, stage_cost=stage, terminal_cost=loss)
+
+
+SOLVE = dict(method="sgd", steps=24, batch_size=16, options={"lr": 0.05}, progress=False,
+             normalise=((0.3,), (0.3,)))
+
+
+@pytest.mark.parametrize("exits, gamma", [("ws", 0.1), ("full", 0.1), ("standard", 0.0)])
+def test_tiny_conv_net_trains_through_solve_ocp(exits, gamma):
+    net = tiny_net(exits)
+    ocp = tiny_ocp(net, gamma)
+    test = tiny_data(32, seed=1)
+    solution = tp.solve_ocp(ocp, test_data=test, **SOLVE)
+    assert isinstance(solution, tp.ModuleSolution) and solution.status == tp.Status.MAX_STEPS
+    objective = solution.history["objective"]
+    assert len(objective) == 24 and objective[-4:].mean() < 0.8 * objective[:4].mean()
+    N = net.depth
+    for split in ("train", "test"):
+        assert solution.loss_per_layer(split).shape == (N + 1,)
+        assert solution.accuracy_per_layer(split).shape == (N + 1,)
+    assert solution.accuracy("train") > 0.4          # chance is 0.25
+    assert solution.output_residual_norms.shape == (N,) and solution.branch_parameter_norms.shape == (N,)
+
+
+def test_stage_cost_objective_is_the_ocp_formula():
+    """J = γ Σ_{k<N} mean CE(ŷ_k) + mean CE(ŷ_N) + r‖w‖², from exits computed one by one."""
+    net = tiny_net("ws").double()
+    ocp = tiny_ocp(net, gamma=0.3, decay=0.01)
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float64",
+                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
+                                       test_data=None, options={"normalise": ((0.3,), (0.3,))})
+    images = backend.prepare(ocp.inputs).double()
+    labels = torch.as_tensor(ocp.labels)
+    net.eval()   # the same (running) statistics on both sides
+    value = backend.objective(images, labels)
+    states = net.states(images)
+    ce = torch.nn.functional.cross_entropy
+    expected = sum(0.3 * ce(net.exit_logit(k, states[k]), labels) for k in range(net.depth))
+    expected = expected + ce(net.exit_logit(net.depth, states[-1]), labels)
+    expected = expected + 0.01 * sum((p ** 2).sum() for p in net.parameters())
+    assert float(value) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_full_exit_parameters_get_the_lr_factor():
+    net = tiny_net("full")
+    ocp = tiny_ocp(net, gamma=0.02)
+    captured = []
+    tp.solve_ocp(ocp, **{**SOLVE, "steps": 1},
+                 callback=lambda step, value, module: captured.append(1))
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=16, engine="auto", dtype="float64",
+                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
+                                       test_data=None, options={})
+    backend.begin_phase(0, backend.methods["sgd"], 10, {**backend.methods["sgd"].defaults, "lr": 0.1})
+    factors = [g["lr_factor"] for g in backend.optimiser.param_groups]
+    assert factors == [1.0, pytest.approx(1 / 0.02)]
+    exit_ids = {id(p) for p in net.exit_parameters()}
+    assert {id(p) for p in backend.optimiser.param_groups[1]["params"]} == exit_ids
+    assert captured == [1]
+
+
+def test_learning_rate_schedules():
+    options = {"schedule": "multistep", "milestones": (3, 6), "decay": 0.1, "warmup_steps": 2,
+               "final_lr_fraction": 0.0}
+    factors = [learning_rate_factor(options, step, 10) for step in range(8)]
+    assert factors == pytest.approx([0.5, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01])
+    cosine = {**options, "schedule": "cosine", "warmup_steps": 0, "final_lr_fraction": 0.1}
+    assert learning_rate_factor(cosine, 0, 10) == pytest.approx(1.0)
+    assert learning_rate_factor(cosine, 10, 10) == pytest.approx(0.1)
+    assert learning_rate_factor(cosine, 5, 10) == pytest.approx(0.55)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """Parameters, BatchNorm buffers (per-exit statistics) and SGD momentum come back exactly."""
+    flip = lambda images, generator: tp.data.augment(images, crop_padding=1, generator=generator)  # noqa: E731
+    settings = dict(SOLVE, checkpoint_every=3, augment=flip)
+    full = tp.solve_ocp(tiny_ocp(tiny_net()), **settings)
+    path = tmp_path / "checkpoint.pt"
+    interrupted = tp.solve_ocp(tiny_ocp(tiny_net()), checkpoint=path, callback=lambda s, v, m: s < 10, **settings)
+    assert interrupted.status == "stopped" and path.exists()
+    resumed = tp.solve_ocp(tiny_ocp(tiny_net()), checkpoint=path, resume=True, **settings)
+    for (name, a), b in zip(full.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    np.testing.assert_array_equal(resumed.history["objective"], full.history["objective"])
+
+
+def test_divergence_rolls_back_to_finite_weights():
+    solution = tp.solve_ocp(tiny_ocp(tiny_net()), **{**SOLVE, "options": {"lr": 1e6}})
+    assert solution.status == "diverged" and "learning rate" in solution.message
+    assert all(torch.isfinite(p).all() for p in solution.network.parameters())
+
+
+def test_pruned_subresnet_equals_its_exit():
+    solution = tp.solve_ocp(tiny_ocp(tiny_net()), test_data=tiny_data(32, seed=1), **SOLVE)
+    images = torch.as_tensor(tiny_data(16, seed=2)[0]).float() / 255
+    net = solution.network.eval()
+    sub = solution.prune(2).eval()
+    torch.testing.assert_close(sub(images), net.exit_logits(images)[2])
+    layer = solution.turnpike_layer(1e9)
+    assert layer == 0
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(method="lbfgs"), "method"),
+    (dict(options={"lr": 0.1, "betas": 1}), "betas"),
+    (dict(augment=3), "augment"),
+    (dict(test_data=(np.zeros((3, 2, 8, 8), np.uint8), np.zeros(3, int))), "test_data"),
+])
+def test_bad_module_settings_are_clear_errors(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tp.solve_ocp(tiny_ocp(tiny_net()), **{**SOLVE, **kwargs})
+
+
+def test_ocp_refuses_a_cost_on_other_logits_and_bad_images():
+    net = tiny_net()
+    images, labels = tiny_data()
+    with pytest.raises(ValueError, match="logits"):
+        tp.OCP(net, images, labels, terminal_cost=tp.CrossEntropy(num_classes=3))
+    with pytest.raises(ValueError, match="inputs"):
+        tp.OCP(net, images[:, 0], labels, terminal_cost=tp.CrossEntropy(num_classes=CLASSES))
+
+
+def test_flat_system_refuses_module_options():
+    ocp = tp.OCP(tp.SingleLayerResNet(state_dim=2, depth=2), np.zeros((4, 2)), np.array([0, 1, 0, 1]),
+                 terminal_cost=tp.CrossEntropy(num_classes=2))
+    with pytest.raises(ValueError, match="backend options"):
+        tp.solve_ocp(ocp, steps=1, progress=False, augment=None)
+
+
+def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+            "--epochs", "2", "--milestones", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size",
+            "32", "--out", str(out), "--quiet", "--no-plots"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("exit_train_loss", "exit_test_loss", "exit_train_accuracy", "exit_test_accuracy"):
+        assert len(metrics[key]) == 4          # N + 1 exits, N = 3 blocks
+    for key in ("output_residual_norms", "branch_parameter_norms", "test_accuracy", "parameters",
+                "turnpike_layer", "pruned", "epoch_time_s", "images_per_s"):
+        assert key in metrics
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in log] == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 0 and "turnpike" in config["environment"]
+    assert main(argv + ["--resume"]) == 0      # a finished run resumes to the same result
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["exit_test_loss"] == metrics["exit_test_loss"]
+    assert main(["resnet54", "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
+    assert "fashion-mnist" in capsys.readouterr().err
