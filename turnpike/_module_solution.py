@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import _checks
-from ._solution import Status, turnpike_layer_of
+from ._solution import SolutionOutcome, Status, turnpike_layer_of
 
 
 def _chunks(images, labels, size):
@@ -60,7 +60,7 @@ def exit_statistics(backend, images, labels) -> dict:
 
 
 @dataclass(frozen=True, eq=False)
-class ModuleSolution:
+class ModuleSolution(SolutionOutcome):
     """Result of :func:`turnpike.solve_ocp` for a module system (e.g. :class:`PreActResNet`).
 
     ``exit_metrics`` holds arrays of N+1 values per exit: ``train_loss``,
@@ -111,14 +111,6 @@ class ModuleSolution:
     def __repr__(self) -> str:
         return (f"ModuleSolution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}, "
                 f"train_accuracy={self.accuracy('train'):.4f})")
-
-    @property
-    def success(self) -> bool:
-        return self.status in (Status.CONVERGED, Status.MAX_STEPS)
-
-    @property
-    def depth(self) -> int:
-        return self.network.depth
 
     def _metric(self, kind: str, split: str) -> np.ndarray:
         _checks.choice("split", split, ("train", "test"))

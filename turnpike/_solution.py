@@ -33,6 +33,20 @@ class Status(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class SolutionOutcome:
+    """What every solution says about how its solve ended (``status`` a :class:`Status`)."""
+
+    status: Status
+
+    @property
+    def success(self) -> bool:
+        return self.status in (Status.CONVERGED, Status.MAX_STEPS)
+
+    @property
+    def depth(self) -> int:
+        return self.network.depth
+
+
 @dataclass(frozen=True, eq=False)
 class Network:
     """A system together with its controls: a runnable residual network."""
@@ -67,7 +81,7 @@ class Network:
 
 
 @dataclass(frozen=True, eq=False)
-class Solution:
+class Solution(SolutionOutcome):
     """Result of :func:`turnpike.solve_ocp`.
 
     Trajectories are stored for every layer: ``train_states`` (N+1, D, n) and
@@ -96,14 +110,6 @@ class Solution:
         return f"Solution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}{accuracy})"
 
     # --- basic data ----------------------------------------------------------------
-    @property
-    def success(self) -> bool:
-        return self.status in (Status.CONVERGED, Status.MAX_STEPS)
-
-    @property
-    def depth(self) -> int:
-        return self.network.depth
-
     @property
     def controls(self) -> np.ndarray:
         return self.network.controls

@@ -131,6 +131,7 @@ class ModuleBackend(Backend):
         # inside a step holds these, since the resumed run repeats that step's forward pass
         self._buffers_before = {name: torch.empty_like(b) for name, b in self.module.named_buffers()}
         self.optimiser = None
+        self._decayed = [p for p in self.module.parameters() if p.requires_grad]   # weights of λ/2‖w‖²
 
     def _check_test_data(self, test_data):
         if test_data is None:
@@ -184,14 +185,13 @@ class ModuleBackend(Backend):
         ocp = self.ocp
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()                   # costs in float32 under bf16 autocast
-        labels_np = labels
         value = logits.new_zeros(())
         final = logits[-1] if logits.ndim == 3 else logits
         if logits.ndim == 3:
-            stage = ocp.stage_state_cost.state_per_sample(logits[:-1], labels_np)     # (N, B)
+            stage = ocp.stage_state_cost.state_per_sample(logits[:-1], labels)     # (N, B)
             value = value + self.stage_weight * stage.mean(dim=1).sum()
         if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
-            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels_np).mean()
+            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels).mean()
         return value, final
 
     def objective(self, images, labels):
@@ -201,7 +201,8 @@ class ModuleBackend(Backend):
         value, final = self.loss_terms(logits, labels)
         self._last = (final.detach(), labels)
         if self.decay > 0:
-            value = value + 0.5 * self.decay * sum(p.pow(2).sum() for p in self._decayed())
+            # ‖w‖² as one fused norm over all parameters, not one reduction per tensor
+            value = value + 0.5 * self.decay * torch.stack(torch._foreach_norm(self._decayed)).pow(2).sum()
         return value
 
     def evaluate(self, phase: int, step: int) -> float:
@@ -215,9 +216,6 @@ class ModuleBackend(Backend):
         return float(value.detach())
 
     # --- optimiser ------------------------------------------------------------------------
-    def _decayed(self):
-        return [p for p in self.module.parameters() if p.requires_grad]
-
     def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
         _check_options(options)
         exit_ids = {id(p) for p in self.module.exit_parameters()}
