@@ -3,12 +3,13 @@ from ._costs import Cost, CrossEntropy, InputPenalty, L2Tracking, SoftCrossEntro
 from ._ocp import OCP
 from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution, exceedance_intervals
 from .backends._optimizers import METHODS
-from .backends import ENGINES
+from .backends import ENGINES, objective_tensor
 from ._solution import Network, Solution, Status, layer_statistics
 from ._module_solution import ModuleSolution
 from .systems import PreActResNet
 from ._solve import solve_ocp
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
+from .systems._shortcut import ShortcutNetwork
 from .experiments._spirals import SpiralsConfig, run_spirals
 from .experiments._node import NodeSpiralsConfig, run_node_spirals
 from .experiments._mnist import MnistConfig, run_mnist
@@ -22,6 +23,6 @@ __all__ = [
     "ACTIVATIONS", "ENGINES", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
-    "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "solve_ocp", "theory",
+    "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
+    "MnistConfig", "ResNet54Config", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "solve_ocp", "theory",
 ]

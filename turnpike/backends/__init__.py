@@ -7,10 +7,11 @@
 
 The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
+from ._engines import objective_tensor
 from ._flat import ENGINES, FlatBackend, check_test_data
 from ._protocol import Backend, Method
 
-__all__ = ["BACKENDS", "Backend", "ENGINES", "FlatBackend", "Method", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "ENGINES", "FlatBackend", "Method", "make_backend", "objective_tensor"]
 
 
 def _module_backend():

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _array
+from .. import _array, _checks
+from ..systems._protocol import FlatSystem
 
 
 def _state_cost_terms(ocp, states, labels, *, with_gradient: bool):
@@ -78,19 +79,42 @@ def adjoint_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.nda
     return float(value), gradient
 
 
+def objective_tensor(ocp, theta, inputs=None, labels=None):
+    """J(θ) as a differentiable torch scalar: the public objective of a flat system.
+
+    ``theta`` is a torch tensor (any dtype and device; the states take its dtype);
+    ``inputs`` and ``labels`` default to the OCP's training data. Autograd, the Hessian
+    analysis (:mod:`turnpike.theory`) and ``torch.func`` transforms differentiate this.
+    Systems that evaluate their own objective (NeuralODE) compute it in one ODE solve.
+    """
+    import torch
+
+    system = ocp.system
+    if not isinstance(system, FlatSystem):
+        _checks.fail("ocp.system", "a flat system (module systems own their parameters: use "
+                     "torch.func.functional_call on the module)", system)
+    if not torch.is_tensor(theta):
+        _checks.fail("theta", "a torch tensor (torch.as_tensor(theta) for a numpy vector)", theta)
+    inputs = torch.as_tensor(ocp.inputs if inputs is None else inputs, dtype=theta.dtype, device=theta.device)
+    labels = ocp.labels if labels is None else labels
+    if "system" in system.engines:
+        return system.objective_tensor(ocp, theta, inputs, labels)
+    states = system.rollout(theta, inputs)
+    value, _ = _state_cost_terms(ocp, states, labels, with_gradient=False)
+    r = ocp.input_penalty
+    if r > 0:
+        value = value + r * (theta * theta).sum()
+    if not torch.is_tensor(value):   # no active term: J = 0, still a function of θ
+        value = (theta * 0.0).sum()
+    return value
+
+
 def autograd_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray, *, device="cpu"):
     """The same J and gradient through torch autograd (reference engine, any device)."""
     import torch
 
     theta_t = torch.tensor(theta, dtype=torch.float64, device=device, requires_grad=True)
-    inputs_t = torch.as_tensor(inputs, dtype=torch.float64, device=device)
-    states = ocp.system.rollout(theta_t, inputs_t)
-    value, _ = _state_cost_terms(ocp, states, labels, with_gradient=False)
-    r = ocp.input_penalty
-    if r > 0:
-        value = value + r * (theta_t * theta_t).sum()
-    if not torch.is_tensor(value):  # no active term: J = 0 with zero gradient
-        return float(value), np.zeros_like(theta)
+    value = objective_tensor(ocp, theta_t, inputs, labels)
     value.backward()
     return float(value.detach()), theta_t.grad.cpu().numpy()
 

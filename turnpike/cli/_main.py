@@ -14,6 +14,7 @@ COMMANDS = {
     "mnist": "turnpike.cli._mnist",
     "certify": "turnpike.cli._certify",
     "resnet54": "turnpike.cli._resnet54",
+    "hessian": "turnpike.cli._hessian",
 }
 
 

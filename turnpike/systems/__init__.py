@@ -2,6 +2,8 @@
 
 - flat systems (one control vector θ): :class:`SingleLayerResNet` (architecture (1)),
   :class:`TwoLayerResNet` (architecture (26)), :class:`NeuralODE` (OCP (20));
+- :class:`ShortcutNetwork`: the n-shortcut networks (and plain networks) of the Demystifying-ResNet
+  paper, Def. 1–2;
 - module systems (a ``torch.nn.Module``): :class:`PreActResNet`, the convolutional ResNet of
   the 2025 stage-cost paper with its intermediate outputs.
 
@@ -11,6 +13,7 @@ from ._conv import EXIT_VARIANTS, PreActResNet
 from ._node import NeuralODE
 from ._protocol import FlatSystem, ModuleSystem, System
 from ._resnet import SingleLayerResNet, TwoLayerResNet
+from ._shortcut import ShortcutNetwork
 
-__all__ = ["EXIT_VARIANTS", "FlatSystem", "ModuleSystem", "NeuralODE", "PreActResNet", "SingleLayerResNet",
+__all__ = ["EXIT_VARIANTS", "FlatSystem", "ModuleSystem", "NeuralODE", "PreActResNet", "ShortcutNetwork", "SingleLayerResNet",
            "System", "TwoLayerResNet"]
