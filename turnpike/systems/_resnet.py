@@ -27,11 +27,11 @@ from typing import ClassVar
 
 from .. import _array, _checks
 from ._activations import get_activation
-from ._layout import ControlLayout
+from ._layout import LayerMap
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ResidualSystem(ControlLayout):
+class _ResidualSystem(LayerMap):
     # the plain adjoint sweep first; the flat backend switches to its buffered form on large layers
     engines: ClassVar[tuple] = ("adjoint", "buffered", "autograd")
     state_dim: int
@@ -49,17 +49,6 @@ class _ResidualSystem(ControlLayout):
     def num_controls(self) -> int:
         """One block of controls per layer."""
         return self.depth
-
-    # --- dynamics -----------------------------------------------------------------
-    def rollout(self, theta, x0):
-        """All states x_0..x_N for the batch ``x0`` (B, n): an array (N+1, B, n)."""
-        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
-            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
-        blocks = self.unpack(theta)
-        states = [x0]
-        for k in range(self.depth):
-            states.append(self.step(blocks, k, states[-1])[0])
-        return _array.stack(states)
 
     def truncate(self, theta, depth: int):
         """The first ``depth`` layers as a new (system, theta) pair; runs on its own."""

@@ -29,16 +29,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import _array, _checks
+from .. import _checks
 from ._activations import get_activation
-from ._layout import ControlLayout
+from ._layout import LayerMap
 
 INITIALISATIONS = ("xavier", "orthogonal", "zero")
 ACTIVATION_POSITIONS = ("pre", "mid", "post")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ShortcutNetwork(ControlLayout):
+class ShortcutNetwork(LayerMap):
     """An n-shortcut network (``shortcut=True``) or the plain network of the same layers.
 
     ``activations`` = (σ_pre, σ_mid, σ_post), names from :data:`turnpike.ACTIVATIONS`;
@@ -130,19 +130,6 @@ class ShortcutNetwork(ControlLayout):
         if pre.derivative is not None:
             g = g * pre.derivative(x, cache[1])
         return costate + g if self.shortcut else g
-
-    def rollout(self, theta, x0):
-        """All states x_0..x_R for the batch ``x0`` (B, d): an array (R+1, B, d)."""
-        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
-            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
-        # one tensor per unit and matrix: differentiating an unbind is one stack, where indexing
-        # each unit's block out of θ would add a full-size zero gradient per unit (quadratic)
-        blocks = {name: (list(b) if isinstance(b, np.ndarray) else b.unbind(0))
-                  for name, b in self.unpack(theta).items()}
-        states = [x0]
-        for k in range(self.units):
-            states.append(self.step(blocks, k, states[-1])[0])
-        return _array.stack(states)
 
     def truncate(self, theta, depth: int):
         """The first ``depth`` units as a new (system, θ) pair."""
