@@ -238,7 +238,7 @@ def test_engine_dispatch():
     node = NeuralODE(state_dim=2, depth=2, horizon=1.0)
     ocp = _spiral_ocp(node, count=10)
     for engine in ("adjoint", "autograd"):
-        with pytest.raises(ValueError, match="engine: expected 'auto' or 'system'"):
+        with pytest.raises(ValueError, match=r"engine: expected 'auto' or one of \['scheme', 'system'\]"):
             tp.solve_ocp(ocp, engine=engine, steps=1, progress=False)
     resnet_ocp = _spiral_ocp(tp.SingleLayerResNet(state_dim=2, depth=2), count=10)
     with pytest.raises(ValueError, match="engine"):

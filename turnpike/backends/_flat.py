@@ -16,7 +16,7 @@ import torch
 
 from .. import _array, _checks
 from .._runs import read_npz, write_npz
-from ._engines import adjoint_objective, autograd_objective, system_objective
+from ._engines import adjoint_objective, autograd_objective, scheme_objective, system_objective
 from ._optimizers import METHODS
 from ._protocol import Backend
 from ._sweep import Workspace, buffered_adjoint_objective
@@ -33,7 +33,7 @@ def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True)
 
 #: gradient engines: name -> objective(ocp, θ, inputs, labels) -> (J, ∇J)
 ENGINES = {"adjoint": adjoint_objective, "buffered": _buffered, "autograd": autograd_objective,
-           "system": system_objective}
+           "system": system_objective, "scheme": scheme_objective}
 
 
 def _resident(device) -> bool:

@@ -46,7 +46,6 @@ and, with any of the Runge-Kutta discretisations, of the discrete system too.
 from __future__ import annotations
 
 import bisect
-from typing import ClassVar
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -107,8 +106,6 @@ class NeuralODE(ControlLayout):
         back-propagation through the solver's operations.
     """
 
-    # J is an integral computed inside one ODE solve (OCP (20)): the system evaluates it itself
-    engines: ClassVar[tuple] = ("system",)
     state_dim: int
     depth: int
     horizon: float
@@ -163,6 +160,29 @@ class NeuralODE(ControlLayout):
             _checks.fail("options", f"torchdiffeq options other than {reserved} (set by NeuralODE from "
                                     f"the control grid)", self.options)
         object.__setattr__(self, "options", tuple(sorted(options.items())))
+
+    @property
+    def engines(self) -> tuple:
+        """Gradient engines, the first the default.
+
+        "scheme": the exact adjoint of a fixed-step Runge–Kutta scheme (:mod:`turnpike.systems._rk`;
+        euler, midpoint, rk4 with piecewise-constant controls, back-propagation); "system": J
+        evaluated in one torchdiffeq solve and differentiated through it (or by ``odeint_adjoint``).
+        """
+        from ._rk import TABLEAUS
+
+        discrete = self.method in TABLEAUS and self.parametrisation == "piecewise_constant" and not self.adjoint
+        return ("scheme", "system") if discrete else ("system",)
+
+    def scheme_objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
+        """(J, ∇_θ J) of the fixed-step scheme by its exact adjoint (engine "scheme")."""
+        from ._rk import scheme_objective
+
+        if "scheme" not in self.engines:
+            _checks.fail("engine", f"'system' for method={self.method!r}, parametrisation={self.parametrisation!r}, "
+                         f"adjoint={self.adjoint} (the scheme adjoint covers euler, midpoint and rk4 with "
+                         f"piecewise-constant controls)", "scheme")
+        return scheme_objective(self, ocp, np.asarray(theta), np.asarray(inputs), labels)
 
     # --- conversions to and from the ResNet -------------------------------------------
     @classmethod
