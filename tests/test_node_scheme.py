@@ -68,3 +68,47 @@ def test_engines_declared_and_chosen():
     assert runs["auto"].extra["engine"] == "scheme" and runs["system"].extra["engine"] == "system"
     np.testing.assert_allclose(runs["auto"].history["objective"], runs["system"].history["objective"], rtol=1e-10)
     np.testing.assert_allclose(runs["auto"].controls, runs["system"].controls, rtol=1e-9, atol=1e-12)
+
+
+def test_step_bound_adds_substeps_where_the_controls_are_large():
+    node = NeuralODE(state_dim=2, depth=3, horizon=1.5, hidden_dim=4, method="rk4", step_bound=0.5)
+    theta = node.initial_controls(np.random.default_rng(4), 0.1)
+    blocks = node.unpack(theta)
+    blocks["A1"][1] *= 40.0                                      # a stiff middle interval
+    theta = node.pack(blocks)
+    lipschitz = [np.linalg.norm(blocks["A2"][k], 2) * np.linalg.norm(blocks["A1"][k], 2) for k in range(3)]
+    expected = [max(1, int(np.ceil(0.5 * bound / 0.5))) for bound in lipschitz]
+    assert node.interval_substeps(theta) == expected and expected[1] > 1 == expected[0]
+    ocp = _ocp(node)
+    value, gradient = scheme_objective(ocp, theta, ocp.inputs, ocp.labels)
+    reference, reference_gradient = system_objective(ocp, theta, ocp.inputs, ocp.labels)
+    assert value == pytest.approx(reference, rel=1e-12)
+    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-9, atol=1e-12)
+    # the states on the grid are the scheme's: refining interval 1 by hand gives the same result
+    by_hand = NeuralODE(state_dim=2, depth=3, horizon=1.5, hidden_dim=4, method="rk4", substeps=expected[1])
+    np.testing.assert_allclose(node.rollout(theta, ocp.inputs)[2], by_hand.rollout(theta, ocp.inputs)[2], atol=1e-3)
+    with pytest.raises(ValueError, match="step_bound: expected a number > 0"):
+        NeuralODE(state_dim=2, depth=3, horizon=1.0, step_bound=0.0)
+
+
+def test_warm_start_keeps_the_arcs_and_waits_on_the_turnpike_in_between():
+    from turnpike.experiments._node import NodeSpiralsConfig, a_posteriori_check, warm_start_controls
+
+    config = NodeSpiralsConfig(num_train=40, num_test=40, horizons=(2.0, 4.0), steps=(10, 5), resolution=2)
+    short = config.system(2.0)
+    ocp = _ocp(short, count=40)
+    solution = tp.solve_ocp(ocp, method="adam", steps=10, options={"lr": 0.05}, progress=False)
+    longer = config.system(4.0)
+    theta = warm_start_controls(solution, longer)
+    blocks, old = longer.unpack(theta), short.unpack(solution.controls)
+    for name in blocks:
+        np.testing.assert_array_equal(blocks[name][:2], old[name][:2])
+        np.testing.assert_array_equal(blocks[name][-2:], old[name][2:])
+        assert not blocks[name][2:6].any()
+    # zero controls hold the state: the longer network ends where the shorter one did
+    np.testing.assert_allclose(longer.rollout(theta, ocp.inputs)[-1], short.rollout(solution.controls, ocp.inputs)[-1],
+                               atol=1e-12)
+    check = a_posteriori_check(solution, config, eps=0.2)
+    assert check["method"] == "dopri5" and check["max_state_difference"] < 1e-2
+    with pytest.raises(ValueError, match="horizons: expected increasing horizons with warm_start"):
+        NodeSpiralsConfig(horizons=(10.0, 5.0))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
-from ..systems._node import NeuralODE
+from ..systems._node import ODE_METHODS, NeuralODE
 from .._ocp import OCP
 from ..backends._optimizers import method_schedule
 from .._runs import write_json
@@ -39,11 +39,20 @@ class NodeSpiralsConfig:
     hidden_dim: int = 8
     activations: tuple = ("tanh", "identity")
     parametrisation: str = "piecewise_constant"
-    ode_method: str = "dopri5"                 # adaptive: the optimiser cannot exploit step errors
-    rtol: float = 1e-4
+    # fixed-step RK4 (3/8 rule) trained through its exact adjoint (engine "scheme"); the optimiser
+    # cannot exploit its step error unnoticed: every solution is re-integrated with ``check_method``
+    ode_method: str = "rk4"
+    rtol: float = 1e-4                         # adaptive methods only
     atol: float = 1e-6
     substeps: int = 1                          # fixed-grid methods only
+    step_bound: float | None = 0.5             # fixed-grid: substeps keep h_s·Lip(F) ≤ this (None: off)
     adjoint: bool = False
+    check_method: str | None = "dopri5"        # a-posteriori reference solve (None: no check)
+    check_rtol: float = 1e-8
+    check_atol: float = 1e-10
+    # start each horizon from the previous one's controls, the added time on the turnpike (zero
+    # controls in the middle): long horizons then start near their optimum instead of at random
+    warm_start: bool = True
     p_d: float = 0.95
     input_penalty: float = 0.005               # r
     terminal_weight: float = 3.0               # γ
@@ -67,6 +76,11 @@ class NodeSpiralsConfig:
                 _checks.fail("horizons", f"horizons of at least one interval h={self.interval:g}", self.horizons)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.integer("resolution", self.resolution, minimum=1)
+        if self.check_method is not None:
+            _checks.choice("check_method", self.check_method, [m for m, kind in ODE_METHODS.items() if kind == "adaptive"])
+        if self.warm_start and list(self.horizons) != sorted(self.horizons):
+            _checks.fail("horizons", "increasing horizons with warm_start (each starts from the previous one)",
+                         self.horizons)
         self.method, self.steps, self.options = method_schedule(
             self.method, self.steps, self.options, default_steps=100,
             default_options=SPIRALS_OPTIONS)
@@ -76,7 +90,7 @@ class NodeSpiralsConfig:
         return NeuralODE(state_dim=2, depth=depth, horizon=horizon, hidden_dim=self.hidden_dim,
                          activations=self.activations, parametrisation=self.parametrisation,
                          method=self.ode_method, rtol=self.rtol, atol=self.atol, substeps=self.substeps,
-                         adjoint=self.adjoint)
+                         step_bound=self.step_bound, adjoint=self.adjoint)
 
 
 def _problem(config: NodeSpiralsConfig, horizon: float, inputs, labels) -> OCP:
@@ -120,6 +134,45 @@ def summarise_horizon(solution, eps: float, resolution: int) -> dict:
     }
 
 
+def warm_start_controls(previous, system: NeuralODE) -> np.ndarray:
+    """Controls for the longer ``system`` from the ``previous`` solution's: its first and last arcs
+    (halves) kept, zero controls in between. Zero controls are an equilibrium of the ODE (σ(0) = 0),
+    so the added time is spent where the previous states were at the middle of their horizon: on
+    the turnpike."""
+    shorter = previous.system
+    if shorter.parametrisation != "piecewise_constant" or system.depth < shorter.depth:
+        _checks.fail("system", f"piecewise-constant controls on at least {shorter.depth} intervals", system)
+    head = shorter.depth // 2
+    blocks = shorter.unpack(previous.controls)
+    longer = {name: np.zeros((system.depth, *b.shape[1:])) for name, b in blocks.items()}
+    for name, b in blocks.items():
+        longer[name][:head] = b[:head]
+        longer[name][system.depth - (shorter.depth - head):] = b[head:]
+    return system.pack(longer)
+
+
+def a_posteriori_check(solution, config, eps: float) -> dict:
+    """Re-integrate the trained controls with an adaptive reference solver at tight tolerance.
+
+    The training scheme's J is exact for the scheme, not for the ODE; this reports how far the
+    scheme's states at the control nodes, and μ[Θ_ε,T], are from the ODE's (``check_method`` at
+    ``check_rtol``/``check_atol``).
+    """
+    from dataclasses import replace
+
+    from .._solution import Network
+
+    reference_system = replace(solution.system, method=config.check_method, rtol=config.check_rtol,
+                               atol=config.check_atol, options=dict(solution.system.options))
+    reference = replace(solution, network=Network(reference_system, solution.controls))
+    # the scheme's own states at the nodes (what training saw) against the reference ODE's
+    difference = np.abs(reference.states_at(solution.times) - solution.train_states).max()
+    measure = reference.theta_measure(eps, resolution=config.resolution)
+    return {"method": config.check_method, "rtol": config.check_rtol, "atol": config.check_atol,
+            "max_state_difference": float(difference), "theta_measure": measure,
+            "theta_measure_difference": abs(measure - solution.theta_measure(eps, resolution=config.resolution))}
+
+
 def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | None = None, *,
                      plots: bool = True, progress: bool = False, callback=None) -> dict:
     """Train the neural ODE for every horizon in ``config.horizons``; return the metrics.
@@ -138,13 +191,20 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     initial = float(np.sqrt((distance_to_minimisers(inputs, labels, 2, soft.p_d) ** 2).mean()))
     eps = config.eps_fraction * initial
     metrics = {"eps": eps, "horizons": list(config.horizons), "per_horizon": {}}
-    solutions = {}
+    solutions, previous = {}, None
     for horizon in config.horizons:
-        solution = solve_ocp(_problem(config, horizon, inputs, labels), method=config.method,
-                             steps=config.steps, options=config.options, seed=config.seed,
-                             init_scale=config.init_scale, test_data=test, progress=progress)
-        solutions[horizon] = solution
-        metrics["per_horizon"][f"{horizon:g}"] = summarise_horizon(solution, eps, config.resolution)
+        ocp = _problem(config, horizon, inputs, labels)
+        start_controls = (warm_start_controls(previous, ocp.system)
+                          if config.warm_start and previous is not None else None)
+        solution = solve_ocp(ocp, method=config.method, steps=config.steps, options=config.options,
+                             seed=config.seed, init_scale=config.init_scale, initial_controls=start_controls,
+                             test_data=test, progress=progress)
+        solutions[horizon], previous = solution, solution
+        summary = summarise_horizon(solution, eps, config.resolution)
+        summary["engine"], summary["warm_started"] = solution.extra["engine"], start_controls is not None
+        if config.check_method is not None:
+            summary["a_posteriori"] = a_posteriori_check(solution, config, eps)
+        metrics["per_horizon"][f"{horizon:g}"] = summary
         _collect(metrics)
         metrics["wall_time_s"] = time.perf_counter() - start
         if out is not None:

@@ -68,6 +68,10 @@ ODE_METHODS = {
 }
 
 
+#: most substeps ``step_bound`` may ask for in one interval
+_MAX_BOUNDED_SUBSTEPS = 64
+
+
 def _torch():
     import torch
     return torch
@@ -96,6 +100,12 @@ class NeuralODE(ControlLayout):
         torchdiffeq method, one of :data:`ODE_METHODS` (default "rk4").
     substeps : int
         Fixed-grid methods: steps per control interval (default 1).
+    step_bound : float or None
+        Fixed-grid methods: keep :math:`h_s L_k ≤` ``step_bound`` in every interval, with L_k an upper
+        bound of the field's Lipschitz constant in x there (‖A_k‖₂, or ‖A_{2,k}‖₂‖A_{1,k}‖₂; every
+        offered activation has slope ≤ 1): an interval with large controls takes
+        ⌈h L_k / step_bound⌉ substeps (at least ``substeps``, at most 64). An explicit scheme with h L ≫ 1 is
+        inaccurate, and an optimiser trained on it learns controls that only work for the scheme.
     rtol, atol : float
         Tolerances of the adaptive methods.
     options : dict, optional
@@ -114,6 +124,7 @@ class NeuralODE(ControlLayout):
     parametrisation: str = "piecewise_constant"
     method: str = "rk4"
     substeps: int = 1
+    step_bound: float | None = None
     rtol: float = 1e-7
     atol: float = 1e-9
     options: object = None
@@ -150,6 +161,8 @@ class NeuralODE(ControlLayout):
         if self.method not in ODE_METHODS:
             _checks.fail("method", f"a torchdiffeq method, one of {sorted(ODE_METHODS)}", self.method)
         _checks.integer("substeps", self.substeps, minimum=1)
+        if self.step_bound is not None:
+            _checks.real("step_bound", self.step_bound, minimum=0.0, strict_min=True)
         _checks.real("rtol", self.rtol, minimum=0.0, strict_min=True)
         _checks.real("atol", self.atol, minimum=0.0, strict_min=True)
         if not isinstance(self.adjoint, bool):
@@ -319,12 +332,26 @@ class NeuralODE(ControlLayout):
         value = self._field(self.unpack(theta_t))(float(t), x_t)
         return value.numpy() if as_numpy else value
 
-    def _solver_options(self, times: list) -> dict:
+    def interval_substeps(self, theta) -> list:
+        """Fixed-grid steps in each control interval: ``substeps``, raised by ``step_bound``."""
+        if self.step_bound is None or ODE_METHODS[self.method] != "fixed":
+            return [self.substeps] * self.depth
+        blocks = self.unpack(np.asarray(theta.detach().cpu() if hasattr(theta, "detach") else theta,
+                                        dtype=np.float64))
+        matrices = [blocks["A"]] if self.hidden_dim is None else [blocks["A1"], blocks["A2"]]
+        bound = np.prod([np.linalg.norm(m, ord=2, axis=(1, 2)) for m in matrices], axis=0)   # (num_controls,)
+        if self.parametrisation == "piecewise_linear":      # u(t) between the two nodes of the interval
+            bound = np.maximum(bound[:-1], bound[1:])
+        # capped: a line search's trial controls can be huge, and the scheme's tape grows with the steps
+        needed = np.ceil(np.minimum(self.step_size * bound / self.step_bound, _MAX_BOUNDED_SUBSTEPS))
+        return [max(self.substeps, int(count)) for count in needed]
+
+    def _solver_options(self, times: list, substeps: list) -> dict:
         torch = _torch()
         options = dict(self.options)
         nodes = self._nodes()
         if ODE_METHODS[self.method] == "fixed":
-            grid = _refine(nodes, self.substeps)
+            grid = _refine(nodes, substeps)
             options["grid_constructor"] = _grid_constructor(grid)
             options["perturb"] = True
         else:
@@ -351,7 +378,7 @@ class NeuralODE(ControlLayout):
         blocks = self.unpack(theta)
         field_at = self._field(blocks)
         t = torch.tensor(times, dtype=x0.dtype)
-        options = self._solver_options(times)
+        options = self._solver_options(times, self.interval_substeps(theta))
         if running_cost is not None:
             labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
             scale = float(running_weight) / x0.shape[0]
@@ -453,11 +480,13 @@ def _detached_norm(state):
     return max(part.detach().abs().pow(2).mean().sqrt() for part in parts)
 
 
-def _refine(nodes: list, parts: int) -> list:
-    """Each interval of ``nodes`` cut into ``parts`` equal pieces; the nodes themselves kept exactly."""
+def _refine(nodes: list, parts) -> list:
+    """Each interval of ``nodes`` cut into ``parts`` equal pieces (one count, or one per interval);
+    the nodes themselves kept exactly."""
     grid = []
-    for a, b in zip(nodes[:-1], nodes[1:]):
-        grid.extend(a + (b - a) * j / parts for j in range(parts))
+    counts = parts if isinstance(parts, (list, tuple)) else [parts] * (len(nodes) - 1)
+    for a, b, count in zip(nodes[:-1], nodes[1:], counts):
+        grid.extend(a + (b - a) * j / count for j in range(count))
     grid.append(nodes[-1])
     return grid
 

@@ -1,7 +1,8 @@
 r"""Discretise, then optimise: a fixed-step Runge–Kutta scheme of the neural ODE and its exact adjoint.
 
 With controls piecewise constant on the K intervals, one step of an explicit Runge–Kutta
-scheme with step :math:`h_s = h/S` (S ``substeps`` per interval) is a discrete-time system,
+scheme with step :math:`h_s = h/S_k` (S_k substeps in interval k: ``substeps``, raised by ``step_bound``
+where the controls are large, see :meth:`NeuralODE.interval_substeps`) is a discrete-time system,
 
 .. math::
     X_j = x + h_s\sum_{l<j} a_{jl} K_l,\quad K_j = F(X_j, u_k),\qquad
@@ -98,7 +99,7 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     tableau, field = TABLEAUS[system.method], _Field(system)
     blocks = system.unpack(theta)
     controls = [{name: b[k] for name, b in blocks.items()} for k in range(system.depth)]
-    step, batch = system.step_size / system.substeps, inputs.shape[0]
+    substeps, batch = system.interval_substeps(theta), inputs.shape[0]
     running = ocp.stage_state_cost if ocp.stage_weight > 0 else None
     width = ocp.output_width
 
@@ -112,7 +113,8 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     # forward: every stage's input, field cache and running-cost gradient
     x, value, tape = inputs, 0.0, []
     for k in range(system.depth):
-        for _ in range(system.substeps):
+        step = system.step_size / substeps[k]
+        for _ in range(substeps[k]):
             stages, increment = [], 0.0
             for coefficients, weight in zip(tableau.a, tableau.b):
                 state = x
@@ -124,7 +126,7 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
                 value += step * weight * cost
                 stages.append((cache, cost_gradient, slope))
                 increment = increment + weight * slope if weight else increment
-            tape.append((k, stages))
+            tape.append((k, step, stages))
             x = x + step * increment
     if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
         values, gradient = ocp.terminal_cost.state_per_sample_and_gradient(system.readout(x, width), labels)
@@ -136,7 +138,7 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
 
     # backward: the stages of each step in reverse
     grads = {name: _array.zeros_like(b) for name, b in blocks.items()}
-    for k, stages in reversed(tape):
+    for k, step, stages in reversed(tape):
         u, interval_grads = controls[k], {name: g[k] for name, g in grads.items()}
         slopes_adjoint = [step * weight * costate for weight in tableau.b]      # μ_j, direct part
         total = costate
