@@ -17,7 +17,8 @@ import torch
 from turnpike.experiments._node import NodeSpiralsConfig, run_node_spirals
 
 #: the defaults before the discretise-then-optimise engine (2026-11, issue 12)
-PREVIOUS = dict(ode_method="dopri5", rtol=1e-4, atol=1e-6, step_bound=None, warm_start=False, check_method=None)
+PREVIOUS = dict(ode_method="dopri5", rtol=1e-4, atol=1e-6, step_bound=None, warm_start=False, starts=1,
+                check_method=None)
 
 
 def measure(settings: dict, seed: int, horizons: tuple) -> tuple:

