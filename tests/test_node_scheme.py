@@ -11,6 +11,8 @@ import turnpike as tp
 from turnpike import OCP, InputPenalty, NeuralODE, SoftCrossEntropy
 from turnpike.backends._engines import adjoint_objective, scheme_objective, system_objective
 
+from _compare import assert_same_objective
+
 torch.set_num_threads(1)
 
 
@@ -31,10 +33,8 @@ def test_scheme_adjoint_equals_backpropagation_through_the_same_scheme(method, s
                      method=method, substeps=substeps)
     ocp = _ocp(node, stage=stage, terminal=terminal)
     theta = node.initial_controls(np.random.default_rng(1), 0.9)
-    value, gradient = scheme_objective(ocp, theta, ocp.inputs, ocp.labels)
-    reference, reference_gradient = system_objective(ocp, theta, ocp.inputs, ocp.labels)
-    assert value == pytest.approx(reference, rel=1e-12)
-    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-9, atol=1e-12)
+    assert_same_objective(scheme_objective(ocp, theta, ocp.inputs, ocp.labels),
+                          system_objective(ocp, theta, ocp.inputs, ocp.labels))
 
 
 def test_euler_with_one_substep_is_the_resnet_exactly():
@@ -46,10 +46,9 @@ def test_euler_with_one_substep_is_the_resnet_exactly():
         discrete = OCP(resnet, continuous.inputs, continuous.labels, stage_cost=continuous.stage_cost,
                        terminal_cost=continuous.terminal_cost, stage_weight=0.8 * h, terminal_weight=2.5)
         theta = resnet.initial_controls(np.random.default_rng(2), 0.7)
-        v1, g1 = adjoint_objective(discrete, theta, discrete.inputs, discrete.labels)
-        v2, g2 = scheme_objective(continuous, theta, continuous.inputs, continuous.labels)
-        assert v2 == pytest.approx(v1, rel=1e-12)
-        np.testing.assert_allclose(g2, g1, rtol=1e-10, atol=1e-13)
+        assert_same_objective(scheme_objective(continuous, theta, continuous.inputs, continuous.labels),
+                              adjoint_objective(discrete, theta, discrete.inputs, discrete.labels),
+                              rtol=1e-10, atol=1e-13)
 
 
 def test_engines_declared_and_chosen():
@@ -80,10 +79,8 @@ def test_step_bound_adds_substeps_where_the_controls_are_large():
     expected = [max(1, int(np.ceil(0.5 * bound / 0.5))) for bound in lipschitz]
     assert node.interval_substeps(theta) == expected and expected[1] > 1 == expected[0]
     ocp = _ocp(node)
-    value, gradient = scheme_objective(ocp, theta, ocp.inputs, ocp.labels)
-    reference, reference_gradient = system_objective(ocp, theta, ocp.inputs, ocp.labels)
-    assert value == pytest.approx(reference, rel=1e-12)
-    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-9, atol=1e-12)
+    assert_same_objective(scheme_objective(ocp, theta, ocp.inputs, ocp.labels),
+                          system_objective(ocp, theta, ocp.inputs, ocp.labels))
     # the states on the grid are the scheme's: refining interval 1 by hand gives the same result
     by_hand = NeuralODE(state_dim=2, depth=3, horizon=1.5, hidden_dim=4, method="rk4", substeps=expected[1])
     np.testing.assert_allclose(node.rollout(theta, ocp.inputs)[2], by_hand.rollout(theta, ocp.inputs)[2], atol=1e-3)
