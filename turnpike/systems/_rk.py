@@ -95,7 +95,7 @@ class _Field:
 
 
 def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
-    """(J, ∇J) of the OCP (20) discretised by ``system.method`` with ``system.substeps`` per interval."""
+    """(J, ∇J) of the OCP (20) discretised by ``system.method``, ``system.interval_substeps(θ)`` steps per interval."""
     tableau, field = TABLEAUS[system.method], _Field(system)
     blocks = system.unpack(theta)
     controls = [{name: b[k] for name, b in blocks.items()} for k in range(system.depth)]
