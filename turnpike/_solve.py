@@ -108,11 +108,13 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         Flat systems: start from this θ instead of random controls.
     init_scale : float
         Flat systems: scale of the random initial weights (``system.initial_controls``).
-    engine : {"auto", "adjoint", "buffered", "autograd", "system"}
+    engine : {"auto", "adjoint", "buffered", "autograd", "system", "scheme"}
         Flat systems: the gradient engine (:data:`turnpike.backends.ENGINES`), among those
         the system declares. "auto" takes its first: the analytic adjoint sweep of a
         ResNet, switched to its buffered torch form for large layers (batch × n × width ≥
-        10⁶, e.g. MNIST) and on a GPU; the ODE solve of a NeuralODE ("system").
+        10⁶, e.g. MNIST) and on a GPU; for a NeuralODE the exact adjoint of its fixed-step
+        scheme ("scheme": euler, midpoint, rk4 with piecewise-constant controls), else its
+        torchdiffeq solve ("system").
     test_data : (inputs, labels), optional
         Held-out data; its layer-wise states (flat) or per-exit metrics (module) are in
         the solution.
