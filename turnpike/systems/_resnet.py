@@ -50,6 +50,16 @@ class _ResidualSystem(LayerMap):
         """One block of controls per layer."""
         return self.depth
 
+    # --- dynamics: x_{k+1} = x_k + τ F(x_k, u_k), F given by the subclass's ``field`` ----
+    def step(self, blocks, k, x):
+        value, cache = self.field(blocks, k, x)
+        return x + (value if self.step_size == 1.0 else self.step_size * value), cache
+
+    def step_backward(self, blocks, grads, k, cache, costate):
+        """Accumulate ∂J/∂u_k into ``grads`` (zero on entry) and return λ_{k+1} ∂f/∂x."""
+        g = costate * self.step_size if self.step_size != 1.0 else costate
+        return costate + self.field_backward(blocks, grads, k, cache, g)
+
     def truncate(self, theta, depth: int):
         """The first ``depth`` layers as a new (system, theta) pair; runs on its own."""
         depth = _checks.integer("depth", depth, minimum=1)
@@ -75,22 +85,21 @@ class SingleLayerResNet(_ResidualSystem):
         n = self.state_dim
         object.__setattr__(self, "fields", (("A", (n, n)), ("b", (n,))))
 
-    def step(self, blocks, k, x):
-        sigma = get_activation(self.activation)
+    def field(self, blocks, k, x):
+        """F(x, u_k) = σ(A_k x + b_k), (B, n), and what :meth:`field_backward` needs."""
         z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
-        a = sigma.value(z)
-        return x + (a if self.step_size == 1.0 else self.step_size * a), (x, z, a)
+        a = get_activation(self.activation).value(z)
+        return a, (x, z, a)
 
-    def step_backward(self, blocks, grads, k, cache, costate):
-        """Accumulate ∂J/∂u_k into ``grads`` and return the costate part λ_{k+1} ∂f/∂x."""
+    def field_backward(self, blocks, grads, k, cache, g):
+        """Add g ∂F/∂u_k to ``grads`` (layer k) and return g ∂F/∂x, for g (B, n)."""
         x, z, a = cache
         sigma = get_activation(self.activation)
-        g = costate * self.step_size if self.step_size != 1.0 else costate
         if sigma.derivative is not None:
             g = g * sigma.derivative(z, a)
-        grads["A"][k] = g.T @ x
-        grads["b"][k] = _array.sum_rows(g)
-        return costate + g @ blocks["A"][k]
+        grads["A"][k] += g.T @ x
+        grads["b"][k] += _array.sum_rows(g)
+        return g @ blocks["A"][k]
 
     # --- buffered sweep (torch tensors, preallocated) ------------------------------
     def sweep_buffers(self, batch: int) -> dict:
@@ -149,28 +158,29 @@ class TwoLayerResNet(_ResidualSystem):
         n, h = self.state_dim, self.hidden_dim
         object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
 
-    def step(self, blocks, k, x):
+    def field(self, blocks, k, x):
+        """F(x, u_k) = σ2(A2 σ1(A1 x + b1) + b2), (B, n), and what :meth:`field_backward` needs."""
         inner, outer = (get_activation(a) for a in self.activations)
         z1 = x @ blocks["A1"][k].T + blocks["b1"][k]    # (B, h)
         a1 = inner.value(z1)
         z2 = a1 @ blocks["A2"][k].T + blocks["b2"][k]   # (B, n)
         a2 = outer.value(z2)
-        return x + (a2 if self.step_size == 1.0 else self.step_size * a2), (x, z1, a1, z2, a2)
+        return a2, (x, z1, a1, z2, a2)
 
-    def step_backward(self, blocks, grads, k, cache, costate):
+    def field_backward(self, blocks, grads, k, cache, g):
+        """Add g ∂F/∂u_k to ``grads`` (layer k) and return g ∂F/∂x, for g (B, n)."""
         x, z1, a1, z2, a2 = cache
         inner, outer = (get_activation(a) for a in self.activations)
-        g2 = costate * self.step_size if self.step_size != 1.0 else costate   # (B, n)
         if outer.derivative is not None:
-            g2 = g2 * outer.derivative(z2, a2)
-        grads["A2"][k] = g2.T @ a1
-        grads["b2"][k] = _array.sum_rows(g2)
-        g1 = g2 @ blocks["A2"][k]                                               # (B, h)
+            g = g * outer.derivative(z2, a2)
+        grads["A2"][k] += g.T @ a1
+        grads["b2"][k] += _array.sum_rows(g)
+        g1 = g @ blocks["A2"][k]                                                # (B, h)
         if inner.derivative is not None:
             g1 = g1 * inner.derivative(z1, a1)
-        grads["A1"][k] = g1.T @ x
-        grads["b1"][k] = _array.sum_rows(g1)
-        return costate + g1 @ blocks["A1"][k]
+        grads["A1"][k] += g1.T @ x
+        grads["b1"][k] += _array.sum_rows(g1)
+        return g1 @ blocks["A1"][k]
 
     # --- buffered sweep (torch tensors, preallocated) ------------------------------
     def sweep_buffers(self, batch: int) -> dict:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _array
-from ._activations import get_activation
 
 
 @dataclass(frozen=True)
@@ -49,56 +48,11 @@ TABLEAUS = {
 }
 
 
-class _Field:
-    """F(x, u) of the single-layer field σ(Ax + b) or the two-layer field σ2(A2σ1(A1x + b1) + b2),
-    with its vector-Jacobian products; ``u`` is one interval's blocks."""
-
-    def __init__(self, system):
-        self.two_layer = system.hidden_dim is not None
-        names = system.activations if self.two_layer else (system.activations,)
-        self.sigmas = [get_activation(name) for name in names]
-
-    def value(self, u, x):
-        """(F(x, u) (B, n), cache for the products)."""
-        if not self.two_layer:
-            z = x @ u["A"].T + u["b"]
-            a = self.sigmas[0].value(z)
-            return a, (x, z, a)
-        inner, outer = self.sigmas
-        z1 = x @ u["A1"].T + u["b1"]                   # (B, h)
-        a1 = inner.value(z1)
-        z2 = a1 @ u["A2"].T + u["b2"]                  # (B, n)
-        a2 = outer.value(z2)
-        return a2, (x, z1, a1, z2, a2)
-
-    def backward(self, u, cache, g, grads):
-        """Add μ ∂F/∂u to ``grads`` (this interval's blocks); return μ ∂F/∂x (B, n)."""
-        if not self.two_layer:
-            x, z, a = cache
-            if self.sigmas[0].derivative is not None:
-                g = g * self.sigmas[0].derivative(z, a)
-            grads["A"] += g.T @ x
-            grads["b"] += _array.sum_rows(g)
-            return g @ u["A"]
-        inner, outer = self.sigmas
-        x, z1, a1, z2, a2 = cache
-        if outer.derivative is not None:
-            g = g * outer.derivative(z2, a2)
-        grads["A2"] += g.T @ a1
-        grads["b2"] += _array.sum_rows(g)
-        g1 = g @ u["A2"]                               # (B, h)
-        if inner.derivative is not None:
-            g1 = g1 * inner.derivative(z1, a1)
-        grads["A1"] += g1.T @ x
-        grads["b1"] += _array.sum_rows(g1)
-        return g1 @ u["A1"]
-
-
 def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
     """(J, ∇J) of the OCP (20) discretised by ``system.method``, ``system.interval_substeps(θ)`` steps per interval."""
-    tableau, field = TABLEAUS[system.method], _Field(system)
+    # the field F and its products are the ResNet's (Euler with one substep is that ResNet)
+    tableau, resnet = TABLEAUS[system.method], system.to_resnet()
     blocks = system.unpack(theta)
-    controls = [{name: b[k] for name, b in blocks.items()} for k in range(system.depth)]
     substeps, batch = system.interval_substeps(theta), inputs.shape[0]
     running = ocp.stage_state_cost if ocp.stage_weight > 0 else None
     width = ocp.output_width
@@ -115,7 +69,7 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
                 for coefficient, (_, _, slope) in zip(coefficients, stages):
                     if coefficient:
                         state = state + (step * coefficient) * slope
-                slope, cache = field.value(controls[k], state)
+                slope, cache = resnet.field(blocks, k, state)
                 cost_index = None
                 if weight and running is not None:
                     cost_index = len(costed)
@@ -142,12 +96,11 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     # backward: the stages of each step in reverse
     grads = {name: _array.zeros_like(b) for name, b in blocks.items()}
     for k, step, stages in reversed(tape):
-        u, interval_grads = controls[k], {name: g[k] for name, g in grads.items()}
         slopes_adjoint = [step * weight * costate for weight in tableau.b]      # μ_j, direct part
         total = costate
         for j in range(len(stages) - 1, -1, -1):
             cache, cost_index, _ = stages[j]
-            stage_adjoint = field.backward(u, cache, slopes_adjoint[j], interval_grads)   # λ_{X_j}
+            stage_adjoint = resnet.field_backward(blocks, grads, k, cache, slopes_adjoint[j])   # λ_{X_j}
             if cost_index is not None:
                 stage_adjoint[:, :width] += cost_gradients[cost_index]
             for l, coefficient in enumerate(tableau.a[j]):
