@@ -132,6 +132,3 @@ def scheme_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndar
     """J and gradient of a fixed-step Runge–Kutta discretisation by its exact adjoint (NeuralODE)."""
     return ocp.system.scheme_objective(ocp, theta, inputs, labels)
 
-
-ENGINES = {"adjoint": adjoint_objective, "autograd": autograd_objective, "system": system_objective,
-           "scheme": scheme_objective}

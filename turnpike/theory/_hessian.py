@@ -30,11 +30,7 @@ _CHUNK_BYTES = 256 * 2 ** 20
 
 def _objective_function(ocp):
     from ..backends._engines import objective_tensor
-    from ..systems._protocol import FlatSystem
 
-    if not isinstance(ocp.system, FlatSystem):
-        _checks.fail("ocp.system", "a flat system (ShortcutNetwork, SingleLayerResNet, TwoLayerResNet, NeuralODE)",
-                     ocp.system)
     inputs = torch.as_tensor(ocp.inputs, dtype=torch.float64)
     return lambda theta: objective_tensor(ocp, theta, inputs, ocp.labels)
 
@@ -56,11 +52,15 @@ def _hessian_vector_product(objective, theta):
     return lambda v: pullback(v)[0]
 
 
+# stored tensors per layer and state, a generous count (pre-activations, activations, their tangents)
+_TENSORS_PER_STATE = 8
+
+
 def _chunk_size(ocp) -> int:
-    """Products per vmap chunk: each one carries a tangent of every stored state."""
+    """Products per vmap chunk: each one carries a tangent of every stored tensor of the rollout."""
     system = ocp.system
-    per_product = 8 * ocp.inputs.size * (system.depth + 1) * 4 * max(1, getattr(system, "shortcut_depth", 1))
-    return int(max(1, min(system.parameter_count, _CHUNK_BYTES // max(per_product, 1))))
+    per_product = 8 * ocp.inputs.size * (system.depth + 1) * _TENSORS_PER_STATE
+    return int(max(1, min(system.parameter_count, _CHUNK_BYTES // per_product)))
 
 
 def hessian(ocp, theta) -> np.ndarray:
