@@ -252,3 +252,22 @@ def test_input_coefficient_sums_weighted_penalties():
 def test_bad_arguments_raise_value_error_naming_them(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize("C", [2, 3, 10])
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_cross_entropy_parts_match_scipy_for_every_class_count_and_extreme_logits(C, scale):
+    """The closed form for two classes (logit difference) and the general path against scipy,
+    numpy and torch; logits of ±hundreds must neither overflow nor lose accuracy."""
+    from turnpike import _array
+
+    rng = np.random.default_rng(C)
+    x = rng.normal(size=(3, 7, C)) * scale
+    targets = softmax(rng.normal(size=(7, C)), axis=-1)          # any distributions, one per sample
+    value, gradient = _array.cross_entropy(x, targets)
+    np.testing.assert_allclose(value, -(targets * log_softmax(x, axis=-1)).sum(-1), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gradient, softmax(x, axis=-1) - targets, rtol=1e-12, atol=1e-15)
+    assert _array.cross_entropy(x, targets, gradient=False)[1] is None
+    torch_value, torch_gradient = _array.cross_entropy(torch.as_tensor(x), torch.as_tensor(targets))
+    np.testing.assert_allclose(torch_value.numpy(), value, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(torch_gradient.numpy(), gradient, rtol=1e-12, atol=1e-15)

@@ -73,7 +73,7 @@ def test_stage_cost_objective_is_the_ocp_formula():
     expected = sum(0.3 * ce(net.exit_logit(k, states[k]), labels) for k in range(net.depth))
     expected = expected + ce(net.exit_logit(net.depth, states[-1]), labels)
     expected = expected + 0.01 * sum((p ** 2).sum() for p in net.parameters())
-    assert float(value) == pytest.approx(float(expected), rel=1e-10)
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
 
 
 def test_full_exit_parameters_get_the_lr_factor():

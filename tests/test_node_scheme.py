@@ -109,3 +109,35 @@ def test_warm_start_keeps_the_arcs_and_waits_on_the_turnpike_in_between():
     assert check["method"] == "dopri5" and check["max_state_difference"] < 1e-2
     with pytest.raises(ValueError, match="horizons: expected increasing horizons with warm_start"):
         NodeSpiralsConfig(horizons=(10.0, 5.0))
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("step_bound", [None, 0.3])
+def test_numpy_rollout_steps_like_torchdiffeqs_fixed_grid(method, step_bound):
+    """The numpy rollout of a fixed-step ODE (dense μ[Θ_ε,T] evaluations) against torchdiffeq on
+    the same grid: the substeps merged with the requested times, also times between grid points."""
+    from turnpike.systems._rk import scheme_states
+
+    rng = np.random.default_rng(5)
+    node = NeuralODE(state_dim=2, depth=5, horizon=2.5, hidden_dim=6, method=method, substeps=2,
+                     step_bound=step_bound)
+    theta, inputs = node.initial_controls(rng, 2.0), rng.standard_normal((20, 2))
+    for times in (list(node.dense_times(3)), [0.0, 0.37, 1.0, 2.2], [0.0, 0.5]):
+        with torch.no_grad():
+            reference, _ = node.integrate(torch.as_tensor(theta), torch.as_tensor(inputs), times)
+        np.testing.assert_allclose(scheme_states(node, theta, inputs, times), reference.numpy(),
+                                   rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(node.rollout(theta, inputs), scheme_states(node, theta, inputs, node._nodes()))
+    assert node.rollout(theta.astype(np.float32), inputs.astype(np.float32)).dtype == np.float32
+
+
+def test_warm_started_horizons_run_the_warm_schedule():
+    from turnpike.experiments._node import NodeSpiralsConfig
+
+    config = NodeSpiralsConfig(method=("adam", "lbfgs"), steps=(30, 40), warm_method="lbfgs")
+    assert config.schedule(warm=False) == {"method": ("adam", "lbfgs"), "steps": (30, 40),
+                                           "options": config.options}
+    assert config.schedule(warm=True) == {"method": ("lbfgs",), "steps": (40,), "options": config.options[1:]}
+    assert NodeSpiralsConfig(warm_method=None).schedule(warm=True)["method"] == ("adam", "lbfgs")
+    with pytest.raises(ValueError, match=r"warm_method: expected methods among method=\('adam',\)"):
+        NodeSpiralsConfig(method="adam", warm_method=("lbfgs",))

@@ -390,3 +390,18 @@ def test_buffered_sweep_in_float32_matches_float64_and_refuses_mixed_dtypes():
     assert _relative_error(grad32.astype(np.float64), grad64) < 1e-5
     with pytest.raises(ValueError, match="inputs: expected the controls' dtype"):
         buffered_adjoint_objective(ocp, theta, inputs.astype(np.float32), labels, workspace=Workspace())
+
+
+def test_systems_and_activations_pickle_by_name():
+    import pickle
+
+    from turnpike.systems._activations import ACTIVATIONS
+
+    for name, activation in ACTIVATIONS.items():
+        assert pickle.loads(pickle.dumps(activation)) is activation
+    system = turnpike.TwoLayerResNet(state_dim=3, depth=4, hidden_dim=5, activations=("relu", "tanh"))
+    copy = pickle.loads(pickle.dumps(system))
+    theta = system.initial_controls(np.random.default_rng(0), 1.0)
+    x = np.random.default_rng(1).standard_normal((6, 3))
+    assert copy == system
+    np.testing.assert_array_equal(copy.rollout(theta, x), system.rollout(theta, x))

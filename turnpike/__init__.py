@@ -8,6 +8,7 @@ from ._solution import Network, Solution, Status, layer_statistics
 from ._module_solution import ModuleSolution
 from .systems import PreActResNet
 from ._solve import solve_ocp
+from ._allocator import retain_freed_memory
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .systems._shortcut import ShortcutNetwork
 from .experiments._spirals import SpiralsConfig, run_spirals
@@ -24,5 +25,5 @@ __all__ = [
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
 ]

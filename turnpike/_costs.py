@@ -183,10 +183,8 @@ class SoftCrossEntropy(_Term):
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
         self._check_logits(x)
-        log_p, _ = _array.log_softmax_parts(x)
-        targets = self.targets(labels, x)
-        value = -_array.sum_last(targets * log_p) - self.target_entropy
-        return value, (_array.exp(log_p) - targets if gradient else None)
+        value, grad = _array.cross_entropy(x, self.targets(labels, x), gradient=gradient)
+        return value - self.target_entropy, grad
 
 
 class CrossEntropy(_Term):
@@ -205,10 +203,7 @@ class CrossEntropy(_Term):
 
     def per_sample_and_gradient(self, x, labels, gradient=True):
         self._check_logits(x)
-        log_p, _ = _array.log_softmax_parts(x)
-        hot = _array.one_hot(labels, self.num_classes, x)
-        value = -_array.sum_last(hot * log_p)
-        return value, (_array.exp(log_p) - hot if gradient else None)
+        return _array.cross_entropy(x, _array.one_hot(labels, self.num_classes, x), gradient=gradient)
 
 
 class L2Tracking(_Term):

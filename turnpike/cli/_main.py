@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     for module in dict.fromkeys(modules.values()):
         module.add_parser(sub)
     args = parser.parse_args(argv)
+    from .._allocator import retain_freed_memory
+    retain_freed_memory()          # the CLI owns its process: keep freed memory for reuse (see _allocator)
     try:
         return modules[args.command].run(args)
     except ValueError as error:  # bad input: say what is wrong, without a traceback

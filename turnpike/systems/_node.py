@@ -419,13 +419,16 @@ class NeuralODE(ControlLayout):
         if x0.ndim != 2 or x0.shape[1] != self.state_dim:
             raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
         if isinstance(x0, np.ndarray) or isinstance(theta, np.ndarray):
-            dtype = torch.float32 if np.asarray(x0).dtype == np.float32 else torch.float64
+            dtype = np.float32 if np.asarray(x0).dtype == np.float32 else np.float64
+            checked = self._check_times(times)
+            if len(checked) == 1:
+                return np.asarray(x0, dtype=np.float64)[None].copy()
+            theta, x0 = np.asarray(theta, dtype=dtype), np.asarray(x0, dtype=dtype)
+            if "scheme" in self.engines:     # the same steps as torchdiffeq's fixed grid, in numpy
+                from ._rk import scheme_states
+                return scheme_states(self, theta, x0, checked)
             with torch.no_grad():
-                theta_t = torch.as_tensor(np.asarray(theta), dtype=dtype)
-                x0_t = torch.as_tensor(np.asarray(x0), dtype=dtype)
-                if len(self._check_times(times)) == 1:
-                    return np.asarray(x0, dtype=np.float64)[None].copy()
-                states, _ = self.integrate(theta_t, x0_t, times)
+                states, _ = self.integrate(torch.as_tensor(theta), torch.as_tensor(x0), checked)
             return states.numpy()
         if len(self._check_times(times)) == 1:
             return x0[None]

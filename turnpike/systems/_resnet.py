@@ -81,20 +81,21 @@ class SingleLayerResNet(_ResidualSystem):
 
     def __post_init__(self):
         super().__post_init__()
-        get_activation(self.activation)
         n = self.state_dim
         object.__setattr__(self, "fields", (("A", (n, n)), ("b", (n,))))
+        # looked up once: the sweeps ask for it at every layer and RK stage
+        object.__setattr__(self, "_sigmas", (get_activation(self.activation),))
 
     def field(self, blocks, k, x):
         """F(x, u_k) = σ(A_k x + b_k), (B, n), and what :meth:`field_backward` needs."""
         z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
-        a = get_activation(self.activation).value(z)
+        a = self._sigmas[0].value(z)
         return a, (x, z, a)
 
     def field_backward(self, blocks, grads, k, cache, g):
         """Add g ∂F/∂u_k to ``grads`` (layer k) and return g ∂F/∂x, for g (B, n)."""
         x, z, a = cache
-        sigma = get_activation(self.activation)
+        sigma = self._sigmas[0]
         if sigma.derivative is not None:
             g = g * sigma.derivative(z, a)
         grads["A"][k] += g.T @ x
@@ -113,7 +114,7 @@ class SingleLayerResNet(_ResidualSystem):
         """x_{k+1} into ``out`` (B, n); fills ``cache`` (views of one layer's buffers)."""
         import torch
         z = torch.addmm(blocks["b"][k], x, blocks["A"][k].T, out=cache["z"])
-        a = get_activation(self.activation).write(z, cache["a"]) if "a" in cache else z
+        a = self._sigmas[0].write(z, cache["a"]) if "a" in cache else z
         torch.add(x, a, alpha=self.step_size, out=out)
 
     def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay):
@@ -124,7 +125,7 @@ class SingleLayerResNet(_ResidualSystem):
         """
         import torch
         z = cache["z"]
-        sigma = get_activation(self.activation)
+        sigma = self._sigmas[0]
         g = costate
         if self.step_size != 1.0 or sigma.derivative is not None:
             g = torch.mul(costate, self.step_size, out=scratch["state"])   # costate itself stays intact
@@ -157,10 +158,11 @@ class TwoLayerResNet(_ResidualSystem):
             get_activation(name, position)
         n, h = self.state_dim, self.hidden_dim
         object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
+        object.__setattr__(self, "_sigmas", tuple(get_activation(a) for a in self.activations))   # (σ1, σ2)
 
     def field(self, blocks, k, x):
         """F(x, u_k) = σ2(A2 σ1(A1 x + b1) + b2), (B, n), and what :meth:`field_backward` needs."""
-        inner, outer = (get_activation(a) for a in self.activations)
+        inner, outer = self._sigmas
         z1 = x @ blocks["A1"][k].T + blocks["b1"][k]    # (B, h)
         a1 = inner.value(z1)
         z2 = a1 @ blocks["A2"][k].T + blocks["b2"][k]   # (B, n)
@@ -170,7 +172,7 @@ class TwoLayerResNet(_ResidualSystem):
     def field_backward(self, blocks, grads, k, cache, g):
         """Add g ∂F/∂u_k to ``grads`` (layer k) and return g ∂F/∂x, for g (B, n)."""
         x, z1, a1, z2, a2 = cache
-        inner, outer = (get_activation(a) for a in self.activations)
+        inner, outer = self._sigmas
         if outer.derivative is not None:
             g = g * outer.derivative(z2, a2)
         grads["A2"][k] += g.T @ a1
@@ -194,7 +196,7 @@ class TwoLayerResNet(_ResidualSystem):
 
     def step_into(self, blocks, k, x, out, cache):
         import torch
-        inner, outer = (get_activation(a) for a in self.activations)
+        inner, outer = self._sigmas
         z1 = torch.addmm(blocks["b1"][k], x, blocks["A1"][k].T, out=cache["z1"])          # (B, h)
         a1 = inner.write(z1, cache["a1"]) if "a1" in cache else z1
         if "z2" in cache:
@@ -207,7 +209,7 @@ class TwoLayerResNet(_ResidualSystem):
 
     def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay):
         import torch
-        inner, outer = (get_activation(a) for a in self.activations)
+        inner, outer = self._sigmas
         z1 = cache["z1"]
         a1 = cache.get("a1", z1)
         g2 = costate                                                                     # (B, n)

@@ -26,6 +26,7 @@ the ResNet (1)/(26) with ``step_size = h``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -48,6 +49,47 @@ TABLEAUS = {
 }
 
 
+def _step(tableau: Tableau, field, x, step: float):
+    """One explicit Runge–Kutta step of size ``step`` from x: x⁺ and the stages [(X_j, K_j, cache_j)]."""
+    stages, increment = [], 0.0
+    for coefficients, weight in zip(tableau.a, tableau.b):
+        state = x
+        for coefficient, (_, slope, _) in zip(coefficients, stages):
+            if coefficient:
+                state = state + (step * coefficient) * slope
+        slope, cache = field(state)
+        stages.append((state, slope, cache))
+        if weight:
+            increment = increment + weight * slope
+    return x + step * increment, stages
+
+
+def scheme_states(system, theta: np.ndarray, inputs: np.ndarray, times: list) -> np.ndarray:
+    """The scheme's states at ``times`` (increasing, from 0), (len(times), B, n), on numpy arrays.
+
+    Steps on the substep grid merged with ``times``, as the torchdiffeq fixed grid of
+    :meth:`NeuralODE.integrate` does (every requested time a grid point, the grid ending at
+    the last one), so both give the same states to round-off; this runs without torch's
+    per-operation overhead (the dense μ[Θ_ε,T] evaluations of a run).
+    """
+    from ._node import _refine
+
+    tableau, resnet = TABLEAUS[system.method], system.to_resnet()
+    blocks = system.unpack(theta)
+    nodes = system._nodes()
+    grid = _refine(nodes, system.interval_substeps(theta))
+    points = sorted(set([p for p in grid if times[0] < p < times[-1]] + list(times)))
+    wanted = set(times)
+    states, x, interval = [inputs], inputs, 0
+    for start, end in zip(points[:-1], points[1:]):
+        while interval + 1 < system.depth and nodes[interval + 1] <= start:    # the controls of [start, end]
+            interval += 1
+        x, _ = _step(tableau, partial(resnet.field, blocks, interval), x, end - start)
+        if end in wanted:
+            states.append(x)
+    return np.stack(states)
+
+
 def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
     """(J, ∇J) of the OCP (20) discretised by ``system.method``, ``system.interval_substeps(θ)`` steps per interval."""
     # the field F and its products are the ResNet's (Euler with one substep is that ResNet)
@@ -63,22 +105,11 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     for k in range(system.depth):
         step = system.step_size / substeps[k]
         for _ in range(substeps[k]):
-            stages, increment = [], 0.0
-            for coefficients, weight in zip(tableau.a, tableau.b):
-                state = x
-                for coefficient, (_, _, slope) in zip(coefficients, stages):
-                    if coefficient:
-                        state = state + (step * coefficient) * slope
-                slope, cache = resnet.field(blocks, k, state)
-                cost_index = None
-                if weight and running is not None:
-                    cost_index = len(costed)
-                    costed.append(state)
-                    quadrature.append(step * weight)
-                stages.append((cache, cost_index, slope))
-                increment = increment + weight * slope if weight else increment
-            tape.append((k, step, stages))
-            x = x + step * increment
+            x, stages = _step(tableau, partial(resnet.field, blocks, k), x, step)
+            tape.append((k, step, [cache for _, _, cache in stages]))
+            if running is not None:
+                costed.extend(state for (state, _, _), weight in zip(stages, tableau.b) if weight)
+                quadrature.extend(step * weight for weight in tableau.b if weight)
     if costed:
         values, cost_gradients = running.state_per_sample_and_gradient(system.readout(np.stack(costed), width),
                                                                        labels)                 # (S, B), (S, B, w)
@@ -93,16 +124,19 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
     else:
         costate = _array.zeros_like(x)
 
-    # backward: the stages of each step in reverse
+    # backward: the stages of each step in reverse; stage j of step i was the running cost's entry
+    # (number of weighted stages before it) + (weighted stages among 0..j-1)
+    cost_positions = np.cumsum([0] + [1 if weight else 0 for weight in tableau.b])
+    weighted_per_step = int(cost_positions[-1])
     grads = {name: _array.zeros_like(b) for name, b in blocks.items()}
-    for k, step, stages in reversed(tape):
+    for index in range(len(tape) - 1, -1, -1):
+        k, step, caches = tape[index]
         slopes_adjoint = [step * weight * costate for weight in tableau.b]      # μ_j, direct part
         total = costate
-        for j in range(len(stages) - 1, -1, -1):
-            cache, cost_index, _ = stages[j]
-            stage_adjoint = resnet.field_backward(blocks, grads, k, cache, slopes_adjoint[j])   # λ_{X_j}
-            if cost_index is not None:
-                stage_adjoint[:, :width] += cost_gradients[cost_index]
+        for j in range(len(caches) - 1, -1, -1):
+            stage_adjoint = resnet.field_backward(blocks, grads, k, caches[j], slopes_adjoint[j])   # λ_{X_j}
+            if running is not None and tableau.b[j]:
+                stage_adjoint[:, :width] += cost_gradients[index * weighted_per_step + cost_positions[j]]
             for l, coefficient in enumerate(tableau.a[j]):
                 if coefficient:
                     slopes_adjoint[l] = slopes_adjoint[l] + (step * coefficient) * stage_adjoint
