@@ -14,11 +14,12 @@ import time
 
 import torch
 
+from turnpike import retain_freed_memory
 from turnpike.experiments._node import NodeSpiralsConfig, run_node_spirals
 
 #: the defaults before the discretise-then-optimise engine (2026-11, issue 12)
 PREVIOUS = dict(ode_method="dopri5", rtol=1e-4, atol=1e-6, step_bound=None, warm_start=False, starts=1,
-                check_method=None)
+                warm_method=None, check_method=None)
 
 
 def measure(settings: dict, seed: int, horizons: tuple) -> tuple:
@@ -31,7 +32,8 @@ def describe(name: str, seconds: float, metrics: dict) -> None:
     rows = metrics["per_horizon"].values()
     print(f"  {name:<9} {seconds:7.1f} s   μ[Θ_ε,T] " + " ".join(f"{r['theta_measure']:5.2f}" for r in rows)
           + "   T − μ " + " ".join(f"{r['time_near_turnpike']:5.2f}" for r in rows)
-          + "   train acc " + " ".join(f"{r['train_accuracy']:.3f}" for r in rows))
+          + "   train acc " + " ".join(f"{r['train_accuracy']:.3f}" for r in rows)
+          + "   test acc " + " ".join(f"{r['test_accuracy']:.3f}" for r in rows))
 
 
 def main() -> None:
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()     # as `turnpike node-spirals` does; one process, so both runs have it
     horizons = tuple(float(t) for t in args.horizons.split(","))
     for seed in (int(s) for s in args.seeds.split(",")):
         new_time, new = measure({}, seed, horizons)

@@ -299,7 +299,14 @@ def test_cli_node_spirals_writes_a_run_folder(tmp_path):
     assert m["depth"] == 4 and len(m["times"]) == len(m["distance_over_time"]) == 4 * 8 + 1
     assert m["theta_measure"] + m["time_near_turnpike"] == pytest.approx(2.0)
     assert metrics["theta_measure"] == [metrics["per_horizon"][k]["theta_measure"] for k in ("1", "2")]
+    assert config["config"]["warm_method"] == ["lbfgs"]
+    assert [m["steps"] for m in metrics["per_horizon"].values()] == [4, 2]      # the warm horizon: L-BFGS only
     assert main(["node-spirals", "--out", str(out), "--ode-method", "rk45", "--quiet"]) == 2
+    assert main(["node-spirals", "--out", str(out), "--warm-method", "sgd", "--quiet"]) == 2
+    assert main(["node-spirals", "--out", str(tmp_path / "all"), "--horizons", "1,2", "--steps", "2,2",
+                 "--warm-method", "all", "--no-plots", "--quiet"]) == 0
+    all_metrics = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert [m["steps"] for m in all_metrics["per_horizon"].values()] == [4, 4]
 
 
 @pytest.mark.slow

@@ -507,7 +507,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
     into whole steps, so the plain numpy sweep would agree only to about 1e-5.
     """
     import turnpike.backends._flat as solve_module
-    monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
+    monkeypatch.setattr(solve_module, "_BUFFERED_STATE_ENTRIES", 0)
     ocp = small_ocp(depth=3, samples=12)
     settings = {"method": method, "steps": 8, "seed": 2, "progress": False, **kwargs}
     plain = solve_ocp(ocp, checkpoint=tmp_path / "plain.npz", **settings)
@@ -524,7 +524,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
 def test_float32_buffered_sweep_with_lbfgs_between_adam_phases(monkeypatch, resident):
     """L-BFGS steps in float64; its points and result are cast back to the solve's float32."""
     import turnpike.backends._flat as solve_module
-    monkeypatch.setattr(solve_module, "_BUFFERED_LAYER_WORK", 0)
+    monkeypatch.setattr(solve_module, "_BUFFERED_STATE_ENTRIES", 0)
     if resident:
         monkeypatch.setattr(solve_module, "_resident", lambda device: True)
     ocp = small_ocp(depth=3, samples=12)
@@ -546,3 +546,33 @@ def test_solution_without_test_data_or_soft_ce():
     tracking = OCP(SYSTEM, X, Y, terminal_cost=L2Tracking(np.zeros(3)))
     with pytest.raises(ValueError, match="classification"):
         solve_ocp(tracking, method="lbfgs", steps=2, progress=False).accuracy()
+
+
+def test_method_kinds_say_who_owns_the_loop():
+    from turnpike.backends._module import MODULE_METHODS
+
+    assert {name: m.kind for name, m in turnpike.METHODS.items()} == {"adam": "stepper", "sgd": "stepper", "lbfgs": "loop"}
+    assert all(m.kind == "stepper" and m.stepper is None for m in MODULE_METHODS.values())
+
+
+@pytest.mark.parametrize("n,hidden,batch,expected", [
+    (2, 8, 480, "adjoint"),          # two spirals: per-operation overhead, numpy
+    (256, 8, 128, "adjoint"),        # wide state, small products (buffered 2x slower, benchmarks/sizes.py)
+    (64, 64, 480, "adjoint"),        # 1.97e6 multiply-adds
+    (64, 64, 512, "buffered"),       # 2.1e6
+    (784, 8, 128, "buffered"),       # 100,352 state entries
+])
+def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch, expected):
+    from turnpike._solve import _threads
+    from turnpike.backends import make_backend
+
+    rng = np.random.default_rng(0)
+    system = TwoLayerResNet(state_dim=n, depth=2, hidden_dim=hidden)
+    ocp = OCP(system, rng.standard_normal((batch, n)), rng.integers(0, 2, batch),
+              terminal_cost=SoftCrossEntropy(num_classes=2, p_d=0.9))
+    settings = dict(seed=0, batch_size=batch, dtype="float64", device=torch.device("cpu"), init_scale=0.1,
+                    initial_controls=None, test_data=None, options={})
+    auto = make_backend(ocp, engine="auto", **settings)
+    assert auto.engine == expected and auto.engine_name == "adjoint"
+    assert make_backend(ocp, engine="adjoint", **settings).engine == "adjoint"     # explicit: never swapped
+    assert _threads("auto", auto.layer_work) == (1 if batch * n * max(n, hidden) < 3e6 else None)

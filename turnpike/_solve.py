@@ -111,10 +111,11 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     engine : {"auto", "adjoint", "buffered", "autograd", "system", "scheme"}
         Flat systems: the gradient engine (:data:`turnpike.backends.ENGINES`), among those
         the system declares. "auto" takes its first: the analytic adjoint sweep of a
-        ResNet, switched to its buffered torch form for large layers (batch × n × width ≥
-        10⁶, e.g. MNIST) and on a GPU; for a NeuralODE the exact adjoint of its fixed-step
-        scheme ("scheme": euler, midpoint, rk4 with piecewise-constant controls), else its
-        torchdiffeq solve ("system").
+        ResNet, switched to its buffered torch form for large layers (batch × n ≥ 65,536 or
+        batch × n × width ≥ 2·10⁶, e.g. MNIST; measured by ``benchmarks/sizes.py``) and on a GPU; an explicit
+        "adjoint" is the plain numpy sweep (on a GPU its buffered form). For a NeuralODE the
+        exact adjoint of its fixed-step scheme ("scheme": euler, midpoint, rk4 with
+        piecewise-constant controls), else its torchdiffeq solve ("system").
     test_data : (inputs, labels), optional
         Held-out data; its layer-wise states (flat) or per-exit metrics (module) are in
         the solution.
@@ -123,7 +124,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         bound by per-operation overhead, and a thread pool only adds synchronisation that
         turns into spinning on shared cores (measured: 5 ms vs 150 ms per evaluation of
         the spirals problem on a loaded 2-core machine), so "auto" uses one thread when a
-        layer's work is small and leaves torch's setting alone otherwise; None never
+        layer's work for one batch, batch × n × max(n, width), is below 3·10⁶ (measured by
+        ``benchmarks/sizes.py``) and leaves torch's setting alone otherwise; None never
         changes it.
     divergence_factor : float
         The solve stops, keeping the last good parameters, when the objective is
@@ -218,7 +220,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             first = start_step if phase == start_phase else 0
             if phase == start_phase and saved_state:
                 backend.load_optimiser_state(saved_state)
-            if m.stepper is not None:
+            if m.kind == "stepper":
                 diverged = False
                 for step in range(first, n_steps):
                     if not recorder.report(m.name, backend.evaluate(phase, step)):
@@ -259,5 +261,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
 def _threads(threads, layer_work):
     """Torch threads for the solve ("auto": one for overhead-bound small layers), or None."""
     if threads == "auto":
-        return 1 if layer_work is not None and layer_work < 2_000_000 else None
+        # benchmarks/sizes.py: one thread is faster below 3·10⁶ (n = 64, batch 512: 21 vs 28 ms a step),
+        # two from 3.9·10⁶ (n = 64, h = 128, batch 480: 36 vs 55 ms)
+        return 1 if layer_work is not None and layer_work < 3_000_000 else None
     return None if threads is None else _checks.integer("threads", threads, minimum=1)

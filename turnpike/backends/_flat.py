@@ -21,9 +21,13 @@ from ._optimizers import METHODS
 from ._protocol import Backend
 from ._sweep import Workspace, buffered_adjoint_objective
 
-# batch × n × max(n, hidden) from which the buffered torch sweep beats the plain numpy one
-# (per-operation overhead dominates below: two spirals, n = 2)
-_BUFFERED_LAYER_WORK = 1e6
+# The buffered torch sweep beats the plain numpy one from a state array of this many entries
+# (batch × n) or products of this many multiply-adds (batch × n × hidden width), measured by
+# benchmarks/sizes.py (2-core CPU, 2026-11-23; 180 sizes, none more than 10% slower than the faster
+# engine). Below, numpy's lower per-call cost wins: two spirals, n = 2, is 3× faster in numpy; n = 256,
+# h = 8, batch 128 2× (a rule on batch × n × max(n, h) got that one wrong).
+_BUFFERED_STATE_ENTRIES = 65_536
+_BUFFERED_PRODUCT_WORK = 2_000_000
 
 
 def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True):
@@ -44,15 +48,15 @@ def _resident(device) -> bool:
 def _choose_engine(system, engine: str, large: bool, device) -> str:
     """The engine for ``engine`` ("auto" or a name), checked against what the system declares."""
     _checks.choice("engine", engine, ("auto", *ENGINES))
-    declared = system.engines
+    declared, requested = system.engines, engine
     if engine == "auto":
         engine = declared[0]
     if engine not in declared:
         hint = ("'auto' or 'system' for a system that evaluates its own objective (NeuralODE)"
                 if declared == ("system",) else f"'auto' or one of {list(declared)} for {type(system).__name__}")
         _checks.fail("engine", hint, engine)
-    # the adjoint sweep of a large layer or on a GPU runs on preallocated torch buffers
-    if engine == "adjoint" and "buffered" in declared and (large or _resident(device)):
+    # "auto": the adjoint sweep of a large layer runs on preallocated torch buffers; on a GPU it always does
+    if engine == "adjoint" and "buffered" in declared and ((requested == "auto" and large) or _resident(device)):
         engine = "buffered"
     if _resident(device) and engine != "buffered":
         _checks.fail("device", f"'cpu' for engine {engine!r} (GPUs run the adjoint sweep of a ResNet)", str(device))
@@ -67,9 +71,11 @@ class FlatBackend(Backend):
         self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
         self.dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
         count = ocp.inputs.shape[0]
-        width = max(system.state_dim, getattr(system, "hidden_dim", 0) or 0)
-        self.layer_work = count * width * system.state_dim
-        large = (batch_size or count) * system.state_dim * width >= _BUFFERED_LAYER_WORK
+        batch, n = batch_size or count, system.state_dim
+        hidden = getattr(system, "hidden_dim", None) or n
+        # batch × n × max(n, h): the layer's work for one batch, which sets solve_ocp's thread count
+        self.layer_work = batch * n * max(n, hidden)
+        large = batch * n >= _BUFFERED_STATE_ENTRIES or batch * n * hidden >= _BUFFERED_PRODUCT_WORK
         requested = engine
         self.engine = _choose_engine(system, engine, large, device)
         # the name reported: "adjoint" covers both forms of the sweep
@@ -127,7 +133,7 @@ class FlatBackend(Backend):
 
     # --- optimisers ---------------------------------------------------------------------
     def begin_phase(self, phase, method, steps, options) -> None:
-        self.stepper = method.stepper(self.theta, steps, options) if method.stepper is not None else None
+        self.stepper = method.stepper(self.theta, steps, options) if method.kind == "stepper" else None
 
     def update(self, step: int) -> None:
         self.theta = self.stepper.update(self.theta, self._gradient, step)

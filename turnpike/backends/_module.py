@@ -36,19 +36,14 @@ _SCHEDULE = {"schedule": "multistep", "milestones": (), "decay": 0.1, "warmup_st
              "final_lr_fraction": 0.0}
 
 
-class _TorchOptimiser:
-    """Marks a module method as a first-order stepper (the module backend builds torch.optim itself)."""
-
-
 #: methods of the module backend: torch.optim optimisers with a learning-rate schedule
 MODULE_METHODS = {
     "sgd": Method("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": False, **_SCHEDULE}, True,
-                  "torch.optim.SGD with momentum (Nesterov optional)", stepper=_TorchOptimiser),
+                  "torch.optim.SGD with momentum (Nesterov optional)"),
     "adam": Method("adam", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
-                   "torch.optim.Adam (weight decay added to the gradient, = the input penalty)",
-                   stepper=_TorchOptimiser),
+                   "torch.optim.Adam (weight decay added to the gradient, = the input penalty)"),
     "adamw": Method("adamw", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
-                    "torch.optim.AdamW (decoupled weight decay)", stepper=_TorchOptimiser),
+                    "torch.optim.AdamW (decoupled weight decay)"),
 }
 
 

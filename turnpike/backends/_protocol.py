@@ -25,8 +25,11 @@ from typing import Callable
 class Method:
     """An optimiser in a backend's registry.
 
-    First-order methods are *steppers* (``stepper`` set): their state can be saved between
-    steps, so a killed run resumes exactly. Methods with ``run`` own their loop (L-BFGS).
+    ``kind`` "stepper": a first-order method that ``solve_ocp`` steps one update at a time
+    (``backend.evaluate`` then ``backend.update``); its state can be saved between steps, so a
+    killed run resumes exactly. ``stepper`` is the class the backend builds for it (None: the
+    backend builds its own, e.g. torch.optim for module systems). "loop": the method owns its
+    loop, ``run`` (L-BFGS).
     """
 
     name: str
@@ -35,6 +38,10 @@ class Method:
     description: str
     stepper: type | None = None
     run: Callable | None = None
+
+    @property
+    def kind(self) -> str:
+        return "loop" if self.run is not None else "stepper"
 
 
 class Backend(abc.ABC):

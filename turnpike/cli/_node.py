@@ -47,6 +47,9 @@ def add_parser(sub):
                    help="fixed-grid methods: substeps keep h·Lip(F) below this (default %(default)s; 0: off)")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false", default=C.warm_start,
                    help="start every horizon from random controls (default: from the previous horizon)")
+    p.add_argument("--warm-method", default=",".join(C.warm_method or C().method),
+                   help="methods of the warm-started horizons, comma-separated among the schedule's "
+                        "(default %(default)s; 'all': the whole schedule)")
     p.add_argument("--starts", type=int, default=C.starts,
                    help="random starts of the first horizon, the lowest J kept (default %(default)s)")
     p.add_argument("--check-method", default=C.check_method,
@@ -81,6 +84,8 @@ def _config(args):
               "ode_method": args.ode_method, "substeps": args.substeps, "rtol": args.rtol, "atol": args.atol,
               "adjoint": args.adjoint, "parametrisation": args.parametrisation,
               "step_bound": args.step_bound or None, "warm_start": args.warm_start, "starts": args.starts,
+              "warm_method": None if args.warm_method == "all" else tuple(
+                  part.strip() for part in args.warm_method.split(",") if part.strip()),
               "check_method": None if args.check_method == "none" else args.check_method}
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)

@@ -20,21 +20,27 @@ def _int_list(text: str) -> list[int]:
 
 
 def _spirals_parser(sub):
+    from ..backends._optimizers import METHODS
+    from ..experiments._spirals import SPIRALS_OPTIONS, SpiralsConfig as C   # defaults defined once, in the config
+
+    # steps and options default to None in the config, which resolves them per method: show the result
+    schedule = C()
     p = sub.add_parser("spirals", help="the two-spirals turnpike (2024 paper, Sec. 6)",
                        description="Train architecture (26) on the two spirals with and without the "
                                    "soft cross-entropy stage cost and report the turnpike.")
-    p.add_argument("--out", default="runs/spirals", help="run folder (default: runs/spirals)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="runs/spirals", help="run folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
     p.add_argument("--seeds", type=_int_list, default=None,
                    help="several seeds, e.g. 0-9 or 0,3,5: one sub-folder per seed and a summary table")
-    p.add_argument("--depth", type=int, default=None, help="number of residual layers N (default 30)")
+    p.add_argument("--depth", type=int, default=None, help=f"number of residual layers N (default {C.depth})")
     p.add_argument("--method", default=None,
-                   help="optimiser(s), comma-separated and run in turn (default adam,lbfgs; "
-                        "choices: adam, sgd, lbfgs)")
+                   help=f"optimiser(s), comma-separated and run in turn (default {','.join(schedule.method)}; "
+                        f"choices: {', '.join(sorted(METHODS))})")
     p.add_argument("--steps", "--epochs", dest="steps", type=_int_list, default=None,
-                   help="steps per method, comma-separated (default 200,200)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of adam/sgd (default 0.02)")
-    p.add_argument("--turns", type=float, default=None, help="revolutions of each spiral (default 1.0)")
+                   help=f"steps per method, comma-separated (default {','.join(map(str, schedule.steps))})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate of adam/sgd (default {SPIRALS_OPTIONS['adam']['lr']:g})")
+    p.add_argument("--turns", type=float, default=None, help=f"revolutions of each spiral (default {C.turns:g})")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without stage cost")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
