@@ -180,5 +180,9 @@ def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 0      # a finished run resumes to the same result
     again = json.loads((out / "metrics.json").read_text())
     assert again["exit_test_loss"] == metrics["exit_test_loss"]
+    losses = metrics["exit_train_loss"]
+    assert metrics["eps"] == pytest.approx(0.05 * (losses[0] - min(losses)))      # the default rule
     assert main(["resnet54", "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
+    assert main(argv[:-4] + ["--out", str(tmp_path / "e"), "--eps-fraction", "0", "--quiet"]) == 2
+    assert "eps_fraction: expected a number > 0" in capsys.readouterr().err

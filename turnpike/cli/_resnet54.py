@@ -32,6 +32,8 @@ def add_parser(sub):
     p.add_argument("--test-subset", type=int, default=C.test_subset)
     p.add_argument("--batch-size", type=int, default=C.batch_size)
     p.add_argument("--gamma", type=float, default=C.gamma, help="stage-cost weight γ")
+    p.add_argument("--eps-fraction", type=float, default=C.eps_fraction,
+                   help="turnpike rule: ε = this × (L_0 − min_k L_k) on the train exit losses (default %(default)s)")
     p.add_argument("--device", default=C.device)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
     p.add_argument("--seed", type=int, default=C.seed)
@@ -50,7 +52,7 @@ def run(args) -> int:
                             epochs=args.epochs, milestones=args.milestones, lr=args.lr,
                             weight_decay=args.weight_decay, train_subset=args.train_subset,
                             test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
-                            device=args.device, amp=args.amp, seed=args.seed)
+                            eps_fraction=args.eps_fraction, device=args.device, amp=args.amp, seed=args.seed)
     m = run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume, progress=not args.quiet)
     print(f"\n{m['dataset']} {m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
           f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {args.out}")

@@ -74,6 +74,7 @@ class ResNet54Config:
                 _checks.integer(name, getattr(self, name), minimum=0 if name == "subresnet" else 1)
         _checks.real("gamma", self.gamma, minimum=0.0, strict_min=self.variant != "standard")
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
+        _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         if self.subresnet is not None and self.variant != "standard":
