@@ -38,12 +38,16 @@ import itertools
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-import turnpike as tp
-from turnpike._solve import _threads
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_loop import PlainResNet  # noqa: E402
+
+import turnpike as tp  # noqa: E402
+from turnpike._solve import _threads  # noqa: E402
 
 STATE_DIMS = (2, 16, 64, 256, 784)
 HIDDEN_DIMS = (8, 64, 128)
@@ -68,25 +72,7 @@ def problem(n, h, depth, count):
                   stage_weight=1.0, terminal_weight=1.0)
 
 
-# --- the baseline ------------------------------------------------------------------------------
-class PlainNet(torch.nn.Module):
-    def __init__(self, depth, n, h):
-        super().__init__()
-        self.inner = torch.nn.ModuleList(torch.nn.Linear(n, h) for _ in range(depth))
-        self.outer = torch.nn.ModuleList(torch.nn.Linear(h, n) for _ in range(depth))
-        with torch.no_grad():
-            for layer in [*self.inner, *self.outer]:
-                layer.weight.normal_(0.0, 0.1 / math.sqrt(layer.in_features))
-                layer.bias.zero_()
-
-    def forward(self, x):
-        states = [x]
-        for inner, outer in zip(self.inner, self.outer):
-            x = x + outer(torch.tanh(inner(x)))
-            states.append(x)
-        return states
-
-
+# --- the baseline: plain_loop.PlainResNet, the loop spirals_speed.py measures, at every size ---------------
 def soft_cross_entropy(logits, targets, entropy):
     return (-(targets * torch.log_softmax(logits, 1)).sum(1) - entropy).mean()
 
@@ -99,7 +85,7 @@ def plain_step_time(n, h, depth, batch, count, dtype, steps) -> float:
     targets_all[torch.arange(count), y] = 0.95
     entropy = -(0.95 * math.log(0.95) + (classes - 1) * off * math.log(off))
     torch.manual_seed(0)
-    model = PlainNet(depth, n, h).to(dtype)
+    model = PlainResNet(depth=depth, state_dim=n, hidden_dim=h).to(dtype)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     times = []
