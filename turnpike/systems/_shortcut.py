@@ -115,7 +115,7 @@ class ShortcutNetwork(LayerMap):
         return (x + a if self.shortcut else a), cache
 
     def step_backward(self, blocks, grads, k, cache, costate):
-        """Accumulate ∂J/∂u_k into ``grads``; return λ_{k+1} ∂f_k/∂x (a new array)."""
+        """Add ∂J/∂u_k to ``grads`` (zero on entry, as for the ResNets); return λ_{k+1} ∂f_k/∂x (a new array)."""
         pre, mid, post = (get_activation(a) for a in self.activations)
         x, n = cache[0], self.shortcut_depth
         g = costate                                           # ∂J/∂(output of the path), (B, d)
@@ -125,7 +125,7 @@ class ShortcutNetwork(LayerMap):
             if sigma.derivative is not None:
                 g = g * sigma.derivative(z, a)
             below = cache[2 * l - 1]                          # input of W_l
-            grads[f"W{l}"][k] = g.T @ below
+            grads[f"W{l}"][k] += g.T @ below
             g = g @ blocks[f"W{l}"][k]
         if pre.derivative is not None:
             g = g * pre.derivative(x, cache[1])
