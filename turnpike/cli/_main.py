@@ -15,6 +15,7 @@ COMMANDS = {
     "certify": "turnpike.cli._certify",
     "resnet54": "turnpike.cli._resnet54",
     "hessian": "turnpike.cli._hessian",
+    "depth-bounds": "turnpike.cli._bounds",
 }
 
 

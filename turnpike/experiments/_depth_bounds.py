@@ -1,0 +1,71 @@
+r"""Tables 2–3 of the 2025 paper from ``turnpike resnet54`` run folders: Theorems 1–2 measured.
+
+The network run is a ResNet-N trained with the stage cost (variant ``ws`` or ``full``); each
+SubResNet run is the SubResNet-M architecture trained from scratch without it
+(``--variant standard --subresnet M``, Definition 1), on the same data, architecture and weight
+decay. From their ``metrics.json`` (training exit losses, residual-branch norms) and
+``config.json`` (γ, λ) the rows of :func:`turnpike.theory.depth_bound_table` follow.
+
+The weight-decay term is λ/2 Σ_k ‖w_{F,k}‖² over the residual branches, as in Theorem 1, for the
+network and the SubResNets alike; the runs themselves decay every parameter (λ/2‖w‖²), so this
+J_N is the theorem's objective evaluated at the trained weights, not the training objective.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import _checks
+from ..theory import ExitLosses, depth_bound_table, format_depth_bound_table
+
+#: settings a SubResNet run must share with the network run for the comparison of Theorem 1
+_SHARED = ("dataset", "arch", "width", "blocks_per_stage", "weight_decay", "train_subset")
+
+
+def _read_run(folder) -> tuple[dict, dict]:
+    folder = Path(folder)
+    paths = [folder / "config.json", folder / "metrics.json"]
+    for path in paths:
+        if not path.is_file():
+            _checks.fail("run folder", f"a finished `turnpike resnet54` run with {path.name}", str(folder))
+    config, metrics = (json.loads(path.read_text()) for path in paths)
+    return config["config"], metrics
+
+
+def run_exit_losses(metrics: dict) -> ExitLosses:
+    """The training exit losses (exits 0..N) and ‖w_{F,k}‖² (blocks 0..N-1) of one run's metrics."""
+    norms = np.asarray(metrics["branch_parameter_norms"], dtype=np.float64)
+    return ExitLosses(np.asarray(metrics["exit_train_loss"], dtype=np.float64), norms ** 2)
+
+
+def depth_bounds_from_runs(network, subresnets) -> dict:
+    """Rows of Tables 2–3 for the run folder ``network`` against the SubResNet run folders ``subresnets``.
+
+    Returns ``{"depth", "gamma", "weight_decay", "rows": [...], "table": Markdown}``; each row has
+    M, L̄, J_N(w^N), J̄_N, L_avg, L̄_avg, C and the two gaps (see :class:`turnpike.theory.DepthBoundRow`).
+    """
+    config, metrics = _read_run(network)
+    if config["variant"] == "standard" or config["subresnet"] is not None:
+        _checks.fail("network", "a run trained with the stage cost (--variant ws or full, no --subresnet)",
+                     f"{network} (variant {config['variant']}, subresnet {config['subresnet']})")
+    folders = [subresnets] if isinstance(subresnets, (str, Path)) else list(subresnets)
+    if not folders:
+        _checks.fail("subresnets", "one or more SubResNet run folders", folders)
+    subs = []
+    for folder in folders:
+        sub_config, sub_metrics = _read_run(folder)
+        if sub_config["variant"] != "standard" or sub_config["subresnet"] is None:
+            _checks.fail("subresnets", "runs of --variant standard --subresnet M (trained from scratch)",
+                         f"{folder} (variant {sub_config['variant']}, subresnet {sub_config['subresnet']})")
+        different = [key for key in _SHARED if sub_config.get(key) != config.get(key)]
+        if different:
+            _checks.fail("subresnets", f"runs with the network's {', '.join(different)} (Theorem 1 compares "
+                                       f"the same data, architecture and weight decay)", str(folder))
+        subs.append(run_exit_losses(sub_metrics))
+    gamma, decay = float(config["gamma"]), float(config["weight_decay"])
+    rows = depth_bound_table(run_exit_losses(metrics), subs, gamma=gamma, decay=decay)
+    return {"depth": int(metrics["depth"]), "gamma": gamma, "weight_decay": decay,
+            "rows": [row.as_dict() for row in rows],
+            "table": format_depth_bound_table(rows)}
