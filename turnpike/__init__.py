@@ -7,6 +7,7 @@ from .backends import ENGINES, objective_tensor
 from ._solution import Network, Solution, Status, layer_statistics
 from ._module_solution import ModuleSolution
 from .systems import PreActResNet
+from .systems._early_exit import early_exit_curve, early_exit_predict
 from ._solve import solve_ocp
 from ._allocator import retain_freed_memory
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
@@ -26,5 +27,5 @@ __all__ = [
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
 ]

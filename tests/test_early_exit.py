@@ -1,0 +1,57 @@
+"""Early-exit inference: τ = 0 is exit 0, τ = 1 the full network, and stopping images mid-batch
+gives what the all-exits evaluation decides."""
+import pytest
+import torch
+
+from turnpike import early_exit_curve, early_exit_predict
+from turnpike.systems._conv import PreActResNet
+
+from test_conv_resnet import images, make, randomise
+
+
+@pytest.fixture(params=["ws", "full"])
+def network(request):
+    return randomise(make("homogeneous", request.param)).eval()
+
+
+@torch.no_grad()
+def test_threshold_zero_is_exit_zero_and_one_is_the_output(network):
+    x = images(batch=12)
+    logits = network.exit_logits(x)
+    predictions, exits = early_exit_predict(network, x, 0.0)
+    assert exits.tolist() == [0] * 12 and torch.equal(predictions, logits[0].argmax(-1))
+    predictions, exits = early_exit_predict(network, x, 1.0)
+    assert exits.tolist() == [network.depth] * 12 and torch.equal(predictions, network(x).argmax(-1))
+
+
+def test_stopping_mid_batch_matches_the_all_exits_decision(network):
+    x = images(batch=24, seed=3)
+    labels = torch.arange(24) % 5
+    with torch.no_grad():
+        confidence = network.exit_logits(x).softmax(-1).amax(-1)             # (N+1, 24)
+    # the median of exit 0's confidence: about half the images stop there, the others go on
+    threshold = float(confidence[0].median())
+    predictions, exits = early_exit_predict(network, x, threshold)
+    assert 0 < int((exits == 0).sum()) < 24 and len(set(exits.tolist())) >= 2
+    curve = early_exit_curve(network, x, labels, [0.0, threshold, 1.0], batch_size=7)
+    assert curve["mean_blocks"][1] == pytest.approx(float(exits.double().mean()))
+    assert curve["accuracy"][1] == pytest.approx(float((predictions == labels).double().mean()))
+    assert curve["mean_blocks"][0] == 0 and curve["mean_blocks"][2] == network.depth
+    assert 0 < curve["mean_blocks"][1] < network.depth
+    assert curve["accuracy"][0] == pytest.approx(curve["exit_accuracy"][0])
+    assert curve["accuracy"][2] == pytest.approx(curve["exit_accuracy"][-1])
+    # each image's answer does not depend on its batch (eval-mode BatchNorm)
+    alone = [early_exit_predict(network, x[i:i + 1], threshold) for i in range(24)]
+    assert [int(p) for p, _ in alone] == predictions.tolist() and [int(e) for _, e in alone] == exits.tolist()
+
+
+def test_training_mode_is_restored_and_bad_input_refused():
+    net = make("standard", "ws").train()
+    early_exit_predict(net, images(), 0.5)
+    early_exit_curve(net, images(), torch.zeros(6, dtype=torch.long), [0.5], measure_speed=True)
+    assert net.training
+    with pytest.raises(ValueError, match="threshold: expected a number <= 1"):
+        early_exit_predict(net, images(), 1.5)
+    with pytest.raises(ValueError, match="network: expected a PreActResNet"):
+        early_exit_predict(torch.nn.Linear(2, 2), images(), 0.5)
+    assert isinstance(net, PreActResNet)

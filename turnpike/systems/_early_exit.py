@@ -1,0 +1,96 @@
+r"""Early-exit inference with the exits a stage-cost network was trained with.
+
+Each image runs block by block and stops at the first exit k whose softmax confidence
+:math:`\max_c \mathrm{softmax}(\hat y_k)_c` exceeds the threshold τ; the output exit N answers
+the rest. Exiting at k costs the stem and k blocks (plus exit k's skips and head). τ = 0 stops
+every image at exit 0 (a softmax maximum is at least 1/C > 0); τ = 1 never stops early (no
+confidence exceeds 1), so it is the full network. The comparison is strict for that reason.
+
+In eval mode every BatchNorm uses its running statistics, so an image's result does not depend
+on which others share its batch: the images that stop leave the batch and the rest go on.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .._checks import fail, real
+from ._conv import PreActResNet
+
+
+def _checked(network, threshold):
+    if not isinstance(network, PreActResNet):
+        fail("network", "a PreActResNet (exits are what early exit needs)", network)
+    return real("threshold", threshold, minimum=0.0, maximum=1.0)
+
+
+@torch.no_grad()
+def early_exit_predict(network: PreActResNet, images: torch.Tensor, threshold: float) -> tuple:
+    """(predicted classes (B,), exit index per image (B,)): each image stops at the first exit whose
+    softmax confidence exceeds ``threshold``, at exit N otherwise. Runs in eval mode (restored after)."""
+    threshold = _checked(network, threshold)
+    was_training = network.training
+    network.eval()
+    try:
+        count, depth = images.shape[0], network.depth
+        predictions = torch.empty(count, dtype=torch.long, device=images.device)
+        exits = torch.full((count,), depth, dtype=torch.long, device=images.device)
+        active = torch.arange(count, device=images.device)
+        x = network.stem(images)
+        for k in range(depth + 1):
+            confidence, predicted = network.exit_logit(k, x).softmax(-1).max(-1)
+            done = confidence > threshold if k < depth else torch.ones_like(confidence, dtype=torch.bool)
+            predictions[active[done]] = predicted[done]
+            exits[active[done]] = k
+            active, x = active[~done], x[~done]
+            if active.numel() == 0:
+                break
+            x = network.blocks[k](x)
+        return predictions, exits
+    finally:
+        network.train(was_training)
+
+
+@torch.no_grad()
+def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.Tensor, thresholds, *,
+                     batch_size: int = 256, measure_speed: bool = False) -> dict:
+    """Accuracy against the mean number of blocks executed, over ``thresholds``.
+
+    The decisions come from all exits' logits, computed once per batch (eval mode); with
+    ``measure_speed`` each threshold is also run through :func:`early_exit_predict` and timed
+    (``images_per_s``). Returns ``{"thresholds", "accuracy", "mean_blocks", "images_per_s"}`` (lists)
+    and ``"exit_accuracy"``, each exit's own accuracy.
+    """
+    thresholds = [_checked(network, t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64))]
+    was_training = network.training
+    network.eval()
+    try:
+        confidences, predictions = [], []
+        for start in range(0, images.shape[0], batch_size):
+            probabilities = network.exit_logits(images[start:start + batch_size]).softmax(-1)   # (N+1, b, C)
+            confidence, predicted = probabilities.max(-1)
+            confidences.append(confidence)
+            predictions.append(predicted)
+    finally:
+        network.train(was_training)
+    confidence, predicted = torch.cat(confidences, 1), torch.cat(predictions, 1)          # (N+1, D)
+    correct = predicted == labels.to(predicted.device)[None]
+    depth = network.depth
+    result = {"thresholds": thresholds, "accuracy": [], "mean_blocks": [], "images_per_s": [],
+              "exit_accuracy": correct.double().mean(1).tolist()}
+    for threshold in thresholds:
+        stops = confidence > threshold
+        stops[depth] = True                                               # the output answers the rest
+        first = stops.double().argmax(0)                                  # first exit that stops, (D,)
+        result["accuracy"].append(float(correct.gather(0, first[None]).double().mean()))
+        result["mean_blocks"].append(float(first.double().mean()))
+        if measure_speed:
+            start = time.perf_counter()
+            for begin in range(0, images.shape[0], batch_size):
+                early_exit_predict(network, images[begin:begin + batch_size], threshold)
+            if images.device.type == "cuda":
+                torch.cuda.synchronize(images.device)
+            result["images_per_s"].append(images.shape[0] / (time.perf_counter() - start))
+    return result
