@@ -182,6 +182,19 @@ def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
     assert again["exit_test_loss"] == metrics["exit_test_loss"]
     losses = metrics["exit_train_loss"]
     assert metrics["eps"] == pytest.approx(0.05 * (losses[0] - min(losses)))      # the default rule
+    early = metrics["early_exit"]                     # τ = 1 never stops early: the full network
+    assert early["thresholds"][-1] == 1.0 and early["mean_blocks"][-1] == 3
+    assert early["accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
+    # the saved network is the evaluated one: its exits reproduce the metrics
+    from turnpike.data import load_image_tensors, normalise
+    network = tp.load_resnet54_network(out)
+    data = load_image_tensors("mnist").subset(train=64, test=32, seed=0)
+    with torch.no_grad():
+        logits = network.exit_logits(normalise(data.test_images, data.mean, data.std))
+    accuracy = (logits.argmax(-1) == data.test_labels[None]).double().mean(1)
+    np.testing.assert_allclose(accuracy.numpy(), metrics["exit_test_accuracy"], atol=1e-12)
+    with pytest.raises(ValueError, match="folder: expected a finished `turnpike resnet54` run folder"):
+        tp.load_resnet54_network(tmp_path)
     assert main(["resnet54", "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
     assert main(argv[:-4] + ["--out", str(tmp_path / "e"), "--eps-fraction", "0", "--quiet"]) == 2

@@ -15,7 +15,7 @@ from .systems._shortcut import ShortcutNetwork
 from .experiments._spirals import SpiralsConfig, run_spirals
 from .experiments._node import NodeSpiralsConfig, run_node_spirals
 from .experiments._mnist import MnistConfig, run_mnist
-from .experiments._resnet54 import ResNet54Config, run_resnet54
+from .experiments._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
 from .experiments._depth_bounds import depth_bounds_from_runs
 from .systems._activations import ACTIVATIONS
 from . import data, theory
@@ -27,5 +27,5 @@ __all__ = [
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
 ]

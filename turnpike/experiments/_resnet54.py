@@ -23,6 +23,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ import torch
 from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
 from .._ocp import OCP
-from .._runs import write_json, write_run_config
+from .._runs import _write_atomically, write_json, write_run_config
 from .._solve import solve_ocp
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
@@ -172,12 +173,40 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp)
     metrics = summarise(solution, config, data, per_epoch)
     if out is not None:
+        _save_network(out / "network.pt", solution.network, data)
         write_json(out / "metrics.json", metrics)
         if plots:
             from ._conv_plots import resnet54_figures
             metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
             write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _save_network(path, network, data) -> None:
+    """The evaluated network (its exits' statistics recalibrated where they were not trained), atomically."""
+    state = {"state_dict": network.state_dict(), "channels": data.channels, "num_classes": data.num_classes}
+    _write_atomically(path, lambda stream: torch.save(state, stream), "wb")
+
+
+def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
+    """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode, as evaluated
+    for its metrics: e.g. for :func:`turnpike.early_exit_predict` or :meth:`PreActResNet.subresnet`."""
+    folder = Path(folder)
+    for name in ("config.json", "network.pt"):
+        if not (folder / name).is_file():
+            _checks.fail("folder", f"a finished `turnpike resnet54` run folder with {name}", str(folder))
+    settings = json.loads((folder / "config.json").read_text())["config"]
+    settings["milestones"] = tuple(settings["milestones"])
+    config = ResNet54Config(**settings)
+    state = torch.load(folder / "network.pt", map_location=device, weights_only=True)
+    shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
+    network = build_network(config, shape).to(device)
+    network.load_state_dict(state["state_dict"])
+    return network.eval()
+
+
+#: confidence thresholds of the early-exit curve in a run's metrics (1: the full network)
+EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 def summarise(solution, config, data, per_epoch) -> dict:
@@ -199,5 +228,15 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
         "images_per_s": epochs * len(data.train_labels) / max(solution.wall_time_s, 1e-9),
         "variant": config.variant, "subresnet": config.subresnet, "dataset": data.name,
+        "early_exit": _early_exit(solution.network, data, config.device),
     }
     return metrics
+
+
+def _early_exit(network, data, device) -> dict:
+    """Test accuracy against mean blocks executed over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
+    from ..systems._early_exit import early_exit_curve
+
+    images = _normalised(data.test_images, data).to(device)
+    curve = early_exit_curve(network, images, data.test_labels, EARLY_EXIT_THRESHOLDS, batch_size=512)
+    return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks")}
