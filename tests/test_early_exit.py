@@ -55,3 +55,26 @@ def test_training_mode_is_restored_and_bad_input_refused():
     with pytest.raises(ValueError, match="network: expected a PreActResNet"):
         early_exit_predict(torch.nn.Linear(2, 2), images(), 0.5)
     assert isinstance(net, PreActResNet)
+
+
+def test_cli_curve_figure_and_points(tmp_path, capsys):
+    import json
+
+    from turnpike.cli import main
+
+    common = ["--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1", "--epochs",
+              "1", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32", "--quiet", "--no-plots"]
+    assert main(["resnet54", *common, "--variant", "ws", "--out", str(tmp_path / "net")]) == 0
+    assert main(["resnet54", *common, "--variant", "standard", "--out", str(tmp_path / "std")]) == 0
+    metrics = json.loads((tmp_path / "net" / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["early-exit", str(tmp_path / "net"), "--compare", str(tmp_path / "std"),
+                 "--thresholds", "0,0.5,1"]) == 0
+    assert "32 test images" in capsys.readouterr().out
+    curve = json.loads((tmp_path / "net" / "early_exit.json").read_text())
+    assert curve["thresholds"] == [0.0, 0.5, 1.0] and len(curve["images_per_s"]) == 3
+    assert curve["accuracy"][-1] == pytest.approx(metrics["test_accuracy"])     # τ = 1: the full network
+    assert curve["accuracy"][0] == pytest.approx(metrics["exit_test_accuracy"][0])
+    assert (tmp_path / "net" / "early_exit.png").stat().st_size > 0
+    assert main(["early-exit", str(tmp_path / "net"), "--thresholds", "2", "--no-plots"]) == 2
+    assert "threshold: expected a number <= 1" in capsys.readouterr().err

@@ -16,6 +16,7 @@ COMMANDS = {
     "resnet54": "turnpike.cli._resnet54",
     "hessian": "turnpike.cli._hessian",
     "depth-bounds": "turnpike.cli._bounds",
+    "early-exit": "turnpike.cli._early_exit",
 }
 
 

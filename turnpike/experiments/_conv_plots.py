@@ -50,3 +50,24 @@ def residual_figure(metrics: dict, path: Path) -> Path:
 def resnet54_figures(metrics: dict, out: Path) -> list[Path]:
     out = Path(out)
     return [exit_figure(metrics, out / "exits.png"), residual_figure(metrics, out / "residuals.png")]
+
+
+def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path) -> Path:
+    """Test accuracy against mean blocks executed: the early-exit curve over τ, the run's pruned
+    SubResNet and other runs (each at its depth and test accuracy) as points."""
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(curve["mean_blocks"], curve["accuracy"], "C0o-", label=f"early exit, {metrics['variant']}")
+    for blocks, accuracy, threshold in zip(curve["mean_blocks"], curve["accuracy"], curve["thresholds"]):
+        axis.annotate(f"τ={threshold:g}", (blocks, accuracy), textcoords="offset points", xytext=(4, -10),
+                      fontsize=7)
+    pruned = metrics.get("pruned")
+    if pruned:
+        axis.plot([pruned["depth"]], [pruned["test_accuracy"]], "C3s", label=f"SubResNet-{pruned['depth']} (pruned)")
+    for index, (name, other) in enumerate(others):
+        axis.plot([other["depth"]], [other["test_accuracy"]], f"C{index + 4}^", label=name)
+    axis.set_xlabel("mean residual blocks executed")
+    axis.set_ylabel("test accuracy")
+    axis.legend(fontsize=8)
+    fig.suptitle(f"{metrics['dataset']}: early exit (N = {metrics['depth']})")
+    return _save(fig, path)

@@ -1,0 +1,54 @@
+"""``turnpike early-exit``: accuracy against blocks executed of a trained stage-cost ResNet, with timing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def add_parser(sub):
+    p = sub.add_parser("early-exit", help="early-exit inference of a trained resnet54 run: accuracy vs blocks",
+                       description="Run the test set of a `turnpike resnet54` run folder through its network with "
+                                   "early exit (each image stops at the first exit whose softmax confidence "
+                                   "exceeds τ) for several τ; report accuracy, mean blocks executed and images/s, "
+                                   "with the run's pruned SubResNet and other runs (--compare) as points.")
+    p.add_argument("run", help="run folder of the network (trained with the stage cost for useful exits)")
+    p.add_argument("--compare", nargs="*", default=[], help="other run folders drawn as points (depth, test accuracy)")
+    p.add_argument("--thresholds", type=_float_list, default=[0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0],
+                   help="confidence thresholds τ in [0, 1], comma-separated (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-plots", action="store_true")
+    return p
+
+
+def run(args) -> int:
+    from .._runs import write_json
+    from ..data import load_image_tensors, normalise
+    from ..experiments._resnet54 import load_resnet54_network
+    from ..systems._early_exit import early_exit_curve
+
+    folder = Path(args.run)
+    network = load_resnet54_network(folder, device=args.device)
+    settings = json.loads((folder / "config.json").read_text())["config"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    data = load_image_tensors(settings["dataset"], settings["data_dir"])
+    if settings["train_subset"] or settings["test_subset"]:
+        data = data.subset(train=settings["train_subset"], test=settings["test_subset"], seed=settings["seed"])
+    images = normalise(data.test_images, data.mean, data.std).to(args.device)
+    curve = early_exit_curve(network, images, data.test_labels, args.thresholds, batch_size=args.batch_size,
+                             measure_speed=True)
+    print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {len(data.test_labels)} test images, "
+          f"device {args.device}")
+    print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'images/s':>9}")
+    for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["images_per_s"]):
+        print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>9.0f}")
+    others = [(Path(other).name, json.loads((Path(other) / "metrics.json").read_text())) for other in args.compare]
+    write_json(folder / "early_exit.json", {**curve, "device": args.device})
+    if not args.no_plots:
+        from ..experiments._conv_plots import early_exit_figure
+        print(f"figure {early_exit_figure(curve, metrics, others, folder / 'early_exit.png')}")
+    return 0
