@@ -27,17 +27,14 @@ def add_parser(sub):
 
 def run(args) -> int:
     from .._runs import write_json
-    from ..data import load_image_tensors, normalise
-    from ..experiments._resnet54 import load_resnet54_network
+    from ..data import normalise
+    from ..experiments._resnet54 import load_data, load_resnet54_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
     network = load_resnet54_network(folder, device=args.device)
-    settings = json.loads((folder / "config.json").read_text())["config"]
     metrics = json.loads((folder / "metrics.json").read_text())
-    data = load_image_tensors(settings["dataset"], settings["data_dir"])
-    if settings["train_subset"] or settings["test_subset"]:
-        data = data.subset(train=settings["train_subset"], test=settings["test_subset"], seed=settings["seed"])
+    data = load_data(run_config(folder))
     images = normalise(data.test_images, data.mean, data.std).to(args.device)
     curve = early_exit_curve(network, images, data.test_labels, args.thresholds, batch_size=args.batch_size,
                              measure_speed=True)

@@ -151,9 +151,7 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     """Train one network of the paper's comparison, write its run folder, return its metrics."""
     config = config or ResNet54Config()
     out = Path(out) if out is not None else None
-    data = load_image_tensors(config.dataset, config.data_dir)
-    if config.train_subset or config.test_subset:
-        data = data.subset(train=config.train_subset, test=config.test_subset, seed=config.seed)
+    data = load_data(config)
     net = build_network(config, data)
     ocp = problem(config, net, data)
     count = len(data.train_labels)
@@ -188,17 +186,33 @@ def _save_network(path, network, data) -> None:
     _write_atomically(path, lambda stream: torch.save(state, stream), "wb")
 
 
+def load_data(config: ResNet54Config):
+    """The run's images (its train/test subsets drawn from its seed), on the CPU."""
+    data = load_image_tensors(config.dataset, config.data_dir)
+    if config.train_subset or config.test_subset:
+        data = data.subset(train=config.train_subset, test=config.test_subset, seed=config.seed)
+    return data
+
+
+def _run_file(folder, name: str) -> Path:
+    path = Path(folder) / name
+    if not path.is_file():
+        _checks.fail("folder", f"a finished `turnpike resnet54` run folder with {name}", str(folder))
+    return path
+
+
+def run_config(folder) -> ResNet54Config:
+    """The config a ``turnpike resnet54`` run folder was trained with (its ``config.json``)."""
+    settings = json.loads(_run_file(folder, "config.json").read_text())["config"]
+    settings["milestones"] = tuple(settings["milestones"])
+    return ResNet54Config(**settings)
+
+
 def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
     """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode, as evaluated
     for its metrics: e.g. for :func:`turnpike.early_exit_predict` or :meth:`PreActResNet.subresnet`."""
-    folder = Path(folder)
-    for name in ("config.json", "network.pt"):
-        if not (folder / name).is_file():
-            _checks.fail("folder", f"a finished `turnpike resnet54` run folder with {name}", str(folder))
-    settings = json.loads((folder / "config.json").read_text())["config"]
-    settings["milestones"] = tuple(settings["milestones"])
-    config = ResNet54Config(**settings)
-    state = torch.load(folder / "network.pt", map_location=device, weights_only=True)
+    config = run_config(folder)
+    state = torch.load(_run_file(folder, "network.pt"), map_location=device, weights_only=True)
     shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
     network = build_network(config, shape).to(device)
     network.load_state_dict(state["state_dict"])
