@@ -116,3 +116,18 @@ def test_config_schedule_defaults_follow_the_methods(make, default_steps):
 def test_config_schedule_of_the_wrong_length_is_refused(fields, argument):
     with pytest.raises(ValueError, match=rf"{argument}: expected one entry per method \(\d"):
         tp.SpiralsConfig(**fields)
+
+
+def test_cli_lr_reaches_the_first_order_methods_only():
+    import argparse
+
+    from turnpike.cli import _node, _spirals
+
+    for module, argv in ((_spirals, ["spirals", "--method", "sgd,lbfgs,adam", "--lr", "0.3"]),
+                         (_node, ["node-spirals", "--lr", "0.3"])):
+        parser = argparse.ArgumentParser()
+        module.add_parser(parser.add_subparsers())
+        args = parser.parse_args(argv)
+        config = module._config(args, 0) if module is _spirals else module._config(args)
+        for method, options in zip(config.method, config.options):
+            assert (options.get("lr") == 0.3) == (method != "lbfgs"), (method, options)

@@ -206,6 +206,13 @@ def method_schedule(method, steps, options, *, default_steps: int, default_optio
     return method, steps, options
 
 
+def with_learning_rate(methods, options, lr: float) -> tuple:
+    """``options`` (one dict per method) with the learning rate of the first-order methods set to
+    ``lr``; L-BFGS keeps its own settings (an unknown name is left to the registry's check)."""
+    return tuple({**dict(opts), "lr": lr} if name in METHODS and METHODS[name].kind == "stepper" else dict(opts)
+                 for name, opts in zip(methods, options))
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {name!r}")

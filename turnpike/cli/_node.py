@@ -68,16 +68,8 @@ def add_parser(sub):
     return p
 
 
-def _options_with_lr(lr: float) -> tuple:
-    """The config's per-method options with the learning rate of Adam/SGD set to ``lr`` (L-BFGS keeps its own)."""
-    from ..experiments._node import NodeSpiralsConfig
-
-    default = NodeSpiralsConfig()
-    return tuple({**options, "lr": lr} if method in ("adam", "sgd") else options
-                 for method, options in zip(default.method, default.options))
-
-
 def _config(args):
+    from ..backends._optimizers import with_learning_rate
     from ..experiments._node import NodeSpiralsConfig
 
     fields = {"seed": args.seed, "horizons": tuple(args.horizons), "interval": args.interval,
@@ -90,7 +82,8 @@ def _config(args):
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)
     if args.lr is not None:
-        fields["options"] = _options_with_lr(args.lr)
+        default = NodeSpiralsConfig()
+        fields["options"] = with_learning_rate(default.method, default.options, args.lr)
     return NodeSpiralsConfig(**fields)
 
 

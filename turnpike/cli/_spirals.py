@@ -48,6 +48,7 @@ def _spirals_parser(sub):
 
 
 def _config(args, seed):
+    from ..backends._optimizers import with_learning_rate
     from ..experiments._spirals import SPIRALS_OPTIONS, SpiralsConfig
 
     fields = {"seed": seed, "baseline": not args.no_baseline}
@@ -62,8 +63,7 @@ def _config(args, seed):
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)
     if args.lr is not None:
-        fields["options"] = tuple({**SPIRALS_OPTIONS.get(m, {}), "lr": args.lr} if m in ("adam", "sgd")
-                                  else dict(SPIRALS_OPTIONS.get(m, {})) for m in method)
+        fields["options"] = with_learning_rate(method, [SPIRALS_OPTIONS.get(m, {}) for m in method], args.lr)
     return SpiralsConfig(**fields)
 
 

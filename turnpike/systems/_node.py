@@ -336,8 +336,9 @@ class NeuralODE(ControlLayout):
         """Fixed-grid steps in each control interval: ``substeps``, raised by ``step_bound``."""
         if self.step_bound is None or ODE_METHODS[self.method] != "fixed":
             return [self.substeps] * self.depth
-        blocks = self.unpack(np.asarray(theta.detach().cpu() if hasattr(theta, "detach") else theta,
-                                        dtype=np.float64))
+        torch = _torch()
+        values = theta.detach().cpu() if torch.is_tensor(theta) else theta
+        blocks = self.unpack(np.asarray(values, dtype=np.float64))
         matrices = [blocks["A"]] if self.hidden_dim is None else [blocks["A1"], blocks["A2"]]
         bound = np.prod([np.linalg.norm(m, ord=2, axis=(1, 2)) for m in matrices], axis=0)   # (num_controls,)
         if self.parametrisation == "piecewise_linear":      # u(t) between the two nodes of the interval
