@@ -10,6 +10,7 @@ from .systems import PreActResNet
 from .systems._early_exit import early_exit_curve, early_exit_predict
 from ._solve import solve_ocp
 from ._allocator import retain_freed_memory
+from ._distributed import SyncedBatchNorm2d, finish_distributed, init_distributed, is_main_process
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .systems._shortcut import ShortcutNetwork
 from .experiments._spirals import SpiralsConfig, run_spirals
@@ -27,5 +28,5 @@ __all__ = [
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "SyncedBatchNorm2d", "init_distributed", "finish_distributed", "is_main_process", "solve_ocp", "theory",
 ]

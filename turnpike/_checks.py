@@ -45,6 +45,12 @@ def integer(name: str, value, *, minimum=None) -> int:
     return value
 
 
+def boolean(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        fail(name, "True or False", value)
+    return bool(value)
+
+
 def choice(name: str, value, options) -> str:
     if value not in options:
         fail(name, f"one of {sorted(options)}", value)

@@ -152,9 +152,11 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         ``callback(step, objective, parameters)`` with a copy of the parameters; return
         False to stop.
     backend_options
-        Module systems only (:class:`turnpike.backends.ModuleBackend`): ``augment``,
-        ``eval_batch_size``, ``exit_lr_factor``, ``weight_decay``, ``amp``,
-        ``channels_last``.
+        Module systems only (:class:`turnpike.backends.ModuleBackend`): ``normalise``,
+        ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``,
+        ``sync_batchnorm``. Inside a process group (torchrun, :func:`turnpike.init_distributed`)
+        a module system trains with DistributedDataParallel, each rank on its share of every
+        batch (:mod:`turnpike._distributed`); only rank 0 writes the checkpoint.
 
     Returns
     -------
@@ -192,7 +194,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
 
     def save(phase, phase_step, done, with_optimiser):
         """Checkpoint; ``done`` history entries belong to steps before it (later ones are redone)."""
-        if checkpoint is None:
+        if checkpoint is None or not backend.writes_files:
             return
         names = [m.name for m in methods]
         kept = {"step": np.asarray(history["step"][:done], dtype=np.int64),
@@ -203,7 +205,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                                               "history": kept}, with_optimiser=with_optimiser)
 
     bar = None
-    if progress:
+    if progress and backend.writes_files:
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
     previous_threads = torch.get_num_threads()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import _checks
+from .._distributed import world
 from .._runs import _write_atomically
 from ..data import batch_indices, normalise as normalise_images
 from ._protocol import Backend, Method
@@ -45,6 +46,11 @@ MODULE_METHODS = {
     "adamw": Method("adamw", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
                     "torch.optim.AdamW (decoupled weight decay)"),
 }
+
+
+def _samples_in(index, count: int) -> int:
+    """Samples in a batch: ``count`` for the full batch (index None)."""
+    return count if index is None else int(index.shape[0])
 
 
 def learning_rate_factor(options: dict, step: int, steps: int) -> float:
@@ -92,17 +98,28 @@ class ModuleBackend(Backend):
         bf16 autocast of the forward pass (costs are evaluated in float32).
     channels_last : bool
         Module and batches in channels-last memory format.
+    sync_batchnorm : bool
+        Inside a process group: normalise every BatchNorm by the statistics of the whole batch
+        over all ranks (:meth:`ModuleSystem.synchronise_batch_norm`) instead of each rank's share.
+
+    Inside a process group of K > 1 ranks the module trains through DistributedDataParallel:
+    every rank draws the same global batch and keeps its share, its loss scaled by K·b_r/B so
+    that DDP's mean gradient is the whole batch's (:mod:`turnpike._distributed`).
     """
 
     methods = MODULE_METHODS
 
     def __init__(self, ocp, *, seed, batch_size, device, test_data, normalise=None, augment=None,
-                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False):
+                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False, sync_batchnorm=False):
         self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
         self.module = ocp.system.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
         if channels_last:
             self.module.to(memory_format=torch.channels_last)
+        self.rank, self.world_size = world()
+        self.writes_files = self.rank == 0
+        self.sync_batchnorm = _checks.boolean("sync_batchnorm", sync_batchnorm)
+        self.trainer = self._distributed_trainer()
         self.normalise = normalise
         if augment is not None and not callable(augment):
             _checks.fail("augment", "a callable augment(images, generator) -> images", augment)
@@ -128,6 +145,17 @@ class ModuleBackend(Backend):
         self.optimiser = None
         self._decayed = [p for p in self.module.parameters() if p.requires_grad]   # weights of λ/2‖w‖²
 
+    def _distributed_trainer(self):
+        """The module itself, or (K > 1 ranks) the module wrapped in DistributedDataParallel."""
+        if self.world_size == 1:
+            return None
+        if self.sync_batchnorm:
+            self.module.synchronise_batch_norm()
+        ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else None
+        # DDP broadcasts rank 0's parameters and buffers here: every rank starts from the same network
+        return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+
     def _check_test_data(self, test_data):
         if test_data is None:
             return None
@@ -137,8 +165,11 @@ class ModuleBackend(Backend):
         return images, labels
 
     def fingerprint(self) -> dict:
-        return {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
-                "data": list(self.inputs.shape), "amp": self.amp}
+        saved = {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
+                 "data": list(self.inputs.shape), "amp": self.amp}
+        if self.world_size > 1 and not self.sync_batchnorm:
+            saved["batch_norm_shards"] = self.world_size      # BN statistics of B/K samples: other steps
+        return saved
 
     # --- data -----------------------------------------------------------------------------
     def prepare(self, images):
@@ -166,8 +197,16 @@ class ModuleBackend(Backend):
         if self.augment is not None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(hash((self.seed, phase, step)) & 0x7FFF_FFFF_FFFF)
-            images = self.augment(images, generator)
+            images = self.augment(images, generator)      # the global batch's draws on every rank
+        if self.world_size > 1:
+            images, labels = self._share(images), self._share(labels)
+            # K·b_r/B: DDP's mean of the ranks' gradients is then the gradient of the batch mean
+            self._loss_scale = self.world_size * labels.shape[0] / _samples_in(index, self.count)
         return self.prepare(images), labels
+
+    def _share(self, batch):
+        """This rank's contiguous share of a global batch (shares differ by at most one sample)."""
+        return torch.tensor_split(batch, self.world_size)[self.rank]
 
     # --- objective ------------------------------------------------------------------------
     def _autocast(self):
@@ -187,12 +226,15 @@ class ModuleBackend(Backend):
             value = value + self.stage_weight * stage.mean(dim=1).sum()
         if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
             value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels).mean()
-        return value, final
+        return value * self._loss_scale if self.world_size > 1 else value, final
 
     def objective(self, images, labels):
         """The differentiable J (a torch scalar) on a batch of prepared images."""
         with self._autocast():
-            logits = self.module.exit_logits(images) if self.stage_weight > 0 else self.module(images)
+            if self.trainer is not None:       # DDP sees calls of the module itself only
+                logits = self.trainer(images, all_exits=self.stage_weight > 0)
+            else:
+                logits = self.module.exit_logits(images) if self.stage_weight > 0 else self.module(images)
         value, final = self.loss_terms(logits, labels)
         self._last = (final.detach(), labels)
         if self.decay > 0:
@@ -208,7 +250,12 @@ class ModuleBackend(Backend):
             torch._foreach_copy_(list(self._buffers_before.values()), list(dict(self.module.named_buffers()).values()))
         value = self.objective(images, labels)
         value.backward()
-        return float(value.detach())
+        value = value.detach()
+        if self.world_size > 1:
+            # J of the whole batch, the same on every rank: their divergence guards agree
+            torch.distributed.all_reduce(value)
+            value = value / self.world_size
+        return float(value)
 
     # --- optimiser ------------------------------------------------------------------------
     def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
@@ -267,6 +314,8 @@ class ModuleBackend(Backend):
 
     def write_checkpoint(self, path, common: dict, *, with_optimiser: bool) -> None:
         # with_optimiser: taken inside a step that a resumed run repeats (see _buffers_before)
+        if not self.writes_files:
+            return
         module_state = self.module.state_dict()
         if with_optimiser:
             module_state.update(self._buffers_before)
@@ -289,5 +338,9 @@ class ModuleBackend(Backend):
     def solution(self, *, status, message, history, wall_time_s, keep_states, test_data):
         from .._module_solution import ModuleSolution
 
+        if self.world_size > 1:
+            # rank 0's BatchNorm statistics on every rank (unsynced, each rank's last update was its own)
+            for buffer in self.module.buffers():
+                torch.distributed.broadcast(buffer, 0)
         return ModuleSolution.evaluate(self, status=status, message=message, history=history,
                                        wall_time_s=wall_time_s, test_data=test_data)

@@ -50,6 +50,10 @@ class Backend(abc.ABC):
     #: name -> :class:`Method`; ``solve_ocp`` validates methods and options against it
     methods: dict
 
+    #: False on the ranks other than 0 of a process group (DistributedDataParallel): ``solve_ocp``
+    #: then writes no checkpoint and shows no progress bar there; every rank reads one to resume
+    writes_files: bool = True
+
     @abc.abstractmethod
     def fingerprint(self) -> dict:
         """Settings a checkpoint must share to be resumed (JSON-serialisable)."""

@@ -36,6 +36,9 @@ def add_parser(sub):
                    help="turnpike rule: ε = this × (L_0 − min_k L_k) on the train exit losses (default %(default)s)")
     p.add_argument("--device", default=C.device)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="under torchrun: normalise by the statistics of the whole batch over all ranks (default: "
+                        "each rank's share, as plain DistributedDataParallel)")
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
@@ -45,6 +48,24 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from .._distributed import finish_distributed, init_distributed, is_main_process
+
+    # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank
+    device = init_distributed(args.device)
+    main_process = is_main_process()
+    try:
+        metrics = _train(args, device)
+    except BaseException:
+        finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
+        raise
+    finish_distributed()
+    if main_process:
+        _report(metrics, args.out)
+    return 0
+
+
+def _train(args, device):
+    from .._distributed import is_main_process
     from ..experiments._resnet54 import ResNet54Config, run_resnet54
 
     config = ResNet54Config(dataset=args.dataset, data_dir=args.data, variant=args.variant, subresnet=args.subresnet,
@@ -52,10 +73,15 @@ def run(args) -> int:
                             epochs=args.epochs, milestones=args.milestones, lr=args.lr,
                             weight_decay=args.weight_decay, train_subset=args.train_subset,
                             test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
-                            eps_fraction=args.eps_fraction, device=args.device, amp=args.amp, seed=args.seed)
-    m = run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume, progress=not args.quiet)
+                            eps_fraction=args.eps_fraction, device=device, amp=args.amp,
+                            sync_batchnorm=args.sync_batchnorm, seed=args.seed)
+    return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
+                        progress=not args.quiet and is_main_process())
+
+
+def _report(m: dict, out) -> None:
     print(f"\n{m['dataset']} {m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
-          f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {args.out}")
+          f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {out}")
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "
           f"k=0: {m['exit_test_accuracy'][0]:.3f}, k=N: {m['exit_test_accuracy'][-1]:.3f}")
     print(f"turnpike layer {m['turnpike_layer']} (ε = {m['eps']:.4f} on the train exit-loss gap)")
@@ -64,4 +90,3 @@ def run(args) -> int:
         print(f"pruned SubResNet-{p['depth']}: test accuracy {p['test_accuracy']:.4f}, {p['parameters']:,} parameters")
     if m["status"] not in ("converged", "max_steps"):
         print(f"warning: {m['message']}", file=sys.stderr)
-    return 0

@@ -30,6 +30,7 @@ import torch
 
 from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
+from .._distributed import is_main_process, world
 from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
 from .._solve import solve_ocp
@@ -62,6 +63,7 @@ class ResNet54Config:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False                    # bf16 autocast (GPU)
+    sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
 
     def __post_init__(self):
@@ -77,6 +79,8 @@ class ResNet54Config:
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
+        for name in ("amp", "sync_batchnorm"):
+            _checks.boolean(name, getattr(self, name))
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         if self.subresnet is not None and self.variant != "standard":
             _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
@@ -158,9 +162,11 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     batch = min(config.batch_size, count)
     per_epoch = -(-count // batch)
     flip = config.dataset not in _NO_FLIP
-    log = _EpochLog(out / "log.jsonl", per_epoch, batch, count, resume) if out is not None else None
-    if out is not None:
-        write_run_config(out, config, parameters=net.parameter_count())
+    # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
+    writes = out is not None and is_main_process()
+    log = _EpochLog(out / "log.jsonl", per_epoch, batch, count, resume) if writes else None
+    if writes:
+        write_run_config(out, config, parameters=net.parameter_count(), world_size=world()[1])
     solution = solve_ocp(
         ocp, method="sgd", steps=config.epochs * per_epoch, batch_size=batch, seed=config.seed,
         options={"lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
@@ -168,9 +174,10 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         test_data=(data.test_images, data.test_labels.numpy()), device=config.device,
         checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
         resume=resume, progress=progress, callback=log, normalise=(data.mean, data.std),
-        augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp)
+        augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
+        sync_batchnorm=config.sync_batchnorm)
     metrics = summarise(solution, config, data, per_epoch)
-    if out is not None:
+    if writes:
         _save_network(out / "network.pt", solution.network, data)
         write_json(out / "metrics.json", metrics)
         if plots:

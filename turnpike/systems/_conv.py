@@ -201,6 +201,7 @@ class PreActResNet(nn.Module, ModuleSystem):
         if not isinstance(zero_branches, bool):
             fail("zero_branches", "True or False", zero_branches)
         self.exit_momentum = self._check_momentum(exit_momentum)
+        self._synced_exit_statistics = False   # see synchronise_batch_norm
 
         self.stem = nn.Sequential(_conv3x3(self.in_channels, self.widths[0], 1), nn.BatchNorm2d(self.widths[0]),
                                   nn.ReLU(inplace=True))
@@ -553,17 +554,28 @@ class PreActResNet(nn.Module, ModuleSystem):
         with torch.no_grad():
             self.exit_num_batches_tracked[start:stop] += 1
         if not cumulative:
-            return F.batch_norm(flat, running_mean, running_var, weight, bias, True, self.exit_momentum, BN_EPS)
+            return self._training_batch_norm(flat, running_mean, running_var, weight, bias, self.exit_momentum)
         # cumulative average: exits may have seen different numbers of batches, so the factor 1/n is per exit;
         # momentum 1 makes batch_norm write this batch's mean and unbiased variance into scratch tensors
         batch_mean, batch_var = torch.zeros_like(running_mean), torch.ones_like(running_var)
-        normalised = F.batch_norm(flat, batch_mean, batch_var, weight, bias, True, 1.0, BN_EPS)
+        normalised = self._training_batch_norm(flat, batch_mean, batch_var, weight, bias, 1.0)
         with torch.no_grad():
             counts = self.exit_num_batches_tracked[start:stop].to(running_mean.dtype)
             factor = (1.0 / counts).repeat_interleave(flat.shape[1] // (stop - start))
             running_mean.lerp_(batch_mean, factor)
             running_var.lerp_(batch_var, factor)
         return normalised
+
+    def _training_batch_norm(self, flat, running_mean, running_var, weight, bias, momentum: float) -> Tensor:
+        # synced in training only: recalibration (eval mode) runs the same whole batches on every rank
+        if self._synced_exit_statistics and self.training:
+            from .._distributed import synced_batch_norm
+            return synced_batch_norm(flat, running_mean, running_var, weight, bias, momentum, BN_EPS)
+        return F.batch_norm(flat, running_mean, running_var, weight, bias, True, momentum, BN_EPS)
+
+    def synchronise_batch_norm(self) -> None:
+        super().synchronise_batch_norm()
+        self._synced_exit_statistics = True
 
     # -------------------------------------------------------------------------------- statistics
     def recalibrate_exit_statistics(self, batches: Iterable) -> int:

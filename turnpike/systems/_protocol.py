@@ -120,3 +120,11 @@ class ModuleSystem(System):
     @abc.abstractmethod
     def exit_parameters(self):
         """Parameters owned by the intermediate outputs only (none when they share the backbone's)."""
+
+    def synchronise_batch_norm(self) -> None:
+        """Normalise by the statistics of the batch over all ranks of a process group in training
+        mode (``solve_ocp(..., sync_batchnorm=True)`` under DistributedDataParallel): every
+        ``nn.BatchNorm2d`` becomes a :class:`turnpike.SyncedBatchNorm2d` holding the same tensors.
+        A system with batch statistics outside BatchNorm2d modules extends this."""
+        from .._distributed import convert_to_synced_batch_norm
+        convert_to_synced_batch_norm(self)
