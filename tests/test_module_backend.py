@@ -199,3 +199,45 @@ def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
     assert "fashion-mnist" in capsys.readouterr().err
     assert main(argv[:-4] + ["--out", str(tmp_path / "e"), "--eps-fraction", "0", "--quiet"]) == 2
     assert "eps_fraction: expected a number > 0" in capsys.readouterr().err
+
+
+def test_resnet54_tensorboard_scalars_and_a_clear_error_without_the_package(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    written = []
+
+    class RecordingWriter:                     # stands in for torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir):
+            written.append(("log_dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = RecordingWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    out = tmp_path / "run"
+    argv = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+            "--epochs", "2", "--milestones", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size",
+            "32", "--out", str(out), "--quiet", "--no-plots", "--tensorboard"]
+    assert main(argv) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in log] == pytest.approx([0.1, 0.01])     # ÷ 10 after epoch 1
+    assert written[0] == ("log_dir", str(out / "tensorboard")) and written[-1] == ("closed",)
+    for line in log:                           # the same scalars as the JSON lines
+        for key in ("objective", "lr", "images_per_s"):
+            assert (f"train/{key}", line[key], line["epoch"]) in written
+    metrics = json.loads((out / "metrics.json").read_text())
+    exits = [(step, value) for tag, value, step in (w for w in written if w[0] == "exits/test_accuracy")]
+    assert exits == list(enumerate(metrics["exit_test_accuracy"]))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)       # not installed
+    assert main(argv[:-5] + ["--out", str(tmp_path / "missing"), "--quiet", "--no-plots", "--tensorboard"]) == 2
+    assert "pip install tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "missing" / "checkpoint.pt").exists()

@@ -92,9 +92,6 @@ def synced_batch_norm(input, running_mean, running_var, weight, bias, momentum: 
     """
     if world()[1] == 1:
         return F.batch_norm(input, running_mean, running_var, weight, bias, True, momentum, eps)
-    # torch's differentiable all-reduce: its gradient is the all-reduced gradient
-    from torch.distributed._functional_collectives import all_reduce, wait_tensor
-
     channels = input.shape[1]
     x = input.float()
     shift = (running_mean.detach().float() if running_mean is not None
@@ -103,7 +100,7 @@ def synced_batch_norm(input, running_mean, running_var, weight, bias, momentum: 
     axes = [0, *range(2, x.dim())]
     count = x.new_full((1,), x.numel() / channels)
     local = torch.cat([centred.sum(axes), (centred * centred).sum(axes), count])      # (2C + 1,)
-    totals = wait_tensor(all_reduce(local, "sum", torch.distributed.group.WORLD))
+    totals = _differentiable_sum(local)
     n = totals[-1]
     mean_centred = totals[:channels] / n
     variance = (totals[channels:2 * channels] / n - mean_centred * mean_centred).clamp_min(0.0)
@@ -118,6 +115,21 @@ def synced_batch_norm(input, running_mean, running_var, weight, bias, momentum: 
             unbiased = variance.detach() * n.detach() / (n.detach() - 1).clamp_min(1.0)
             running_var.lerp_(unbiased.to(running_var.dtype), momentum)
     return out.to(input.dtype)
+
+
+def _differentiable_sum(local):
+    """The sum over ranks of ``local``, whose gradient is the sum over ranks of the gradients."""
+    from torch.distributed import _functional_collectives as collectives
+
+    if hasattr(collectives, "all_reduce_backward"):       # torch versions whose functional all_reduce has autograd
+        total = collectives.wait_tensor(collectives.all_reduce(local, "sum", torch.distributed.group.WORLD))
+    else:
+        from torch.distributed.nn.functional import all_reduce
+        total = all_reduce(local)
+    if local.requires_grad and not total.requires_grad:
+        raise RuntimeError(f"sync_batchnorm: this torch ({torch.__version__}) has no differentiable all-reduce; "
+                           "train without sync_batchnorm")
+    return total
 
 
 class SyncedBatchNorm2d(nn.BatchNorm2d):

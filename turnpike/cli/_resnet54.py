@@ -39,6 +39,8 @@ def add_parser(sub):
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="under torchrun: normalise by the statistics of the whole batch over all ranks (default: "
                         "each rank's share, as plain DistributedDataParallel)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the per-epoch scalars to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
@@ -74,7 +76,7 @@ def _train(args, device):
                             weight_decay=args.weight_decay, train_subset=args.train_subset,
                             test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
                             eps_fraction=args.eps_fraction, device=device, amp=args.amp,
-                            sync_batchnorm=args.sync_batchnorm, seed=args.seed)
+                            sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard, seed=args.seed)
     return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())
 

@@ -64,6 +64,7 @@ class ResNet54Config:
     device: str = "cpu"
     amp: bool = False                    # bf16 autocast (GPU)
     sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
+    tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
 
     def __post_init__(self):
@@ -79,7 +80,7 @@ class ResNet54Config:
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
-        for name in ("amp", "sync_batchnorm"):
+        for name in ("amp", "sync_batchnorm", "tensorboard"):
             _checks.boolean(name, getattr(self, name))
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         if self.subresnet is not None and self.variant != "standard":
@@ -112,11 +113,24 @@ def problem(config: ResNet54Config, net, data) -> OCP:
     return OCP(net, data.train_images, data.train_labels.numpy(), stage_cost=stage, terminal_cost=loss)
 
 
-class _EpochLog:
-    """Per-epoch JSON lines (loss, batch accuracy, lr, images/s) from the solver's callback."""
+def _tensorboard_writer(folder: Path):
+    """``torch.utils.tensorboard.SummaryWriter`` on ``folder``; a clear error without the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        _checks.fail("tensorboard", "the tensorboard package installed (pip install tensorboard)",
+                     "it missing (the per-epoch log.jsonl is written without it)")
+    return SummaryWriter(log_dir=str(folder))
 
-    def __init__(self, path: Path, per_epoch: int, batch_size: int, count: int, resume: bool):
-        self.path, self.per_epoch, self.batch_size, self.count = path, per_epoch, batch_size, count
+
+class _EpochLog:
+    """Per-epoch JSON lines (objective, lr, time, images/s) from the solver's callback, and the
+    same scalars to TensorBoard when a writer is given."""
+
+    def __init__(self, path: Path, config: ResNet54Config, per_epoch: int, count: int, resume: bool,
+                 tensorboard=None):
+        self.path, self.config, self.per_epoch, self.count = path, config, per_epoch, count
+        self.tensorboard = tensorboard
         if not resume and path.exists():
             path.unlink()
         self.values, self.started = [], time.perf_counter()
@@ -126,10 +140,16 @@ class _EpochLog:
         if (step + 1) % self.per_epoch:
             return
         seconds = time.perf_counter() - self.started
-        line = {"epoch": (step + 1) // self.per_epoch, "step": step + 1, "objective": float(np.mean(self.values)),
+        epoch = (step + 1) // self.per_epoch
+        line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
+                "lr": self.config.lr * 0.1 ** sum(epoch > m for m in self.config.milestones),
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
         with open(self.path, "a") as stream:
             stream.write(json.dumps(line) + "\n")
+        if self.tensorboard is not None:
+            for key in ("objective", "lr", "epoch_time_s", "images_per_s"):
+                self.tensorboard.add_scalar(f"train/{key}", line[key], epoch)
+            self.tensorboard.flush()
         self.values, self.started = [], time.perf_counter()
 
 
@@ -164,7 +184,8 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     flip = config.dataset not in _NO_FLIP
     # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
     writes = out is not None and is_main_process()
-    log = _EpochLog(out / "log.jsonl", per_epoch, batch, count, resume) if writes else None
+    tensorboard = _tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
+    log = _EpochLog(out / "log.jsonl", config, per_epoch, count, resume, tensorboard) if writes else None
     if writes:
         write_run_config(out, config, parameters=net.parameter_count(), world_size=world()[1])
     solution = solve_ocp(
@@ -177,6 +198,13 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
         sync_batchnorm=config.sync_batchnorm)
     metrics = summarise(solution, config, data, per_epoch)
+    if tensorboard is not None:
+        for key in ("test_accuracy", "train_accuracy"):
+            tensorboard.add_scalar(f"final/{key}", metrics[key], config.epochs)
+        for k, (loss, accuracy) in enumerate(zip(metrics["exit_test_loss"], metrics["exit_test_accuracy"])):
+            tensorboard.add_scalar("exits/test_loss", loss, k)           # the curve of Fig. 2-3 over k
+            tensorboard.add_scalar("exits/test_accuracy", accuracy, k)
+        tensorboard.close()
     if writes:
         _save_network(out / "network.pt", solution.network, data)
         write_json(out / "metrics.json", metrics)
