@@ -241,3 +241,77 @@ def test_resnet54_tensorboard_scalars_and_a_clear_error_without_the_package(tmp_
     assert main(argv[:-5] + ["--out", str(tmp_path / "missing"), "--quiet", "--no-plots", "--tensorboard"]) == 2
     assert "pip install tensorboard" in capsys.readouterr().err
     assert not (tmp_path / "missing" / "checkpoint.pt").exists()
+
+
+def test_reading_the_objective_every_few_steps_changes_nothing_but_when_it_is_read(tmp_path):
+    """sync_every=5: J stays on the device between reads; weights and history equal every-step
+    reads bit for bit, a killed run resumes to them, and divergence still rolls back to finite weights."""
+    each = tp.solve_ocp(tiny_ocp(tiny_net()), **SOLVE)
+    seen = []
+    lazy = tp.solve_ocp(tiny_ocp(tiny_net()), sync_every=5, callback=lambda s, v, m: seen.append((s, v)), **SOLVE)
+    np.testing.assert_array_equal(lazy.history["objective"], each.history["objective"])
+    assert seen == list(enumerate(each.history["objective"]))          # every step reaches the callback once
+    for (name, a), b in zip(each.network.state_dict().items(), lazy.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    path = tmp_path / "checkpoint.pt"
+    settings = dict(SOLVE, sync_every=5, checkpoint_every=3, checkpoint=path)
+    stopped = tp.solve_ocp(tiny_ocp(tiny_net()), callback=lambda s, v, m: s < 10, **settings)
+    assert stopped.status == "stopped"
+    resumed = tp.solve_ocp(tiny_ocp(tiny_net()), resume=True, **settings)
+    for (name, a), b in zip(each.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.equal(a, b), name
+    # lr 100 explodes at step 19 (J > 10⁶ J_0): read every 5 steps, the steps since the read at 14 are dropped
+    exploding = {**SOLVE, "options": {"lr": 100.0}, "steps": 40}
+    each = tp.solve_ocp(tiny_ocp(tiny_net()), **exploding)
+    lazy = tp.solve_ocp(tiny_ocp(tiny_net()), sync_every=5, **exploding)
+    assert each.status == lazy.status == "diverged" and len(each.history["objective"]) == 19
+    np.testing.assert_array_equal(lazy.history["objective"], each.history["objective"][:15])
+    assert all(torch.isfinite(p).all() for p in lazy.network.parameters())
+    with pytest.raises(ValueError, match="sync_every"):
+        tp.solve_ocp(tiny_ocp(tiny_net()), sync_every=0, **SOLVE)
+
+
+def _compiled_like_eager(**extra):
+    eager = tp.solve_ocp(tiny_ocp(tiny_net()), **SOLVE)
+    compiled = tp.solve_ocp(tiny_ocp(tiny_net()), **SOLVE, **extra)
+    np.testing.assert_allclose(compiled.history["objective"], eager.history["objective"], rtol=1e-4)
+    for (name, a), b in zip(eager.network.state_dict().items(), compiled.network.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compiled_forward_is_traced_and_trains_like_the_eager_one(monkeypatch):
+    """torch.compile of the training forward: dynamo traces it (the eager backend here; inductor in
+    the slow test below) and training is unchanged."""
+    modes, real_compile = [], torch.compile
+
+    def traced_eagerly(function, *, mode=None):
+        modes.append(mode)
+        return real_compile(function, backend="eager")
+    monkeypatch.setattr(torch, "compile", traced_eagerly)
+    torch._dynamo.reset()
+    _compiled_like_eager(compile="max-autotune")
+    assert modes == ["max-autotune"]
+    with pytest.raises(ValueError, match="compile: expected one of"):
+        tp.solve_ocp(tiny_ocp(tiny_net()), compile="fast", **SOLVE)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_forward_trains_like_the_eager_one():
+    torch._dynamo.reset()
+    _compiled_like_eager(compile="default")
+
+
+def test_throughput_benchmark_runs_its_gpu_paths_on_a_cpu(tmp_path):
+    """benchmarks/resnet54_throughput.py with bf16 autocast and channels-last, tiny, on the CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "resnet54_throughput.py"
+    done = subprocess.run([sys.executable, str(script), "--blocks", "1", "--width", "4", "--batch", "4,8",
+                           "--rounds", "1", "--steps", "1", "--amp", "--channels-last"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("device cpu") and "amp True" in lines[0]
+    assert sum("median" in line for line in lines) == 2 and lines[-1].startswith("best batch size")

@@ -46,7 +46,13 @@ def _plan(backend, method, steps, options, batch_size):
 
 
 class _Recorder:
-    """History, divergence guard, callback and progress bar of one solve."""
+    """History, divergence guard, callback and progress bar of one solve.
+
+    A backend with ``sync_every`` > 1 returns J as a device tensor, and the values are read on
+    the host in one transfer every ``sync_every`` steps (:meth:`flush`): no synchronisation
+    inside a step. The guard then checks those steps together, and the last good parameters
+    are those of the latest synchronisation.
+    """
 
     def __init__(self, backend, history, *, divergence_factor, callback, bar, start):
         self.backend, self.history, self.callback, self.bar = backend, history, callback, bar
@@ -54,26 +60,45 @@ class _Recorder:
         self.first_value = history["objective"][0] if history["objective"] else None
         self.last_good, self.last_good_step = backend.snapshot(), len(history["step"])
         self.start = start
+        self.pending = []                  # (method, J as a device tensor, time) not yet read
 
-    def report(self, name: str, value: float) -> bool:
-        """Record one accepted step; False if ``value`` diverged (non-finite or exploding)."""
-        if not np.isfinite(value) or (self.first_value is not None
-                                      and value > self.divergence_factor * max(self.first_value, 1e-12)):
+    def report(self, name: str, value) -> bool:
+        """Record one step's J; False if it (or a pending one) diverged (non-finite or exploding)."""
+        if isinstance(value, torch.Tensor):
+            self.pending.append((name, value, time.perf_counter() - self.start))
+            return self.flush() if len(self.pending) >= self.backend.sync_every else True
+        return self._accept([(name, float(value), time.perf_counter() - self.start)])
+
+    def flush(self) -> bool:
+        """Read the pending values (one host synchronisation) and record them; False if one diverged."""
+        if not self.pending:
+            return True
+        pending, self.pending = self.pending, []
+        values = torch.stack([value for _, value, _ in pending]).tolist()
+        return self._accept([(name, value, at) for (name, _, at), value in zip(pending, values)])
+
+    def _accept(self, steps: list) -> bool:
+        """Record (method, J, time) of consecutive steps, the latest one's parameters as the last good."""
+        first = self.first_value if self.first_value is not None else steps[0][1]
+        if any(not np.isfinite(value) or value > self.divergence_factor * max(first, 1e-12) for _, value, _ in steps):
             return False
         total = len(self.history["step"])
-        self.first_value = value if self.first_value is None else self.first_value
-        self.last_good, self.last_good_step = self.backend.snapshot(), total
-        for key, item in (("step", total), ("objective", float(value)), ("method", name),
-                          ("time_s", time.perf_counter() - self.start)):
-            self.history[key].append(item)
-        if self.callback is not None and self.callback(total, value, self.backend.controls_for_callback()) is False:
-            raise KeyboardInterrupt
+        self.first_value = steps[0][1] if self.first_value is None else self.first_value
+        self.last_good, self.last_good_step = self.backend.snapshot(), total + len(steps) - 1
+        for offset, (name, value, at) in enumerate(steps):
+            for key, item in (("step", total + offset), ("objective", value), ("method", name), ("time_s", at)):
+                self.history[key].append(item)
+        for offset, (name, value, _) in enumerate(steps):
+            if self.callback is not None and self.callback(total + offset, value,
+                                                           self.backend.controls_for_callback()) is False:
+                raise KeyboardInterrupt
         if self.bar is not None:
-            self.bar.update(1)
-            if total % 10 == 0:
-                accuracy = self.backend.batch_accuracy()
-                self.bar.set_postfix(method=name, J=f"{value:.4g}",
-                                     **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}))
+            self.bar.update(len(steps))
+            if len(steps) == 1 and total % 10:
+                return True
+            accuracy = self.backend.batch_accuracy()
+            self.bar.set_postfix(method=steps[-1][0], J=f"{steps[-1][1]:.4g}",
+                                 **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}))
         return True
 
 
@@ -154,7 +179,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     backend_options
         Module systems only (:class:`turnpike.backends.ModuleBackend`): ``normalise``,
         ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``,
-        ``sync_batchnorm``. Inside a process group (torchrun, :func:`turnpike.init_distributed`)
+        ``compile``, ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun, :func:`turnpike.init_distributed`)
         a module system trains with DistributedDataParallel, each rank on its share of every
         batch (:mod:`turnpike._distributed`); only rank 0 writes the checkpoint.
 
@@ -226,12 +251,17 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             if m.kind == "stepper":
                 diverged = False
                 for step in range(first, n_steps):
-                    if not recorder.report(m.name, backend.evaluate(phase, step)):
+                    accepted = recorder.report(m.name, backend.evaluate(phase, step))
+                    # (on every rank alike: the ranks' last good parameters must stay the same)
+                    checkpoint_now = checkpoint is not None and step > first and step % checkpoint_every == 0
+                    if accepted and (checkpoint_now or step == n_steps - 1):
+                        accepted = recorder.flush()       # read the pending values before the update
+                    if not accepted:
                         diverged = True
                         break
                     # checkpoint parameters whose objective was just seen to be finite, with the
                     # optimiser state before the update: a resumed run repeats this step exactly
-                    if step > first and step % checkpoint_every == 0:
+                    if checkpoint_now:
                         save(phase, step, done=len(history["step"]) - 1, with_optimiser=True)
                     backend.update(step)
                 status, message = Status.MAX_STEPS, f"finished {n_steps} {m.name} steps"

@@ -33,6 +33,9 @@ from .._runs import _write_atomically
 from ..data import batch_indices, normalise as normalise_images
 from ._protocol import Backend, Method
 
+#: ``torch.compile`` modes of the training forward pass (``compile=``)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 _SCHEDULE = {"schedule": "multistep", "milestones": (), "decay": 0.1, "warmup_steps": 0,
              "final_lr_fraction": 0.0}
 
@@ -98,6 +101,14 @@ class ModuleBackend(Backend):
         bf16 autocast of the forward pass (costs are evaluated in float32).
     channels_last : bool
         Module and batches in channels-last memory format.
+    compile : str, optional
+        ``torch.compile`` the training forward pass with this mode (one of ``COMPILE_MODES``);
+        None (default) runs it eagerly.
+    sync_every : int or "auto"
+        Read J on the host every this many steps (``evaluate`` returns a device tensor in
+        between, so a step never waits for the GPU); "auto": every step on a CPU, once per
+        epoch on a GPU. Divergence is then detected at those reads and rolled back to the
+        parameters of the previous one.
     sync_batchnorm : bool
         Inside a process group: normalise every BatchNorm by the statistics of the whole batch
         over all ranks (:meth:`ModuleSystem.synchronise_batch_norm`) instead of each rank's share.
@@ -110,7 +121,8 @@ class ModuleBackend(Backend):
     methods = MODULE_METHODS
 
     def __init__(self, ocp, *, seed, batch_size, device, test_data, normalise=None, augment=None,
-                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False, sync_batchnorm=False):
+                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False, sync_batchnorm=False,
+                 sync_every="auto", compile=None):
         self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
         self.module = ocp.system.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -120,22 +132,30 @@ class ModuleBackend(Backend):
         self.writes_files = self.rank == 0
         self.sync_batchnorm = _checks.boolean("sync_batchnorm", sync_batchnorm)
         self.trainer = self._distributed_trainer()
+        self.compile = None if compile is None else _checks.choice("compile", compile, COMPILE_MODES)
         self.normalise = normalise
         if augment is not None and not callable(augment):
             _checks.fail("augment", "a callable augment(images, generator) -> images", augment)
         self.augment, self.amp = augment, bool(amp)
         self.eval_batch_size = _checks.integer("eval_batch_size", eval_batch_size, minimum=1)
         self.inputs = ocp.inputs.to(device)
+        if normalise is not None:
+            normalise_images(self.inputs[:1], *normalise)        # validates the statistics, clear errors
+            self._mean, self._std = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+                                     for v in normalise)
         self.labels = torch.as_tensor(ocp.labels, device=device)
         self.count = self.inputs.shape[0]
         self.test_data = self._check_test_data(test_data)
         self.stage_weight = ocp.stage_weight if ocp.stage_state_cost is not None else 0.0
+        self._forward = self._training_forward()
         self.decay = 2.0 * ocp.input_penalty          # ∇(w_s r‖w‖²) = 2 w_s r w
         gamma = (self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms)
                  if self.stage_weight > 0 else 1.0)
         self.exit_lr_factor = (1.0 / gamma if exit_lr_factor is None
                                else _checks.real("exit_lr_factor", exit_lr_factor, minimum=0.0, strict_min=True))
         self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
+        self.sync_every = (self.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" else \
+            _checks.integer("sync_every", sync_every, minimum=1)
         self._order = (None, None)
         self._last = None                   # (final logits, labels) of the latest batch
         self._saved = [torch.empty_like(t) for t in self._state_tensors()]
@@ -155,6 +175,17 @@ class ModuleBackend(Backend):
             if self.device.type == "cuda" else None
         # DDP broadcasts rank 0's parameters and buffers here: every rank starts from the same network
         return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+
+    def _training_forward(self):
+        """images -> the readouts J needs: all exits (N+1, B, C) with a stage cost, else the output (B, C).
+
+        Through the module's own call (DistributedDataParallel only sees those), compiled if asked."""
+        model = self.trainer if self.trainer is not None else self.module
+        all_exits = self.stage_weight > 0
+
+        def forward(images):
+            return model(images, all_exits=all_exits)
+        return forward if self.compile is None else torch.compile(forward, mode=self.compile)
 
     def _check_test_data(self, test_data):
         if test_data is None:
@@ -178,7 +209,9 @@ class ModuleBackend(Backend):
             if self.normalise is None:
                 images = images.float() / 255.0
             else:
-                images = normalise_images(images, *self.normalise)
+                # normalise()'s arithmetic with its (1, C, 1, 1) statistics built once, on the device:
+                # no host-to-device copy and no check that waits for the device inside a step
+                images = images.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
         return images.contiguous(memory_format=self.memory_format)
 
     def _batch(self, phase: int, step: int):
@@ -231,10 +264,7 @@ class ModuleBackend(Backend):
     def objective(self, images, labels):
         """The differentiable J (a torch scalar) on a batch of prepared images."""
         with self._autocast():
-            if self.trainer is not None:       # DDP sees calls of the module itself only
-                logits = self.trainer(images, all_exits=self.stage_weight > 0)
-            else:
-                logits = self.module.exit_logits(images) if self.stage_weight > 0 else self.module(images)
+            logits = self._forward(images)
         value, final = self.loss_terms(logits, labels)
         self._last = (final.detach(), labels)
         if self.decay > 0:
@@ -255,7 +285,7 @@ class ModuleBackend(Backend):
             # J of the whole batch, the same on every rank: their divergence guards agree
             torch.distributed.all_reduce(value)
             value = value / self.world_size
-        return float(value)
+        return value if self.sync_every > 1 else float(value)
 
     # --- optimiser ------------------------------------------------------------------------
     def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
@@ -265,7 +295,8 @@ class ModuleBackend(Backend):
         if exit_ids:
             groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
         # the penalty is in the gradient (SGD, Adam) or decoupled (AdamW: lr·λ·w, same fixed point)
-        lr, fused = options["lr"], {"foreach": True}
+        # one fused kernel per step on a GPU (torch's fastest implementation there), foreach on a CPU
+        lr, fused = options["lr"], ({"fused": True} if self.device.type == "cuda" else {"foreach": True})
         if method.name == "sgd":
             self.optimiser = torch.optim.SGD(groups, lr=lr, momentum=options["momentum"],
                                              nesterov=options["nesterov"], **fused)

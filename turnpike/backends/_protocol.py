@@ -54,6 +54,11 @@ class Backend(abc.ABC):
     #: then writes no checkpoint and shows no progress bar there; every rank reads one to resume
     writes_files: bool = True
 
+    #: J is read on the host every this many steps: with more than 1, :meth:`evaluate` returns
+    #: a 0-dim device tensor and a step never waits for the device (``solve_ocp`` checks the
+    #: values for divergence at each read, at checkpoints and at a phase's last step)
+    sync_every: int = 1
+
     @abc.abstractmethod
     def fingerprint(self) -> dict:
         """Settings a checkpoint must share to be resumed (JSON-serialisable)."""
@@ -63,8 +68,9 @@ class Backend(abc.ABC):
         """Build the optimiser of ``method`` for a phase of ``steps`` steps."""
 
     @abc.abstractmethod
-    def evaluate(self, phase: int, step: int) -> float:
-        """J on the batch of ``step`` and, kept inside, its gradient."""
+    def evaluate(self, phase: int, step: int):
+        """J on the batch of ``step`` (a float, or a 0-dim tensor if ``sync_every`` > 1) and, kept
+        inside, its gradient."""
 
     @abc.abstractmethod
     def update(self, step: int) -> None:

@@ -10,6 +10,7 @@ def _int_list(text: str) -> tuple:
 
 
 def add_parser(sub):
+    from ..backends._module import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C   # defaults defined once, in the config
 
     p = sub.add_parser("resnet54", help="ResNet-54 with stage costs through the exits (2025 paper)",
@@ -36,6 +37,9 @@ def add_parser(sub):
                    help="turnpike rule: ε = this × (L_0 − min_k L_k) on the train exit losses (default %(default)s)")
     p.add_argument("--device", default=C.device)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU)")
+    p.add_argument("--compile", default=C.compile, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the training forward pass with this mode (%(choices)s; default: eager)")
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="under torchrun: normalise by the statistics of the whole batch over all ranks (default: "
                         "each rank's share, as plain DistributedDataParallel)")
@@ -76,6 +80,7 @@ def _train(args, device):
                             weight_decay=args.weight_decay, train_subset=args.train_subset,
                             test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
                             eps_fraction=args.eps_fraction, device=device, amp=args.amp,
+                            channels_last=args.channels_last, compile=args.compile,
                             sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard, seed=args.seed)
     return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())

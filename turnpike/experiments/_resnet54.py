@@ -34,6 +34,7 @@ from .._distributed import is_main_process, world
 from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
 from .._solve import solve_ocp
+from ..backends._module import COMPILE_MODES
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
 
@@ -63,6 +64,8 @@ class ResNet54Config:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False                    # bf16 autocast (GPU)
+    channels_last: bool = False          # channels-last memory format of the network and batches
+    compile: str | None = None           # torch.compile mode of the training forward pass (None: eager)
     sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
     tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
@@ -80,8 +83,10 @@ class ResNet54Config:
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
-        for name in ("amp", "sync_batchnorm", "tensorboard"):
+        for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard"):
             _checks.boolean(name, getattr(self, name))
+        if self.compile is not None:
+            _checks.choice("compile", self.compile, COMPILE_MODES)
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         if self.subresnet is not None and self.variant != "standard":
             _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
@@ -196,7 +201,7 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
         resume=resume, progress=progress, callback=log, normalise=(data.mean, data.std),
         augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
-        sync_batchnorm=config.sync_batchnorm)
+        sync_batchnorm=config.sync_batchnorm, channels_last=config.channels_last, compile=config.compile)
     metrics = summarise(solution, config, data, per_epoch)
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):

@@ -111,7 +111,11 @@ class ModuleSystem(System):
 
     @abc.abstractmethod
     def exit_logits(self, inputs):
-        """Readouts of every layer k = 0..N: the intermediate outputs E_k(x_k), shape (N+1, B, C)."""
+        """Readouts of every layer k = 0..N: the intermediate outputs E_k(x_k), shape (N+1, B, C).
+
+        ``forward(inputs, all_exits=True)`` must return the same (the trainer calls the module
+        itself, which is what DistributedDataParallel and ``torch.compile`` wrap), and
+        ``forward(inputs)`` the output E_N(x_N) alone, (B, C)."""
 
     @abc.abstractmethod
     def branch_parameters(self):
