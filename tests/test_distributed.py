@@ -93,6 +93,10 @@ def _resume_worker(rank, folder):
                     checkpoint=folder / "checkpoint.pt")
     stopped = tp.solve_ocp(tiny_ocp(tiny_net("full")), callback=lambda step, value, net: step < 6, **settings)
     assert stopped.status == "stopped"
+    # a time limit passed on one rank only still stops both at the same checkpoint (any_rank)
+    limited = tp.solve_ocp(tiny_ocp(tiny_net("full")), resume=True, time_limit=0.0 if rank == 1 else 1e9,
+                           **settings)
+    assert limited.status == "time_limit" and len(limited.history["step"]) == 7
     resumed = tp.solve_ocp(tiny_ocp(tiny_net("full")), resume=True, **settings)
     torch.save(_state(resumed), folder / f"resumed{rank}.pt")
 
@@ -149,8 +153,8 @@ def test_unsynced_ranks_normalise_by_their_share(tmp_path):
 
 
 def test_resume_under_ddp_and_only_rank_zero_writes(tmp_path):
-    """Two ranks stopped after step 6 and resumed from rank 0's checkpoint end where one process
-    that was never stopped ends; rank 1 writes nothing (any write there raises)."""
+    """Two ranks stopped after step 6, then at a time limit, and resumed from rank 0's checkpoint end
+    where one process that was never stopped ends; rank 1 writes nothing (any write there raises)."""
     run_ranks(_resume_worker, tmp_path)
     one = tp.solve_ocp(tiny_ocp(tiny_net("full")), steps=9, augment=_crop, **SOLVE)
     for r in range(WORLD):

@@ -315,3 +315,33 @@ def test_throughput_benchmark_runs_its_gpu_paths_on_a_cpu(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith("device cpu") and "amp True" in lines[0]
     assert sum("median" in line for line in lines) == 2 and lines[-1].startswith("best batch size")
+
+
+def test_time_limit_stops_just_after_a_checkpoint_and_resumes_to_the_same_weights(tmp_path, capsys):
+    full = tp.solve_ocp(tiny_ocp(tiny_net()), **SOLVE)
+    path = tmp_path / "checkpoint.pt"
+    chunks = []
+    while not chunks or chunks[-1].status == "time_limit":          # a job with a wall-clock limit, run again
+        chunks.append(tp.solve_ocp(tiny_ocp(tiny_net()), checkpoint=path, resume=True, time_limit=0.0, **SOLVE))
+        assert len(chunks) < 20
+    # time limit 0: every chunk stops at the first checkpoint after the one it resumed from (every 3 steps)
+    assert [c.status for c in chunks] == ["time_limit"] * 7 + ["max_steps"]
+    assert "resume=True continues" in chunks[0].message and len(chunks[0].history["step"]) == 4
+    for (name, a), b in zip(full.network.state_dict().items(), chunks[-1].network.state_dict().values()):
+        assert torch.equal(a, b), name
+    np.testing.assert_array_equal(chunks[-1].history["objective"], full.history["objective"])
+    with pytest.raises(ValueError, match="checkpoint: expected a path with time_limit"):
+        tp.solve_ocp(tiny_ocp(tiny_net()), time_limit=1.0, **SOLVE)
+    # the CLI: the stopped run's metrics say how far it got, and --resume finishes it
+    out = tmp_path / "run"
+    argv = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+            "--epochs", "2", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32", "--out", str(out),
+            "--quiet", "--no-plots"]
+    assert main(argv + ["--time-limit", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "time_limit" and metrics["epochs_done"] == 1 and metrics["epochs"] == 2
+    assert "--resume continues" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "max_steps" and metrics["epochs_done"] == 2
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]

@@ -24,6 +24,8 @@ class Status(enum.StrEnum):
       its first value; the last finite parameters are returned — lower the learning rate.
     - ``STOPPED``: the callback returned False or the user interrupted; the last good
       parameters are returned, and a checkpointed run can be resumed.
+    - ``TIME_LIMIT``: ``time_limit`` passed; the solve stopped just after writing its
+      checkpoint, and ``resume=True`` continues with nothing lost.
     """
 
     CONVERGED = "converged"
@@ -31,6 +33,7 @@ class Status(enum.StrEnum):
     STALLED = "stalled"
     DIVERGED = "diverged"
     STOPPED = "stopped"
+    TIME_LIMIT = "time_limit"
 
 
 class SolutionOutcome:

@@ -105,7 +105,7 @@ class _Recorder:
 def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
               initial_controls=None, init_scale=0.1, engine="auto", test_data=None,
               threads="auto", divergence_factor=1e6, dtype="float64", keep_states=True,
-              checkpoint=None, checkpoint_every=None, resume=False, device="cpu",
+              checkpoint=None, checkpoint_every=None, resume=False, time_limit=None, device="cpu",
               progress=True, callback=None, **backend_options):
     """Solve the training OCP ``ocp`` and return a :class:`Solution`.
 
@@ -165,6 +165,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         File that receives parameters, optimiser state and history every
         ``checkpoint_every`` steps (default: every epoch of mini-batches, else every 100
         steps) and at the end of each method, written atomically.
+    time_limit : float, optional
+        Seconds of this call after which the solve stops at its next checkpoint, just after
+        writing it (status ``time_limit``; ``resume=True`` continues with nothing lost): for jobs
+        with a wall-clock limit. Needs ``checkpoint``. All ranks of a process group stop together.
     resume : bool
         Continue from ``checkpoint`` if it exists (refused if written by a solve with
         different settings); a resumed run gives the same result as an uninterrupted one.
@@ -203,6 +207,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                                        (per_epoch if batch_size is not None else 100), minimum=1)
     if resume and checkpoint is None:
         _checks.fail("resume", "a checkpoint path to resume from (checkpoint=...)", resume)
+    if time_limit is not None:
+        time_limit = _checks.real("time_limit", time_limit, minimum=0.0)
+        if checkpoint is None:
+            _checks.fail("checkpoint", "a path with time_limit (the solve stops just after writing it)", None)
     fingerprint = fingerprint_text({"methods": [m.name for m in methods], "steps": steps, "options": options,
                                     "seed": seed, "batch_size": batch_size, **backend.fingerprint()})
 
@@ -237,7 +245,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     threads = _threads(threads, getattr(backend, "layer_work", None))
     if threads is not None:
         torch.set_num_threads(threads)
-    start = time.perf_counter() - (history["time_s"][-1] if history["time_s"] else 0.0)
+    called = time.perf_counter()
+    start = called - (history["time_s"][-1] if history["time_s"] else 0.0)
     recorder = _Recorder(backend, history, divergence_factor=divergence_factor, callback=callback, bar=bar,
                          start=start)
     status, message = Status.MAX_STEPS, ""
@@ -263,6 +272,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                     # optimiser state before the update: a resumed run repeats this step exactly
                     if checkpoint_now:
                         save(phase, step, done=len(history["step"]) - 1, with_optimiser=True)
+                        if time_limit is not None and backend.any_rank(time.perf_counter() - called > time_limit):
+                            raise _TimeLimit(step)
                     backend.update(step)
                 status, message = Status.MAX_STEPS, f"finished {n_steps} {m.name} steps"
             else:
@@ -282,6 +293,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         backend.restore(recorder.last_good)
         status = Status.STOPPED
         message = f"stopped by the callback or the user after step {recorder.last_good_step}"
+    except _TimeLimit as stop:
+        status = Status.TIME_LIMIT
+        message = (f"time limit of {time_limit:g} s reached: stopped at step {stop.args[0]} of phase "
+                   f"{phase}, just after writing {checkpoint}; resume=True continues from there")
     finally:
         torch.set_num_threads(previous_threads)
         if bar is not None:
@@ -289,6 +304,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     return backend.solution(status=status, message=message, history={k: np.asarray(v) for k, v in history.items()},
                             wall_time_s=time.perf_counter() - start, keep_states=keep_states,
                             test_data=backend.test_data)
+
+
+class _TimeLimit(Exception):
+    """The solve's time limit passed at a checkpoint (args: the step)."""
 
 
 def _threads(threads, layer_work):

@@ -287,6 +287,13 @@ class ModuleBackend(Backend):
             value = value / self.world_size
         return value if self.sync_every > 1 else float(value)
 
+    def any_rank(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        vote = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(vote, op=torch.distributed.ReduceOp.MAX)
+        return bool(vote.item())
+
     # --- optimiser ------------------------------------------------------------------------
     def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
         _check_options(options)

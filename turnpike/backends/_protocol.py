@@ -76,6 +76,11 @@ class Backend(abc.ABC):
     def update(self, step: int) -> None:
         """One optimiser step with the gradient of the last :meth:`evaluate`."""
 
+    def any_rank(self, flag: bool) -> bool:
+        """True if ``flag`` is True on any rank of the process group the backend trains in (itself
+        if none): decisions that must be the same on every rank, e.g. a time limit."""
+        return flag
+
     def run_method(self, phase: int, method: Method, steps: int, options: dict, report) -> tuple:
         """Run a method that owns its loop; ``report(step, J)`` returns False to stop.
 

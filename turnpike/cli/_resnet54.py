@@ -48,6 +48,9 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
+                   help="stop at the first epoch end after this many seconds, just after the checkpoint "
+                        "(metrics of the network so far are written; --resume continues)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -81,7 +84,8 @@ def _train(args, device):
                             test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
                             eps_fraction=args.eps_fraction, device=device, amp=args.amp,
                             channels_last=args.channels_last, compile=args.compile,
-                            sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard, seed=args.seed)
+                            sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
+                            time_limit_s=args.time_limit, seed=args.seed)
     return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())
 
@@ -95,5 +99,8 @@ def _report(m: dict, out) -> None:
     if m["pruned"]:
         p = m["pruned"]
         print(f"pruned SubResNet-{p['depth']}: test accuracy {p['test_accuracy']:.4f}, {p['parameters']:,} parameters")
-    if m["status"] not in ("converged", "max_steps"):
+    if m["status"] == "time_limit":
+        print(f"stopped at the time limit after {m['epochs_done']} of {m['epochs']} epochs; the same command "
+              f"with --resume continues", file=sys.stderr)
+    elif m["status"] not in ("converged", "max_steps"):
         print(f"warning: {m['message']}", file=sys.stderr)

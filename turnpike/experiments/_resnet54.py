@@ -33,6 +33,7 @@ from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
+from .._solution import Status
 from .._solve import solve_ocp
 from ..backends._module import COMPILE_MODES
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
@@ -68,6 +69,7 @@ class ResNet54Config:
     compile: str | None = None           # torch.compile mode of the training forward pass (None: eager)
     sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
     tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
+    time_limit_s: float | None = None    # stop at the first epoch end after this many seconds (resume later)
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
 
     def __post_init__(self):
@@ -83,6 +85,8 @@ class ResNet54Config:
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
+        if self.time_limit_s is not None:
+            _checks.real("time_limit_s", self.time_limit_s, minimum=0.0)
         for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard"):
             _checks.boolean(name, getattr(self, name))
         if self.compile is not None:
@@ -199,8 +203,8 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
                  "milestones": tuple(m * per_epoch for m in config.milestones)},
         test_data=(data.test_images, data.test_labels.numpy()), device=config.device,
         checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
-        resume=resume, progress=progress, callback=log, normalise=(data.mean, data.std),
-        augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
+        resume=resume, time_limit=config.time_limit_s, progress=progress, callback=log,
+        normalise=(data.mean, data.std), augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
         sync_batchnorm=config.sync_batchnorm, channels_last=config.channels_last, compile=config.compile)
     metrics = summarise(solution, config, data, per_epoch)
     if tensorboard is not None:
@@ -267,7 +271,9 @@ def summarise(solution, config, data, per_epoch) -> dict:
     train_loss = solution.loss_per_layer("train")
     eps = config.eps_fraction * max(float(train_loss[0] - train_loss.min()), 1e-12)
     layer = solution.turnpike_layer(eps)
-    epochs = config.epochs
+    # a time-limited stop evaluated (not updated) the first step of the next epoch
+    taken = len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
+    epochs = max(taken // per_epoch, 1)
     metrics = {
         "status": str(solution.status), "message": solution.message, "objective": solution.objective,
         "exit_train_loss": train_loss, "exit_test_loss": solution.loss_per_layer("test"),
@@ -281,6 +287,7 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
         "images_per_s": epochs * len(data.train_labels) / max(solution.wall_time_s, 1e-9),
+        "epochs": config.epochs, "epochs_done": taken // per_epoch,
         "variant": config.variant, "subresnet": config.subresnet, "dataset": data.name,
         "early_exit": _early_exit(solution.network, data, config.device),
     }
