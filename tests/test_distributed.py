@@ -77,12 +77,8 @@ def _state(solution):
 
 
 # --- workers (module level: the ranks import them) -------------------------------------------------
-def _gamma(exits):
-    return 0.0 if exits == "standard" else 0.1      # standard training: no stage loss
-
-
-def _train_worker(rank, folder, exits, sync, steps, batch_size, augment):
-    solution = tp.solve_ocp(tiny_ocp(tiny_net(exits), _gamma(exits)), steps=steps, sync_batchnorm=sync,
+def _train_worker(rank, folder, exits, gamma, decay, sync, steps, batch_size, augment):
+    solution = tp.solve_ocp(tiny_ocp(tiny_net(exits), gamma, decay), steps=steps, sync_batchnorm=sync,
                             augment=_crop if augment else None, **{**SOLVE, "batch_size": batch_size})
     torch.save(_state(solution), folder / f"rank{rank}.pt")
 
@@ -114,12 +110,13 @@ def _assert_same_network(actual: dict, expected: dict, *, buffers=True, atol=2e-
         torch.testing.assert_close(actual[name], value, atol=atol, rtol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("exits", ["full", "standard"])
-def test_synced_ranks_take_the_steps_of_one_process(tmp_path, exits):
+@pytest.mark.parametrize("exits, gamma, decay", [("full", 0.1, 1e-4), ("standard", 0.0, 1e-4), ("full", 0.0, 0.0)])
+def test_synced_ranks_take_the_steps_of_one_process(tmp_path, exits, gamma, decay):
     """Shares of every batch on two ranks with the whole batch's BN statistics = one process on the
-    whole batch: parameters, BatchNorm running statistics (backbone and per exit) and objectives."""
-    run_ranks(_train_worker, tmp_path, exits, True, 4, 15, True)      # shares of 8 and 7 samples, then 2 and 1
-    one = tp.solve_ocp(tiny_ocp(tiny_net(exits), _gamma(exits)), steps=4, augment=_crop, **{**SOLVE, "batch_size": 15})
+    whole batch: parameters, BatchNorm running statistics (backbone and per exit) and objectives.
+    (Full exits without stage cost and decay: their parameters get no gradient, which DDP is told.)"""
+    run_ranks(_train_worker, tmp_path, exits, gamma, decay, True, 4, 15, True)   # shares of 8 and 7, then 2 and 1
+    one = tp.solve_ocp(tiny_ocp(tiny_net(exits), gamma, decay), steps=4, augment=_crop, **{**SOLVE, "batch_size": 15})
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     for rank in ranks:
         _assert_same_network(rank["network"], one.network.state_dict())
@@ -131,7 +128,7 @@ def test_synced_ranks_take_the_steps_of_one_process(tmp_path, exits):
 def test_unsynced_ranks_normalise_by_their_share(tmp_path):
     """Plain DDP BatchNorm (the default): one step equals the mean of the two halves' objectives, each
     half normalised by its own statistics (ghost batches), computed here in one process."""
-    run_ranks(_train_worker, tmp_path, "ws", False, 1, None, False)
+    run_ranks(_train_worker, tmp_path, "ws", 0.1, 1e-4, False, 1, None, False)
     ocp = tiny_ocp(tiny_net("ws"))
     backend = make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float32", device=torch.device("cpu"),
                            init_scale=0.1, initial_controls=None, test_data=None,

@@ -173,8 +173,12 @@ class ModuleBackend(Backend):
             self.module.synchronise_batch_norm()
         ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
             if self.device.type == "cuda" else None
+        # exit-only parameters (the full variant's heads) get no gradient without the stage cost and
+        # without weight decay (which reaches every parameter)
+        no_stage = self.ocp.stage_state_cost is None or self.ocp.stage_weight == 0
+        unused = no_stage and self.ocp.input_penalty == 0 and any(True for _ in self.module.exit_parameters())
         # DDP broadcasts rank 0's parameters and buffers here: every rank starts from the same network
-        return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+        return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids, find_unused_parameters=unused)
 
     def _training_forward(self):
         """images -> the readouts J needs: all exits (N+1, B, C) with a stage cost, else the output (B, C).
