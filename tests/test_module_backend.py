@@ -345,3 +345,9 @@ def test_time_limit_stops_just_after_a_checkpoint_and_resumes_to_the_same_weight
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "max_steps" and metrics["epochs_done"] == 2
     assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_progress_bar_shows_objective_accuracy_and_samples_per_second(capsys):
+    tp.solve_ocp(tiny_ocp(tiny_net()), **{**SOLVE, "steps": 3, "progress": True})
+    bar = capsys.readouterr().err
+    assert "J=" in bar and "acc=" in bar and "samples/s=" in bar

@@ -54,8 +54,9 @@ class _Recorder:
     are those of the latest synchronisation.
     """
 
-    def __init__(self, backend, history, *, divergence_factor, callback, bar, start):
+    def __init__(self, backend, history, *, divergence_factor, callback, bar, start, samples_per_step):
         self.backend, self.history, self.callback, self.bar = backend, history, callback, bar
+        self.samples_per_step, self.bar_started = samples_per_step, (time.perf_counter(), len(history["step"]))
         self.divergence_factor = divergence_factor
         self.first_value = history["objective"][0] if history["objective"] else None
         self.last_good, self.last_good_step = backend.snapshot(), len(history["step"])
@@ -97,8 +98,11 @@ class _Recorder:
             if len(steps) == 1 and total % 10:
                 return True
             accuracy = self.backend.batch_accuracy()
+            began, first = self.bar_started
+            rate = self.samples_per_step * (total + len(steps) - first) / max(time.perf_counter() - began, 1e-9)
             self.bar.set_postfix(method=steps[-1][0], J=f"{steps[-1][1]:.4g}",
-                                 **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}))
+                                 **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}),
+                                 **{"samples/s": f"{rate:,.0f}"})
         return True
 
 
@@ -248,6 +252,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     called = time.perf_counter()
     start = called - (history["time_s"][-1] if history["time_s"] else 0.0)
     recorder = _Recorder(backend, history, divergence_factor=divergence_factor, callback=callback, bar=bar,
+                         samples_per_step=batch_size or count,
                          start=start)
     status, message = Status.MAX_STEPS, ""
     try:
