@@ -246,7 +246,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
     previous_threads = torch.get_num_threads()
-    threads = _threads(threads, getattr(backend, "layer_work", None))
+    threads = _threads(threads, backend.layer_work)
     if threads is not None:
         torch.set_num_threads(threads)
     called = time.perf_counter()

@@ -59,6 +59,10 @@ class Backend(abc.ABC):
     #: values for divergence at each read, at checkpoints and at a phase's last step)
     sync_every: int = 1
 
+    #: work of one layer on one batch (batch × n × max(n, width)) where the backend knows it:
+    #: ``threads="auto"`` takes one thread below a measured threshold; None leaves torch's setting
+    layer_work: int | None = None
+
     @abc.abstractmethod
     def fingerprint(self) -> dict:
         """Settings a checkpoint must share to be resumed (JSON-serialisable)."""
