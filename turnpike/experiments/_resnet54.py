@@ -151,7 +151,7 @@ class _EpochLog:
         seconds = time.perf_counter() - self.started
         epoch = (step + 1) // self.per_epoch
         line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
-                "lr": self.config.lr * 0.1 ** sum(epoch > m for m in self.config.milestones),
+                "lr": self.config.lr / 10 ** sum(epoch > m for m in self.config.milestones),
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
         with open(self.path, "a") as stream:
             stream.write(json.dumps(line) + "\n")
