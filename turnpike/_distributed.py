@@ -74,12 +74,6 @@ def finish_distributed(*, wait: bool = True) -> None:
         torch.distributed.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for every rank (no-op outside a process group)."""
-    if world()[1] > 1:
-        torch.distributed.barrier()
-
-
 def synced_batch_norm(input, running_mean, running_var, weight, bias, momentum: float, eps: float):
     """``F.batch_norm`` in training mode with the statistics of the batch over all ranks.
 

@@ -187,9 +187,10 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     backend_options
         Module systems only (:class:`turnpike.backends.ModuleBackend`): ``normalise``,
         ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``,
-        ``compile``, ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun, :func:`turnpike.init_distributed`)
-        a module system trains with DistributedDataParallel, each rank on its share of every
-        batch (:mod:`turnpike._distributed`); only rank 0 writes the checkpoint.
+        ``compile``, ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun,
+        :func:`turnpike.init_distributed`) a module system trains with DistributedDataParallel,
+        each rank on its share of every batch (:mod:`turnpike._distributed`); only rank 0
+        writes the checkpoint.
 
     Returns
     -------
@@ -252,8 +253,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     called = time.perf_counter()
     start = called - (history["time_s"][-1] if history["time_s"] else 0.0)
     recorder = _Recorder(backend, history, divergence_factor=divergence_factor, callback=callback, bar=bar,
-                         samples_per_step=batch_size or count,
-                         start=start)
+                         start=start, samples_per_step=batch_size or count)
     status, message = Status.MAX_STEPS, ""
     try:
         for phase in range(start_phase, len(methods)):

@@ -204,12 +204,13 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         test_data=(data.test_images, data.test_labels.numpy()), device=config.device,
         checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
         resume=resume, time_limit=config.time_limit_s, progress=progress, callback=log,
-        normalise=(data.mean, data.std), augment=lambda images, generator: augment(images, flip=flip, generator=generator), amp=config.amp,
+        normalise=(data.mean, data.std), amp=config.amp,
+        augment=lambda images, generator: augment(images, flip=flip, generator=generator),
         sync_batchnorm=config.sync_batchnorm, channels_last=config.channels_last, compile=config.compile)
     metrics = summarise(solution, config, data, per_epoch)
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):
-            tensorboard.add_scalar(f"final/{key}", metrics[key], config.epochs)
+            tensorboard.add_scalar(f"final/{key}", metrics[key], metrics["epochs_done"])
         for k, (loss, accuracy) in enumerate(zip(metrics["exit_test_loss"], metrics["exit_test_accuracy"])):
             tensorboard.add_scalar("exits/test_loss", loss, k)           # the curve of Fig. 2-3 over k
             tensorboard.add_scalar("exits/test_accuracy", accuracy, k)
