@@ -367,6 +367,28 @@ def test_bf16_autocast_and_channels_last(exits):
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("exits", TRAINED_EXITS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_channels_last_exits_and_gradients_equal_the_contiguous_ones(scheme, exits):
+    """Channels-last states take their own exit path (features stored exit-minor, subsampling by
+    one-pixel pooling): the same logits, running statistics and gradients, odd sizes included."""
+    contiguous = randomise(make(scheme, exits)).train()
+    channels_last = copy.deepcopy(contiguous).to(memory_format=torch.channels_last)
+    x = images(size=9)
+    losses = []
+    for net, batch in ((contiguous, x), (channels_last, x.contiguous(memory_format=torch.channels_last))):
+        logits = net.exit_logits(batch)
+        losses.append(logits)
+        (logits.logsumexp(-1) * torch.linspace(0.5, 1.5, logits.shape[0], dtype=logits.dtype)[:, None]).sum().backward()
+    states = copy.deepcopy(channels_last).states(x.contiguous(memory_format=torch.channels_last))
+    assert states[1].is_contiguous(memory_format=torch.channels_last) and not states[1].is_contiguous()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-10, atol=1e-10)
+    for (name, a), b in zip(contiguous.named_parameters(), channels_last.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-10, msg=name)
+    for name, value in buffers(contiguous).items():
+        torch.testing.assert_close(dict(channels_last.named_buffers())[name], value, rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------ validation
 @pytest.mark.parametrize("options, name", [
     (dict(blocks_per_stage=-1), "blocks_per_stage"),

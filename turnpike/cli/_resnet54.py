@@ -1,6 +1,7 @@
 """``turnpike resnet54``: the 2025 paper's pre-activation ResNet-54 with intermediate-output stage costs."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def add_parser(sub):
                    help="turnpike rule: ε = this × (L_0 − min_k L_k) on the train exit losses (default %(default)s)")
     p.add_argument("--device", default=C.device)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=C.channels_last,
+                   help="channels-last memory format of the network and batches (default: %(default)s)")
     p.add_argument("--compile", default=C.compile, choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the training forward pass with this mode (%(choices)s; default: eager)")
     p.add_argument("--sync-batchnorm", action="store_true",

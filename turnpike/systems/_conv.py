@@ -125,6 +125,11 @@ class _ExitGroup:
 # ----------------------------------------------------------------------------------------------------------
 # Argument checks
 # ----------------------------------------------------------------------------------------------------------
+def _is_channels_last(x: Tensor) -> bool:
+    """Stored channels-last (and not also contiguous, as a 1 × 1 image is)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _check_widths(widths) -> tuple:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) == 0:
         fail("widths", "a non-empty tuple of per-stage channel counts", widths)
@@ -475,6 +480,14 @@ class PreActResNet(nn.Module, ModuleSystem):
 
     # -------------------------------------------------------------------------------- batched exits
     def _exit_logits_from_states(self, states: list, *, batch_statistics: bool, cumulative: bool) -> Tensor:
+        if _is_channels_last(states[0]):
+            features = self._exit_features_channels_last(states)
+        else:
+            features = self._exit_features(states)
+        return self._head(features, 0, batch_statistics=batch_statistics, cumulative=cumulative)
+
+    def _exit_features(self, states: list) -> Tensor:
+        """Every exit's head input T(S_{N-1}(...S_k(x_k))), batched per stage: (B, N+1, C_f, H_f, W_f)."""
         pieces = []   # each (B, E_piece, C_f, H_f, W_f), exits in order 0..N
         for group in self._groups:
             stride = 2 ** len(group.transitions)
@@ -490,8 +503,27 @@ class PreActResNet(nn.Module, ModuleSystem):
                 pieces.append(torch.einsum("oc,bechw->beohw", matrix, stacked))
             else:                   # per-exit skips: (E, C_f, C_s)
                 pieces.append(torch.einsum("eoc,bechw->beohw", matrix, stacked))
-        features = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]   # (B, N+1, C_f, H_f, W_f)
-        return self._head(features, 0, batch_statistics=batch_statistics, cumulative=cumulative)
+        return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+
+    def _exit_features_channels_last(self, states: list) -> Tensor:
+        """:meth:`_exit_features` for channels-last states, built in (B, H_f, W_f, N+1, C_f) memory and
+        returned as the (B, N+1, C_f, H_f, W_f) view: the head's batch norm then runs on a
+        channels-last tensor, and the gradients reach the states channels-last too (mixing formats
+        in the backward pass cost a third of the step)."""
+        pieces = []   # each (B, H_f, W_f, E_piece, C_f)
+        for group in self._groups:
+            stride = 2 ** len(group.transitions)
+            picked = states[group.start:group.stop]
+            if stride > 1:   # pooling over one pixel = subsampling, with a channels-last gradient
+                picked = [F.avg_pool2d(x, kernel_size=1, stride=stride) for x in picked]
+            stacked = torch.stack([x.permute(0, 2, 3, 1) for x in picked], dim=3)   # (B, H_f, W_f, E, C_s)
+            matrix = self._group_skip_matrix(group)
+            if matrix is not None:
+                equation = "oc,bhwec->bhweo" if matrix.dim() == 2 else "eoc,bhwec->bhweo"
+                stacked = torch.einsum(equation, matrix, stacked)
+            pieces.append(stacked)
+        stored = torch.cat(pieces, dim=3) if len(pieces) > 1 else pieces[0]
+        return stored.permute(0, 3, 4, 1, 2)
 
     def _group_skip_matrix(self, group: _ExitGroup) -> Optional[Tensor]:
         """Composed learned skips of a group: None, (C_f, C_s) shared, or (E, C_f, C_s) per exit (full)."""
