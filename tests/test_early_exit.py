@@ -43,6 +43,43 @@ def test_stopping_mid_batch_matches_the_all_exits_decision(network):
     assert [int(p) for p, _ in alone] == predictions.tolist() and [int(e) for _, e in alone] == exits.tolist()
 
 
+@pytest.mark.parametrize("scheme, exits", [("standard", "full"), ("standard", "ws"), ("homogeneous", "ws")])
+def test_exit_costs_are_torchs_flop_count_of_the_same_computation(scheme, exits):
+    """exit_costs against torch.utils.flop_counter on the plain forward pass and on early exit's own
+    path (stem, blocks 0..k-1, heads 0..k), odd image sizes included (9 -> 5 -> 3)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = make(scheme, exits).eval()
+    x = images(batch=1, size=9)
+    costs = net.exit_costs(9, 9)
+
+    def multiply_adds(run):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            run()
+        return counter.get_total_flops() // 2
+
+    assert costs["network"] == multiply_adds(lambda: net(x))
+
+    def early_exit_path(k):
+        state = net.stem(x)
+        for j in range(k + 1):
+            net.exit_logit(j, state)
+            if j < k:
+                state = net.blocks[j](state)
+    assert costs["early_exit"] == [multiply_adds(lambda k=k: early_exit_path(k)) for k in range(net.depth + 1)]
+    curve = early_exit_curve(net, images(batch=12), torch.zeros(12, dtype=torch.long), [0.0, 1.0])
+    assert curve["mean_compute"] == pytest.approx([costs["early_exit"][0] / costs["network"],
+                                                   costs["early_exit"][-1] / costs["network"]])
+    assert curve["mean_compute"][1] > 1.0           # every head on the way: more than the plain network
+
+
+def test_resnet110_costs_the_253_million_multiply_adds_the_pruning_literature_reports():
+    # e.g. Li et al. 2017, "Pruning filters for efficient ConvNets", Table 1: 2.53e8 (multiply-adds)
+    from turnpike import PreActResNet
+
+    assert round(PreActResNet.standard(blocks_per_stage=18).exit_costs(32, 32)["network"] / 1e6) == 253
+
+
 def test_training_mode_is_restored_and_bad_input_refused():
     net = make("standard", "ws").train()
     early_exit_predict(net, images(), 0.5)

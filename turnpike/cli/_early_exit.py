@@ -40,9 +40,11 @@ def run(args) -> int:
                              measure_speed=True)
     print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {len(data.test_labels)} test images, "
           f"device {args.device}")
-    print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'images/s':>9}")
-    for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["images_per_s"]):
-        print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>9.0f}")
+    print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'compute':>8} {'images/s':>9}   (compute: multiply-adds "
+          f"over the plain network's)")
+    for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["mean_compute"],
+                   curve["images_per_s"]):
+        print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>8.3f} {row[4]:>9.0f}")
     others = [(Path(other).name, json.loads((Path(other) / "metrics.json").read_text())) for other in args.compare]
     write_json(folder / "early_exit.json", {**curve, "device": args.device})
     if not args.no_plots:

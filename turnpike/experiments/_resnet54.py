@@ -296,9 +296,9 @@ def summarise(solution, config, data, per_epoch) -> dict:
 
 
 def _early_exit(network, data, device) -> dict:
-    """Test accuracy against mean blocks executed over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
+    """Test accuracy against mean blocks executed and compute over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
     from ..systems._early_exit import early_exit_curve
 
     images = _normalised(data.test_images, data).to(device)
     curve = early_exit_curve(network, images, data.test_labels, EARLY_EXIT_THRESHOLDS, batch_size=512)
-    return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks")}
+    return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks", "mean_compute")}

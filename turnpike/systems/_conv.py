@@ -398,6 +398,50 @@ class PreActResNet(nn.Module, ModuleSystem):
         """Number of (trainable) parameters, exit parameters included."""
         return sum(p.numel() for p in self.parameters())
 
+    @torch.no_grad()
+    def exit_costs(self, height: int, width: int) -> dict:
+        """Multiply-adds per image of size ``height`` × ``width`` (convolutions and linear maps):
+
+        ``{"network": the plain forward pass, "early_exit": (N+1,) list}`` where early_exit[k] is
+        what early exit spends on an image that stops at exit k: the stem, blocks 0..k-1 and the
+        heads of exits 0..k (each head's skips S_j..S_{N-1}, T as strided 1×1 convolutions, and
+        its linear map). Counted from one forward pass of a blank image, so every shape is the one
+        the network computes.
+        """
+        height = integer("height", height, minimum=1)
+        width = integer("width", width, minimum=1)
+        counts, hooks = {}, []
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d):
+                def count(module, inputs, output, name=name):
+                    per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                    counts[name] = output[0].numel() * per_output
+                hooks.append(module.register_forward_hook(count))
+        was_training = self.training
+        try:
+            self.eval()
+            parameter = next(self.parameters())
+            states = self.states(torch.zeros(1, self.in_channels, height, width, dtype=parameter.dtype,
+                                             device=parameter.device))
+        finally:
+            self.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        stem = sum(v for name, v in counts.items() if name.startswith("stem."))
+        blocks = [sum(v for name, v in counts.items() if name.startswith(f"blocks.{k}.")) for k in range(self.depth)]
+        heads = [self._head_cost(k, states[k]) for k in range(self.depth + 1)]
+        early = [stem + sum(blocks[:k]) + sum(heads[:k + 1]) for k in range(self.depth + 1)]
+        return {"network": stem + sum(blocks) + heads[-1], "early_exit": early}
+
+    def _head_cost(self, k: int, x_k: Tensor) -> int:
+        """Multiply-adds of exit k's head on one state x_k (1, C, H, W): its learned skips and linear map."""
+        cost, (height, width) = 0, x_k.shape[2:]
+        for t in self._remaining_transitions(k):
+            height, width = -(-height // 2), -(-width // 2)
+            if t.learned:
+                cost += t.in_channels * t.out_channels * height * width
+        return cost + self.num_classes * self.widths[-1]
+
     def branch_parameter_norms(self) -> Tensor:
         """(N,) tensor of ‖w_F,k‖ (Euclidean norm over all of F_k's parameters); differentiable."""
         norms = [torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in b.branch.parameters()]))

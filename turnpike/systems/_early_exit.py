@@ -60,8 +60,11 @@ def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.
 
     The decisions come from all exits' logits, computed once per batch (eval mode); with
     ``measure_speed`` each threshold is also run through :func:`early_exit_predict` and timed
-    (``images_per_s``). Returns ``{"thresholds", "accuracy", "mean_blocks", "images_per_s"}`` (lists)
-    and ``"exit_accuracy"``, each exit's own accuracy.
+    (``images_per_s``). Returns ``{"thresholds", "accuracy", "mean_blocks", "mean_compute",
+    "images_per_s"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy. ``mean_compute``
+    is the multiply-adds early exit spends per image over those of the plain network
+    (:meth:`PreActResNet.exit_costs`: the blocks run and every head evaluated on the way; above 1
+    when few images stop early, since the plain network evaluates one head).
     """
     thresholds = [_checked(network, t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64))]
     was_training = network.training
@@ -78,14 +81,17 @@ def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.
     confidence, predicted = torch.cat(confidences, 1), torch.cat(predictions, 1)          # (N+1, D)
     correct = predicted == labels.to(predicted.device)[None]
     depth = network.depth
-    result = {"thresholds": thresholds, "accuracy": [], "mean_blocks": [], "images_per_s": [],
+    result = {"thresholds": thresholds, "accuracy": [], "mean_blocks": [], "mean_compute": [], "images_per_s": [],
               "exit_accuracy": correct.double().mean(1).tolist()}
+    costs = network.exit_costs(*images.shape[2:])
+    relative_cost = torch.tensor(costs["early_exit"], dtype=torch.float64, device=predicted.device) / costs["network"]
     for threshold in thresholds:
         stops = confidence > threshold
         stops[depth] = True                                               # the output answers the rest
         first = stops.double().argmax(0)                                  # first exit that stops, (D,)
         result["accuracy"].append(float(correct.gather(0, first[None]).double().mean()))
         result["mean_blocks"].append(float(first.double().mean()))
+        result["mean_compute"].append(float(relative_cost[first].mean()))
         if measure_speed:
             start = time.perf_counter()
             for begin in range(0, images.shape[0], batch_size):
