@@ -3,6 +3,8 @@ gives what the all-exits evaluation decides."""
 import pytest
 import torch
 
+import turnpike as tp
+
 from turnpike import early_exit_curve, early_exit_predict
 from test_conv_resnet import images, make, randomise
 
@@ -110,5 +112,12 @@ def test_cli_curve_figure_and_points(tmp_path, capsys):
     assert curve["accuracy"][-1] == pytest.approx(metrics["test_accuracy"])     # τ = 1: the full network
     assert curve["accuracy"][0] == pytest.approx(metrics["exit_test_accuracy"][0])
     assert (tmp_path / "net" / "early_exit.png").stat().st_size > 0
+    # compute: τ = 1 evaluates every head on the way, the pruned SubResNet is cheaper than the network
+    network = tp.load_resnet54_network(tmp_path / "net")
+    costs = network.exit_costs(32, 32)
+    assert metrics["multiply_adds"] == costs["network"]
+    assert curve["mean_compute"][-1] == pytest.approx(costs["early_exit"][-1] / costs["network"])
+    if metrics["pruned"]:
+        assert metrics["pruned"]["multiply_adds"] == network.subresnet(metrics["pruned"]["depth"]).exit_costs(32, 32)["network"]
     assert main(["early-exit", str(tmp_path / "net"), "--thresholds", "2", "--no-plots"]) == 2
     assert "threshold: expected a number <= 1" in capsys.readouterr().err

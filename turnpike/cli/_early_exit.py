@@ -49,5 +49,9 @@ def run(args) -> int:
     write_json(folder / "early_exit.json", {**curve, "device": args.device})
     if not args.no_plots:
         from ..experiments._conv_plots import early_exit_figure
-        print(f"figure {early_exit_figure(curve, metrics, others, folder / 'early_exit.png')}")
+        cost = network.exit_costs(*images.shape[2:])["network"]
+        pruned = metrics.get("pruned")
+        if pruned and "multiply_adds" not in pruned:        # a run folder written before runs stored it
+            pruned["multiply_adds"] = network.subresnet(pruned["depth"]).exit_costs(*images.shape[2:])["network"]
+        print(f"figure {early_exit_figure(curve, metrics, others, folder / 'early_exit.png', network_cost=cost)}")
     return 0

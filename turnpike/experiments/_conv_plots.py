@@ -52,22 +52,28 @@ def resnet54_figures(metrics: dict, out: Path) -> list[Path]:
     return [exit_figure(metrics, out / "exits.png"), residual_figure(metrics, out / "residuals.png")]
 
 
-def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path) -> Path:
-    """Test accuracy against mean blocks executed: the early-exit curve over τ, the run's pruned
-    SubResNet and other runs (each at its depth and test accuracy) as points."""
+def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path, *, network_cost: float) -> Path:
+    """Test accuracy against mean blocks executed (left) and against multiply-adds per image (right):
+    the early-exit curve over τ, the run's pruned SubResNet and other runs as points (those whose
+    metrics hold ``multiply_adds`` on the right). ``network_cost``: the plain network's multiply-adds."""
     plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(6, 4))
-    axis.plot(curve["mean_blocks"], curve["accuracy"], "C0o-", label=f"early exit, {metrics['variant']}")
-    for blocks, accuracy, threshold in zip(curve["mean_blocks"], curve["accuracy"], curve["thresholds"]):
-        axis.annotate(f"τ={threshold:g}", (blocks, accuracy), textcoords="offset points", xytext=(4, -10),
-                      fontsize=7)
+    fig, (by_blocks, by_compute) = plt.subplots(1, 2, figsize=(11, 4))
+    compute = [fraction * network_cost / 1e6 for fraction in curve["mean_compute"]]
+    for axis, xs in ((by_blocks, curve["mean_blocks"]), (by_compute, compute)):
+        axis.plot(xs, curve["accuracy"], "C0o-", label=f"early exit, {metrics['variant']}")
+        for x, accuracy, threshold in zip(xs, curve["accuracy"], curve["thresholds"]):
+            axis.annotate(f"τ={threshold:g}", (x, accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
     pruned = metrics.get("pruned")
-    if pruned:
-        axis.plot([pruned["depth"]], [pruned["test_accuracy"]], "C3s", label=f"SubResNet-{pruned['depth']} (pruned)")
-    for index, (name, other) in enumerate(others):
-        axis.plot([other["depth"]], [other["test_accuracy"]], f"C{index + 4}^", label=name)
-    axis.set_xlabel("mean residual blocks executed")
-    axis.set_ylabel("test accuracy")
-    axis.legend(fontsize=8)
+    points = ([(f"SubResNet-{pruned['depth']} (pruned)", pruned, "C3s")] if pruned else []) + \
+        [(name, other, f"C{index + 4}^") for index, (name, other) in enumerate(others)]
+    for label, point, style in points:
+        by_blocks.plot([point["depth"]], [point["test_accuracy"]], style, label=label)
+        if "multiply_adds" in point:
+            by_compute.plot([point["multiply_adds"] / 1e6], [point["test_accuracy"]], style, label=label)
+    by_blocks.set_xlabel("mean residual blocks executed")
+    by_compute.set_xlabel("mean multiply-adds per image (millions)")
+    for axis in (by_blocks, by_compute):
+        axis.set_ylabel("test accuracy")
+        axis.legend(fontsize=8)
     fig.suptitle(f"{metrics['dataset']}: early exit (N = {metrics['depth']})")
     return _save(fig, path)

@@ -171,7 +171,8 @@ def _evaluate_pruned(solution, depth, data, config) -> dict:
             images = data.test_images[begin:begin + 512].to(config.device)
             logits = sub(_normalised(images, data))
             correct += int((logits.argmax(-1).cpu() == data.test_labels[begin:begin + 512]).sum())
-    return {"depth": depth, "test_accuracy": correct / len(data.test_labels), "parameters": sub.parameter_count()}
+    return {"depth": depth, "test_accuracy": correct / len(data.test_labels), "parameters": sub.parameter_count(),
+            "multiply_adds": sub.exit_costs(*data.test_images.shape[2:])["network"]}
 
 
 def _normalised(images, data):
@@ -284,6 +285,7 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "branch_parameter_norms": solution.branch_parameter_norms,
         "test_accuracy": solution.accuracy("test"), "train_accuracy": solution.accuracy("train"),
         "parameters": solution.network.parameter_count(), "depth": solution.depth,
+        "multiply_adds": solution.network.exit_costs(*data.test_images.shape[2:])["network"],   # per image
         "eps": eps, "turnpike_layer": layer,
         "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
