@@ -351,3 +351,39 @@ def test_progress_bar_shows_objective_accuracy_and_samples_per_second(capsys):
     tp.solve_ocp(tiny_ocp(tiny_net()), **{**SOLVE, "steps": 3, "progress": True})
     bar = capsys.readouterr().err
     assert "J=" in bar and "acc=" in bar and "samples/s=" in bar
+
+
+def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(tmp_path):
+    from types import SimpleNamespace
+
+    from turnpike.data import normalise
+    from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
+
+    def enlarged(images):     # 32 × 32: the run's 4-pixel crops keep the bright quadrant in view
+        return images.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+
+    (train, train_labels), (test, test_labels) = tiny_data(96), tiny_data(48, seed=1)
+    train, test = enlarged(train), enlarged(test)
+    data = SimpleNamespace(train_images=train, train_labels=torch.as_tensor(train_labels), test_images=test,
+                           test_labels=torch.as_tensor(test_labels), num_classes=CLASSES, mean=(0.3,), std=(0.3,))
+    network = tiny_net("ws")
+
+    def accuracy(net):
+        with torch.no_grad():
+            logits = net.eval()(normalise(data.test_images, data.mean, data.std))
+        return float((logits.argmax(-1) == data.test_labels).double().mean())
+
+    settings = dict(dataset="mnist", arch="homogeneous", width=4, epochs=1, batch_size=32)
+    still, _ = finetune_pruned(network.subresnet(2), ResNet54Config(**settings, milestones=(), finetune_epochs=2,
+                                                                    lr=1e-9), data)
+    for (name, a), b in zip(network.subresnet(2).named_parameters(), still.parameters()):
+        torch.testing.assert_close(b, a, atol=1e-7, rtol=0, msg=name)       # it starts from the pruned weights
+    trained, result = finetune_pruned(network.subresnet(2), ResNet54Config(**settings, milestones=(1,),
+                                                                           finetune_epochs=8, lr=0.5), data,
+                                      out=tmp_path)
+    assert result["lr"] == pytest.approx(0.05) and result["epochs"] == 8
+    assert (tmp_path / "finetune_checkpoint.pt").exists() and trained.depth == 2
+    assert result["test_accuracy"] == pytest.approx(accuracy(trained))
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(network.subresnet(2).parameters(),
+                                                                   trained.parameters()))
+    assert moved > 1e-2                                      # and it trains them (solve_ocp's own tests say how well)

@@ -36,6 +36,8 @@ def add_parser(sub):
     p.add_argument("--gamma", type=float, default=C.gamma, help="stage-cost weight γ")
     p.add_argument("--eps-fraction", type=float, default=C.eps_fraction,
                    help="turnpike rule: ε = this × (L_0 − min_k L_k) on the train exit losses (default %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=C.finetune_epochs, metavar="E",
+                   help="train the SubResNet pruned at the turnpike E more epochs at the last lr (default %(default)s)")
     p.add_argument("--device", default=C.device)
     p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=C.channels_last,
@@ -87,7 +89,7 @@ def _train(args, device):
                             eps_fraction=args.eps_fraction, device=device, amp=args.amp,
                             channels_last=args.channels_last, compile=args.compile,
                             sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
-                            time_limit_s=args.time_limit, seed=args.seed)
+                            time_limit_s=args.time_limit, finetune_epochs=args.finetune_epochs, seed=args.seed)
     return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())
 
@@ -101,6 +103,9 @@ def _report(m: dict, out) -> None:
     if m["pruned"]:
         p = m["pruned"]
         print(f"pruned SubResNet-{p['depth']}: test accuracy {p['test_accuracy']:.4f}, {p['parameters']:,} parameters")
+        if "finetuned" in p:
+            f = p["finetuned"]
+            print(f"  after {f['epochs']} epochs of fine-tuning (lr {f['lr']:g}): test accuracy {f['test_accuracy']:.4f}")
     if m["status"] == "time_limit":
         print(f"stopped at the time limit after {m['epochs_done']} of {m['epochs']} epochs; the same command "
               f"with --resume continues", file=sys.stderr)

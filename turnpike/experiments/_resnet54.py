@@ -71,6 +71,7 @@ class ResNet54Config:
     tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
     time_limit_s: float | None = None    # stop at the first epoch end after this many seconds (resume later)
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
+    finetune_epochs: int = 0             # train the SubResNet pruned at the turnpike this many more epochs
 
     def __post_init__(self):
         _checks.choice("dataset", self.dataset, IMAGE_DATASETS)
@@ -78,6 +79,7 @@ class ResNet54Config:
         _checks.choice("arch", self.arch, ("standard", "homogeneous"))
         for name in ("blocks_per_stage", "epochs", "batch_size"):
             _checks.integer(name, getattr(self, name), minimum=1)
+        _checks.integer("finetune_epochs", self.finetune_epochs, minimum=0)
         for name in ("train_subset", "test_subset", "width", "subresnet"):
             if getattr(self, name) is not None:
                 _checks.integer(name, getattr(self, name), minimum=0 if name == "subresnet" else 1)
@@ -209,6 +211,10 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         augment=lambda images, generator: augment(images, flip=flip, generator=generator),
         sync_batchnorm=config.sync_batchnorm, channels_last=config.channels_last, compile=config.compile)
     metrics = summarise(solution, config, data, per_epoch)
+    if config.finetune_epochs and metrics["pruned"] and solution.status != Status.TIME_LIMIT:
+        _, metrics["pruned"]["finetuned"] = finetune_pruned(
+            solution.prune(metrics["pruned"]["depth"]), config, data, out=out if writes else None,
+            resume=resume, progress=progress)
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):
             tensorboard.add_scalar(f"final/{key}", metrics[key], metrics["epochs_done"])
@@ -224,6 +230,33 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
             metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
             write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=False, progress=False) -> tuple:
+    """Train a pruned SubResNet ``config.finetune_epochs`` more epochs: plain cross-entropy and the run's
+    weight decay (standard training, Definition 1's objective), at the run's last learning rate, with
+    the run's batches and augmentation. Returns (the network, {"epochs", "lr", "test_accuracy"}).
+
+    Pruning at the turnpike drops the blocks whose residuals are small but not zero; a few epochs let
+    the kept blocks and the head absorb what they contributed (the outlook of the 2025 paper, Sec. 3).
+    ``out``: the run folder, which receives ``finetune_checkpoint.pt`` (``resume`` continues it).
+    """
+    count = len(data.train_labels)
+    batch = min(config.batch_size, count)
+    per_epoch = -(-count // batch)
+    lr = config.lr / 10 ** len(config.milestones)
+    loss = CrossEntropy(num_classes=data.num_classes)
+    ocp = OCP(network.train(), data.train_images, data.train_labels.numpy(),
+              stage_cost=InputPenalty(config.weight_decay / 2), terminal_cost=loss)
+    flip = config.dataset not in _NO_FLIP
+    solution = solve_ocp(
+        ocp, method="sgd", steps=config.finetune_epochs * per_epoch, batch_size=batch, seed=config.seed + 1,
+        options={"lr": lr, "momentum": config.momentum}, test_data=(data.test_images, data.test_labels.numpy()),
+        device=config.device, checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None,
+        checkpoint_every=per_epoch, resume=resume, progress=progress, normalise=(data.mean, data.std),
+        augment=lambda images, generator: augment(images, flip=flip, generator=generator),
+        channels_last=config.channels_last, amp=config.amp)
+    return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test")}
 
 
 def _save_network(path, network, data) -> None:
