@@ -387,3 +387,14 @@ def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(t
     moved = max(float((a - b).detach().abs().max()) for a, b in zip(network.subresnet(2).parameters(),
                                                                    trained.parameters()))
     assert moved > 1e-2                                      # and it trains them (solve_ocp's own tests say how well)
+
+
+def test_resnet54_cli_finetunes_the_pruned_subresnet(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+                 "--epochs", "2", "--milestones", "1", "--train-subset", "128", "--test-subset", "32", "--batch-size",
+                 "16", "--lr", "0.05", "--eps-fraction", "0.5", "--finetune-epochs", "1", "--out", str(out), "--quiet",
+                 "--no-plots"]) == 0
+    pruned = json.loads((out / "metrics.json").read_text())["pruned"]
+    assert pruned["finetuned"]["epochs"] == 1 and pruned["finetuned"]["lr"] == pytest.approx(0.005)
+    assert (out / "finetune_checkpoint.pt").exists() and "after 1 epoch of fine-tuning" in capsys.readouterr().out

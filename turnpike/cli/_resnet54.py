@@ -105,7 +105,8 @@ def _report(m: dict, out) -> None:
         print(f"pruned SubResNet-{p['depth']}: test accuracy {p['test_accuracy']:.4f}, {p['parameters']:,} parameters")
         if "finetuned" in p:
             f = p["finetuned"]
-            print(f"  after {f['epochs']} epochs of fine-tuning (lr {f['lr']:g}): test accuracy {f['test_accuracy']:.4f}")
+            epochs = f"{f['epochs']} epoch" + ("s" if f["epochs"] != 1 else "")
+            print(f"  after {epochs} of fine-tuning (lr {f['lr']:g}): test accuracy {f['test_accuracy']:.4f}")
     if m["status"] == "time_limit":
         print(f"stopped at the time limit after {m['epochs_done']} of {m['epochs']} epochs; the same command "
               f"with --resume continues", file=sys.stderr)
