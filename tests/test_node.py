@@ -318,3 +318,14 @@ def test_measure_turnpike_on_the_two_spirals(tmp_path):
     assert all(a == 1.0 for a in metrics["train_accuracy"])
     assert max(measures) <= 2.0 * min(measures) and max(measures) < 3.0
     assert near[0] < near[1] < near[2] and near[2] > 15.0
+
+
+def test_horizon_summary_measures_agree_with_the_solution_s_own(trained):
+    from turnpike.experiments._node import summarise_horizon
+
+    eps = 0.5 * float(trained.distance_over_time(resolution=4)[1].max())
+    summary = summarise_horizon(trained, eps, resolution=4)
+    assert summary["theta_measure"] == pytest.approx(trained.theta_measure(eps, resolution=4))
+    assert summary["theta_measure_with_controls"] == pytest.approx(
+        trained.theta_measure(eps, resolution=4, include_controls=True))
+    assert summary["theta_measure_with_controls"] >= summary["theta_measure"] > 0

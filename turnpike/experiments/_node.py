@@ -130,7 +130,10 @@ def summarise_horizon(solution, eps: float, resolution: int) -> dict:
 
     intervals = exceedance_intervals(times, distance, eps)
     measure = float((intervals[:, 1] - intervals[:, 0]).sum())
-    with_controls = solution.theta_measure(eps, resolution=resolution, include_controls=True)
+    # the pair (x(t), u(t)) from the states just rolled out (theta_measure(include_controls) would roll out again)
+    with_control_distance = np.sqrt(distance ** 2 + solution.control_norm_at(times) ** 2)
+    with_controls_intervals = exceedance_intervals(times, with_control_distance, eps)
+    with_controls = float((with_controls_intervals[:, 1] - with_controls_intervals[:, 0]).sum())
     test_intervals = exceedance_intervals(times, test_distance, eps)
     horizon = solution.horizon
     turnpike_time = 0.0 if intervals.shape[0] == 0 else (
