@@ -26,6 +26,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    import torch
+
     from .._runs import write_json
     from ..data import normalise
     from ..experiments._resnet54 import load_data, load_resnet54_network, run_config
@@ -36,6 +38,8 @@ def run(args) -> int:
     metrics = json.loads((folder / "metrics.json").read_text())
     data = load_data(run_config(folder))
     images = normalise(data.test_images, data.mean, data.std).to(args.device)
+    if run_config(folder).channels_last:      # the network's own memory format (load_resnet54_network)
+        images = images.contiguous(memory_format=torch.channels_last)
     curve = early_exit_curve(network, images, data.test_labels, args.thresholds, batch_size=args.batch_size,
                              measure_speed=True)
     print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {len(data.test_labels)} test images, "

@@ -288,13 +288,16 @@ def run_config(folder) -> ResNet54Config:
 
 
 def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
-    """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode, as evaluated
-    for its metrics: e.g. for :func:`turnpike.early_exit_predict` or :meth:`PreActResNet.subresnet`."""
+    """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode and the run's
+    memory format, as evaluated for its metrics: e.g. for :func:`turnpike.early_exit_predict` or
+    :meth:`PreActResNet.subresnet`."""
     config = run_config(folder)
     state = torch.load(_run_file(folder, "network.pt"), map_location=device, weights_only=True)
     shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
     network = build_network(config, shape).to(device)
     network.load_state_dict(state["state_dict"])
+    if config.channels_last:         # as it was trained: channels-last inference is 1.6x NCHW's on a CPU
+        network.to(memory_format=torch.channels_last)
     return network.eval()
 
 
