@@ -398,5 +398,5 @@ def test_resnet54_cli_finetunes_the_pruned_subresnet(tmp_path, capsys):
     pruned = json.loads((out / "metrics.json").read_text())["pruned"]
     assert pruned["finetuned"]["epochs"] == 1 and pruned["finetuned"]["lr"] == pytest.approx(0.005)
     assert (out / "finetune_checkpoint.pt").exists() and "after 1 epoch of fine-tuning" in capsys.readouterr().out
-    weight = tp.load_resnet54_network(out).stem[0].weight               # in the memory format it trained in
+    weight = tp.load_resnet54_network(out).blocks[0].branch[2].weight   # in the memory format it trained in
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
