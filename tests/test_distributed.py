@@ -166,14 +166,16 @@ def test_resume_under_ddp_and_only_rank_zero_writes(tmp_path):
 def test_resnet54_under_torchrun_writes_one_run_folder(tmp_path):
     out = tmp_path / "run"
     argv = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
-            "--epochs", "2", "--milestones", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size",
-            "32", "--out", str(out), "--quiet", "--no-plots", "--sync-batchnorm"]
+            "--epochs", "2", "--milestones", "1", "--train-subset", "128", "--test-subset", "32", "--batch-size",
+            "16", "--lr", "0.05", "--eps-fraction", "0.5", "--finetune-epochs", "1", "--out", str(out), "--quiet",
+            "--no-plots", "--sync-batchnorm"]
     run_ranks(_cli_worker, tmp_path, argv)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in log] == [1, 2]              # one writer: no line twice
     assert json.loads((out / "config.json").read_text())["world_size"] == WORLD
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["exit_test_accuracy"]) == 4 and (out / "network.pt").exists()
+    assert metrics["pruned"]["finetuned"]["epochs"] == 1 and (out / "finetune_checkpoint.pt").exists()
 
 
 def test_synced_batch_norm_outside_a_process_group_is_batch_norm(monkeypatch):

@@ -168,7 +168,9 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     checkpoint : path, optional
         File that receives parameters, optimiser state and history every
         ``checkpoint_every`` steps (default: every epoch of mini-batches, else every 100
-        steps) and at the end of each method, written atomically.
+        steps) and at the end of each method, written atomically. In a process group pass the
+        same path on every rank: only rank 0 writes it, every rank reads it to resume, and the
+        ranks take their checkpoint steps together.
     time_limit : float, optional
         Seconds of this call after which the solve stops at its next checkpoint, just after
         writing it (status ``time_limit``; ``resume=True`` continues with nothing lost): for jobs

@@ -213,7 +213,7 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     metrics = summarise(solution, config, data, per_epoch)
     if config.finetune_epochs and metrics["pruned"] and solution.status != Status.TIME_LIMIT:
         _, metrics["pruned"]["finetuned"] = finetune_pruned(
-            solution.prune(metrics["pruned"]["depth"]), config, data, out=out if writes else None,
+            solution.prune(metrics["pruned"]["depth"]), config, data, out=out,   # every rank: the same checkpoints
             resume=resume, progress=progress)
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):
