@@ -185,7 +185,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         output-layer accuracy. It is the only output of the library; pass False to silence it.
     callback : callable, optional
         ``callback(step, objective, parameters)`` with a copy of the parameters; return
-        False to stop.
+        False to stop (in a process group, on every rank alike: a rank that stops alone
+        leaves the others waiting for it).
     backend_options
         Module systems only (:class:`turnpike.backends.ModuleBackend`): ``normalise``,
         ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``,
