@@ -53,8 +53,8 @@ def add_parser(sub):
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
-                   help="stop at the first epoch end after this many seconds, just after the checkpoint "
-                        "(metrics of the network so far are written; --resume continues)")
+                   help="stop the training at the first epoch end after this many seconds, just after the "
+                        "checkpoint (metrics of the network so far are written; --resume continues)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -255,7 +255,7 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
         device=config.device, checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None,
         checkpoint_every=per_epoch, resume=resume, progress=progress, normalise=(data.mean, data.std),
         augment=lambda images, generator: augment(images, flip=flip, generator=generator),
-        channels_last=config.channels_last, amp=config.amp)
+        channels_last=config.channels_last, amp=config.amp, sync_batchnorm=config.sync_batchnorm)
     return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test")}
 
 
