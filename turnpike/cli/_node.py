@@ -5,13 +5,13 @@ import sys
 import time
 from pathlib import Path
 
+from ._args import int_list
+
 
 def _float_list(text: str) -> list[float]:
     return [float(part) for part in text.split(",") if part.strip()]
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _comma_list(values) -> str:
@@ -59,7 +59,7 @@ def add_parser(sub):
                    help="gradients by odeint_adjoint (memory, not speed)")
     p.add_argument("--parametrisation", default=C.parametrisation,
                    help="piecewise_constant or piecewise_linear controls (default %(default)s)")
-    p.add_argument("--steps", type=_int_list, default=None,
+    p.add_argument("--steps", type=int_list, default=None,
                    help=f"Adam and L-BFGS steps (default {_comma_list(schedule.steps)})")
     p.add_argument("--lr", type=float, default=None,
                    help=f"Adam learning rate (default {adam_lr:g})")

@@ -5,9 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _int_list(text: str) -> tuple:
-    return tuple(int(part) for part in text.split(",") if part.strip())
+from ._args import int_list
 
 
 def add_parser(sub):
@@ -27,7 +25,7 @@ def add_parser(sub):
     p.add_argument("--dataset", default=C.dataset, choices=["cifar10", "cifar100", "mnist", "fashion-mnist"])
     p.add_argument("--data", default=C.data_dir, help="folder of the data set's files (CIFAR: pickle batches)")
     p.add_argument("--epochs", type=int, default=C.epochs)
-    p.add_argument("--milestones", type=_int_list, default=C.milestones, help="lr ÷ 10 after these epochs")
+    p.add_argument("--milestones", type=int_list, default=C.milestones, help="lr ÷ 10 after these epochs")
     p.add_argument("--lr", type=float, default=C.lr)
     p.add_argument("--weight-decay", type=float, default=C.weight_decay, help="λ of λ/2‖w‖²")
     p.add_argument("--train-subset", type=int, default=C.train_subset)

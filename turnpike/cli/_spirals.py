@@ -7,16 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _int_list(text: str) -> list[int]:
-    values = []
-    for part in text.split(","):
-        if "-" in part.strip()[1:]:
-            low, high = part.split("-", 1)
-            values.extend(range(int(low), int(high) + 1))
-        else:
-            values.append(int(part))
-    return values
+from ._args import int_list
 
 
 def _spirals_parser(sub):
@@ -30,13 +21,13 @@ def _spirals_parser(sub):
                                    "soft cross-entropy stage cost and report the turnpike.")
     p.add_argument("--out", default="runs/spirals", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
-    p.add_argument("--seeds", type=_int_list, default=None,
+    p.add_argument("--seeds", type=int_list, default=None,
                    help="several seeds, e.g. 0-9 or 0,3,5: one sub-folder per seed and a summary table")
     p.add_argument("--depth", type=int, default=None, help=f"number of residual layers N (default {C.depth})")
     p.add_argument("--method", default=None,
                    help=f"optimiser(s), comma-separated and run in turn (default {','.join(schedule.method)}; "
                         f"choices: {', '.join(sorted(METHODS))})")
-    p.add_argument("--steps", "--epochs", dest="steps", type=_int_list, default=None,
+    p.add_argument("--steps", "--epochs", dest="steps", type=int_list, default=None,
                    help=f"steps per method, comma-separated (default {','.join(map(str, schedule.steps))})")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate of adam/sgd (default {SPIRALS_OPTIONS['adam']['lr']:g})")
