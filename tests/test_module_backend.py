@@ -400,3 +400,21 @@ def test_resnet54_cli_finetunes_the_pruned_subresnet(tmp_path, capsys):
     assert (out / "finetune_checkpoint.pt").exists() and "after 1 epoch of fine-tuning" in capsys.readouterr().out
     weight = tp.load_resnet54_network(out).blocks[0].branch[2].weight   # in the memory format it trained in
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+def test_resnet54_cli_over_seeds_writes_one_folder_each_and_a_summary(tmp_path, capsys):
+    common = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+              "--epochs", "2", "--milestones", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size",
+              "32", "--quiet", "--no-plots", "--seeds", "3-4"]
+    assert main(common + ["--out", str(tmp_path / "all")]) == 0
+    rows = json.loads((tmp_path / "all" / "seeds.json").read_text())["runs"]
+    assert [r["seed"] for r in rows] == [3, 4]
+    for r in rows:
+        metrics = json.loads((tmp_path / "all" / f"seed-{r['seed']}" / "metrics.json").read_text())
+        assert r["test_accuracy"] == metrics["test_accuracy"]
+        assert json.loads((tmp_path / "all" / f"seed-{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]
+    assert "2 seeds: test accuracy" in capsys.readouterr().out
+    # one time limit for all seeds: the first stops at its first checkpoint and the second never starts
+    assert main(common + ["--out", str(tmp_path / "limited"), "--time-limit", "0"]) == 0
+    assert (tmp_path / "limited" / "seed-3" / "checkpoint.pt").exists() and not (tmp_path / "limited" / "seed-4").exists()
+    assert json.loads((tmp_path / "limited" / "seeds.json").read_text())["runs"][0]["status"] == "time_limit"

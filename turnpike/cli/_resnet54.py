@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ._args import int_list
@@ -48,6 +49,8 @@ def add_parser(sub):
     p.add_argument("--tensorboard", action="store_true",
                    help="also write the per-epoch scalars to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--seed", type=int, default=C.seed)
+    p.add_argument("--seeds", type=int_list, default=None,
+                   help="several seeds, e.g. 1-10: one sub-folder per seed, a summary table and OUT/seeds.json")
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
@@ -64,18 +67,29 @@ def run(args) -> int:
     # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank
     device = init_distributed(args.device)
     main_process = is_main_process()
+    seeds = args.seeds if args.seeds else [args.seed]
+    deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
+    runs = []
     try:
-        metrics = _train(args, device)
+        for seed in seeds:
+            folder = Path(args.out) if len(seeds) == 1 else Path(args.out) / f"seed-{seed}"
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())   # one limit for all seeds
+            metrics = _train(args, device, seed, folder, left)
+            runs.append((seed, metrics))
+            if main_process:
+                _report(metrics, folder)
+            if metrics["status"] == "time_limit":
+                break
     except BaseException:
         finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
         raise
     finish_distributed()
-    if main_process:
-        _report(metrics, args.out)
+    if main_process and len(seeds) > 1:
+        _summarise_seeds(runs, Path(args.out))
     return 0
 
 
-def _train(args, device):
+def _train(args, device, seed: int, folder: Path, time_limit):
     from .._distributed import is_main_process
     from ..experiments._resnet54 import ResNet54Config, run_resnet54
 
@@ -87,9 +101,35 @@ def _train(args, device):
                             eps_fraction=args.eps_fraction, device=device, amp=args.amp,
                             channels_last=args.channels_last, compile=args.compile,
                             sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
-                            time_limit_s=args.time_limit, finetune_epochs=args.finetune_epochs, seed=args.seed)
-    return run_resnet54(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
+                            time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed)
+    return run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())
+
+
+def _summarise_seeds(runs: list, out: Path) -> None:
+    """One line per seed and the spread: test accuracy, turnpike, pruned (and fine-tuned) accuracy."""
+    from .._runs import write_json
+
+    rows = []
+    for seed, m in runs:
+        pruned = m["pruned"] or {}
+        rows.append({"seed": seed, "status": m["status"], "test_accuracy": m["test_accuracy"],
+                     "turnpike_layer": m["turnpike_layer"], "depth": m["depth"],
+                     "pruned_test_accuracy": pruned.get("test_accuracy"),
+                     "finetuned_test_accuracy": pruned.get("finetuned", {}).get("test_accuracy")})
+    print(f"\n{'seed':>5} {'test':>7} {'turnpike':>9} {'pruned':>7} {'tuned':>7}")
+    for r in rows:
+        print(f"{r['seed']:>5} {r['test_accuracy']:>7.4f} {r['turnpike_layer']!s:>9} "
+              + " ".join(f"{r[k]:>7.4f}" if r[k] is not None else f"{'-':>7}"
+                         for k in ("pruned_test_accuracy", "finetuned_test_accuracy")))
+    full = [r["test_accuracy"] for r in rows]
+    print(f"{len(rows)} seeds: test accuracy {min(full):.4f}-{max(full):.4f} (mean {sum(full) / len(full):.4f})")
+    for key, name in (("pruned_test_accuracy", "pruned at the turnpike"), ("finetuned_test_accuracy", "fine-tuned")):
+        gaps = [100 * (r["test_accuracy"] - r[key]) for r in rows if r[key] is not None]
+        if gaps:
+            print(f"{name}: {min(gaps):.2f} to {max(gaps):.2f} points below the full network "
+                  f"(within one point on {sum(g <= 1.0 for g in gaps)} of {len(gaps)})")
+    write_json(out / "seeds.json", {"runs": rows})
 
 
 def _report(m: dict, out) -> None:
