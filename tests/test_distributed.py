@@ -39,6 +39,8 @@ def _free_port() -> int:
 def _rank_entry(rank, port, worker, folder, arguments):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+    # gloo picks its network interface from the host name, which a sandbox may not resolve: use loopback
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
     assert tp.init_distributed("cpu") == "cpu"
     try:
