@@ -35,7 +35,7 @@ from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
 from .._solution import Status
 from .._solve import solve_ocp
-from ..backends._module import COMPILE_MODES
+from ..backends._module import COMPILE_MODES, MODULE_METHODS, learning_rate_factor
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
 
@@ -138,9 +138,9 @@ class _EpochLog:
     """Per-epoch JSON lines (objective, lr, time, images/s) from the solver's callback, and the
     same scalars to TensorBoard when a writer is given."""
 
-    def __init__(self, path: Path, config: ResNet54Config, per_epoch: int, count: int, resume: bool,
+    def __init__(self, path: Path, options: dict, steps: int, per_epoch: int, count: int, resume: bool,
                  tensorboard=None):
-        self.path, self.config, self.per_epoch, self.count = path, config, per_epoch, count
+        self.path, self.options, self.steps, self.per_epoch, self.count = path, options, steps, per_epoch, count
         self.tensorboard = tensorboard
         if not resume and path.exists():
             path.unlink()
@@ -153,7 +153,7 @@ class _EpochLog:
         seconds = time.perf_counter() - self.started
         epoch = (step + 1) // self.per_epoch
         line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
-                "lr": self.config.lr / 10 ** sum(epoch > m for m in self.config.milestones),
+                "lr": _lr_at(self.options, step, self.steps),     # the lr of the epoch's last step
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
         with open(self.path, "a") as stream:
             stream.write(json.dumps(line) + "\n")
@@ -182,6 +182,28 @@ def _normalised(images, data):
     return normalise(images, data.mean, data.std)
 
 
+def _solve_settings(config: ResNet54Config, data) -> dict:
+    """What the run's training and its fine-tuning share: batches, augmentation, device and format."""
+    count = len(data.train_labels)
+    batch = min(config.batch_size, count)
+    flip = config.dataset not in _NO_FLIP
+    return dict(batch_size=batch, checkpoint_every=-(-count // batch), seed=config.seed, device=config.device,
+                test_data=(data.test_images, data.test_labels.numpy()), normalise=(data.mean, data.std),
+                augment=lambda images, generator: augment(images, flip=flip, generator=generator),
+                amp=config.amp, channels_last=config.channels_last, compile=config.compile,
+                sync_batchnorm=config.sync_batchnorm)
+
+
+def _sgd_options(config: ResNet54Config, per_epoch: int) -> dict:
+    """The paper's SGD schedule in steps, every option of the method given (the log reads the lr from it)."""
+    return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
+            "milestones": tuple(m * per_epoch for m in config.milestones)}
+
+
+def _lr_at(options: dict, step: int, steps: int) -> float:
+    return options["lr"] * learning_rate_factor(options, step, steps)
+
+
 def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
                  progress: bool = True) -> dict:
     """Train one network of the paper's comparison, write its run folder, return its metrics."""
@@ -190,26 +212,20 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     data = load_data(config)
     net = build_network(config, data)
     ocp = problem(config, net, data)
-    count = len(data.train_labels)
-    batch = min(config.batch_size, count)
-    per_epoch = -(-count // batch)
-    flip = config.dataset not in _NO_FLIP
+    settings = _solve_settings(config, data)
+    per_epoch = settings["checkpoint_every"]
+    options = _sgd_options(config, per_epoch)
     # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
     writes = out is not None and is_main_process()
     tensorboard = _tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
-    log = _EpochLog(out / "log.jsonl", config, per_epoch, count, resume, tensorboard) if writes else None
+    log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, len(data.train_labels),
+                     resume, tensorboard) if writes else None)
     if writes:
         write_run_config(out, config, parameters=net.parameter_count(), world_size=world()[1])
     solution = solve_ocp(
-        ocp, method="sgd", steps=config.epochs * per_epoch, batch_size=batch, seed=config.seed,
-        options={"lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
-                 "milestones": tuple(m * per_epoch for m in config.milestones)},
-        test_data=(data.test_images, data.test_labels.numpy()), device=config.device,
-        checkpoint=out / "checkpoint.pt" if out is not None else None, checkpoint_every=per_epoch,
-        resume=resume, time_limit=config.time_limit_s, progress=progress, callback=log,
-        normalise=(data.mean, data.std), amp=config.amp,
-        augment=lambda images, generator: augment(images, flip=flip, generator=generator),
-        sync_batchnorm=config.sync_batchnorm, channels_last=config.channels_last, compile=config.compile)
+        ocp, method="sgd", steps=config.epochs * per_epoch, options=options,
+        checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
+        time_limit=config.time_limit_s, progress=progress, callback=log, **settings)
     metrics = summarise(solution, config, data, per_epoch)
     if config.finetune_epochs and metrics["pruned"] and solution.status != Status.TIME_LIMIT:
         _, metrics["pruned"]["finetuned"] = finetune_pruned(
@@ -241,21 +257,17 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
     the kept blocks and the head absorb what they contributed (the outlook of the 2025 paper, Sec. 3).
     ``out``: the run folder, which receives ``finetune_checkpoint.pt`` (``resume`` continues it).
     """
-    count = len(data.train_labels)
-    batch = min(config.batch_size, count)
-    per_epoch = -(-count // batch)
-    lr = config.lr / 10 ** len(config.milestones)
+    settings = {**_solve_settings(config, data), "seed": config.seed + 1}
+    per_epoch = settings["checkpoint_every"]
+    steps = config.epochs * per_epoch          # the run's schedule at its last step (milestones past it never applied)
+    lr = _lr_at(_sgd_options(config, per_epoch), steps - 1, steps)
     loss = CrossEntropy(num_classes=data.num_classes)
     ocp = OCP(network.train(), data.train_images, data.train_labels.numpy(),
               stage_cost=InputPenalty(config.weight_decay / 2), terminal_cost=loss)
-    flip = config.dataset not in _NO_FLIP
     solution = solve_ocp(
-        ocp, method="sgd", steps=config.finetune_epochs * per_epoch, batch_size=batch, seed=config.seed + 1,
-        options={"lr": lr, "momentum": config.momentum}, test_data=(data.test_images, data.test_labels.numpy()),
-        device=config.device, checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None,
-        checkpoint_every=per_epoch, resume=resume, progress=progress, normalise=(data.mean, data.std),
-        augment=lambda images, generator: augment(images, flip=flip, generator=generator),
-        channels_last=config.channels_last, amp=config.amp, sync_batchnorm=config.sync_batchnorm)
+        ocp, method="sgd", steps=config.finetune_epochs * per_epoch, options={"lr": lr, "momentum": config.momentum},
+        checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
+        progress=progress, **settings)
     return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test")}
 
 
