@@ -14,3 +14,8 @@ def int_list(text: str) -> list[int]:
         else:
             values.append(int(part))
     return values
+
+
+def float_list(text: str) -> list[float]:
+    """Comma-separated numbers: "0,0.5,1" (argparse type)."""
+    return [float(part) for part in text.split(",") if part.strip()]

@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-def _float_list(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
+from ._args import float_list
 
 
 def add_parser(sub):
@@ -17,7 +15,7 @@ def add_parser(sub):
                                    "with the run's pruned SubResNet and other runs (--compare) as points.")
     p.add_argument("run", help="run folder of the network (trained with the stage cost for useful exits)")
     p.add_argument("--compare", nargs="*", default=[], help="other run folders drawn as points (depth, test accuracy)")
-    p.add_argument("--thresholds", type=_float_list, default=[0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0],
+    p.add_argument("--thresholds", type=float_list, default=[0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0],
                    help="confidence thresholds τ in [0, 1], comma-separated (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu")

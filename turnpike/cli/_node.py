@@ -5,13 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._args import int_list
-
-
-def _float_list(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
-
-
+from ._args import float_list, int_list
 
 
 def _comma_list(values) -> str:
@@ -30,7 +24,7 @@ def add_parser(sub):
                                    "μ[Θ_ε,T] (Prop. 16).")
     p.add_argument("--out", default="runs/node-spirals", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
-    p.add_argument("--horizons", type=_float_list, default=C.horizons,
+    p.add_argument("--horizons", type=float_list, default=C.horizons,
                    help=f"horizons T, comma-separated (default {_comma_list(C.horizons)})")
     p.add_argument("--interval", type=float, default=C.interval,
                    help="length h of a control interval; K = T/h intervals (default %(default)s)")
