@@ -56,12 +56,10 @@ def adjoint_objective(ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.nda
     """J(theta) on the batch and its gradient by the costate sweep (numpy, float64)."""
     system = ocp.system
     blocks = system.unpack(theta)
-    caches, states = [], [inputs]
-    for k in range(system.depth):
-        x, cache = system.step(blocks, k, states[-1])
-        states.append(x)
-        caches.append(cache)
-    states = _array.stack(states)                                        # (N+1, B, n)
+    # every step writes its state straight into the stack the costs read (no copy of N+1 states)
+    states = np.empty((system.depth + 1, *inputs.shape), dtype=np.result_type(inputs, theta))   # (N+1, B, n)
+    states[0] = inputs
+    caches = [system.step(blocks, k, states[k], out=states[k + 1])[1] for k in range(system.depth)]
     value, state_gradient = _state_cost_terms(ocp, states, labels, with_gradient=True)
     gradient = _array.zeros_like(theta)
     if state_gradient is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+import numpy as np
 
 from .. import _array, _checks
 from ._activations import get_activation
@@ -51,9 +52,18 @@ class _ResidualSystem(LayerMap):
         return self.depth
 
     # --- dynamics: x_{k+1} = x_k + τ F(x_k, u_k), F given by the subclass's ``field`` ----
-    def step(self, blocks, k, x):
-        value, cache = self.field(blocks, k, x)
-        return x + (value if self.step_size == 1.0 else self.step_size * value), cache
+    def step(self, blocks, k, x, out=None):
+        """x_{k+1} and what :meth:`step_backward` needs; with ``out`` (a numpy array (B, n), the
+        adjoint sweep's preallocated state k+1) x_{k+1} is written there instead of a new array."""
+        value, cache = self.field(blocks, k, x, out=out)
+        if out is None:
+            return x + (value if self.step_size == 1.0 else self.step_size * value), cache
+        if value is not out:
+            np.multiply(value, self.step_size, out=out)
+        elif self.step_size != 1.0:
+            out *= self.step_size
+        out += x
+        return out, cache
 
     def step_backward(self, blocks, grads, k, cache, costate):
         """Accumulate ∂J/∂u_k into ``grads`` (zero on entry) and return λ_{k+1} ∂f/∂x."""
@@ -86,8 +96,9 @@ class SingleLayerResNet(_ResidualSystem):
         # looked up once: the sweeps ask for it at every layer and RK stage
         object.__setattr__(self, "_sigmas", (get_activation(self.activation),))
 
-    def field(self, blocks, k, x):
-        """F(x, u_k) = σ(A_k x + b_k), (B, n), and what :meth:`field_backward` needs."""
+    def field(self, blocks, k, x, out=None):
+        """F(x, u_k) = σ(A_k x + b_k), (B, n), and what :meth:`field_backward` needs (``out``
+        unused: z and σ(z) are both kept for the backward pass)."""
         z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
         a = self._sigmas[0].value(z)
         return a, (x, z, a)
@@ -160,11 +171,23 @@ class TwoLayerResNet(_ResidualSystem):
         object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
         object.__setattr__(self, "_sigmas", tuple(get_activation(a) for a in self.activations))   # (σ1, σ2)
 
-    def field(self, blocks, k, x):
-        """F(x, u_k) = σ2(A2 σ1(A1 x + b1) + b2), (B, n), and what :meth:`field_backward` needs."""
+    def field(self, blocks, k, x, out=None):
+        """F(x, u_k) = σ2(A2 σ1(A1 x + b1) + b2), (B, n), and what :meth:`field_backward` needs.
+
+        With ``out`` (numpy, (B, n)) and σ2 the identity, F is written into ``out``: the backward
+        pass needs neither z2 nor σ2(z2) then, so the next state can take their place.
+        """
         inner, outer = self._sigmas
-        z1 = x @ blocks["A1"][k].T + blocks["b1"][k]    # (B, h)
+        z1 = x @ blocks["A1"][k].T                      # (B, h)
+        if _array.is_numpy(z1):
+            z1 += blocks["b1"][k]                       # in place: one (B, h) temporary less per layer
+        else:
+            z1 = z1 + blocks["b1"][k]                   # autograd and torch.func want no in-place ops
         a1 = inner.value(z1)
+        if out is not None and outer.derivative is None and _array.is_numpy(out):
+            np.matmul(a1, blocks["A2"][k].T, out=out)
+            out += blocks["b2"][k]
+            return out, (x, z1, a1, None, None)
         z2 = a1 @ blocks["A2"][k].T + blocks["b2"][k]   # (B, n)
         a2 = outer.value(z2)
         return a2, (x, z1, a1, z2, a2)

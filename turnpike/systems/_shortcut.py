@@ -103,8 +103,9 @@ class ShortcutNetwork(LayerMap):
         return self.pack({f"W{l + 1}": matrices[:, l] for l in range(self.shortcut_depth)})
 
     # --- dynamics ------------------------------------------------------------------
-    def step(self, blocks, k, x):
-        """x_{k+1} for the batch ``x`` (B, d) and what the adjoint step needs."""
+    def step(self, blocks, k, x, out=None):
+        """x_{k+1} for the batch ``x`` (B, d) and what the adjoint step needs; written into
+        ``out`` (numpy, (B, d)) when given, as the ResNets' :meth:`step` does."""
         pre, mid, post = (get_activation(a) for a in self.activations)
         a = pre.value(x)                                      # (B, d)
         cache = [x, a]
@@ -112,7 +113,13 @@ class ShortcutNetwork(LayerMap):
             z = a @ blocks[f"W{l}"][k].T                      # (B, d)
             a = (post if l == self.shortcut_depth else mid).value(z)
             cache += [z, a]
-        return (x + a if self.shortcut else a), cache
+        if out is None:
+            return (x + a if self.shortcut else a), cache
+        if self.shortcut:
+            np.add(x, a, out=out)
+        else:
+            out[...] = a
+        return out, cache
 
     def step_backward(self, blocks, grads, k, cache, costate):
         """Add ∂J/∂u_k to ``grads`` (zero on entry, as for the ResNets); return λ_{k+1} ∂f_k/∂x (a new array)."""
