@@ -391,6 +391,49 @@ def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(t
     assert moved > 1e-2                                      # and it trains them (solve_ocp's own tests say how well)
 
 
+def test_finetuning_stops_at_its_time_limit_and_resumes_to_the_same_weights(tmp_path):
+    from types import SimpleNamespace
+
+    from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
+
+    (train, train_labels), (test, test_labels) = tiny_data(64), tiny_data(32, seed=1)
+    data = SimpleNamespace(train_images=train, train_labels=torch.as_tensor(train_labels), test_images=test,
+                           test_labels=torch.as_tensor(test_labels), num_classes=CLASSES, mean=(0.3,), std=(0.3,))
+    config = ResNet54Config(dataset="mnist", arch="homogeneous", width=4, epochs=1, batch_size=32, milestones=(),
+                            finetune_epochs=3, lr=0.2)
+    whole, whole_result = finetune_pruned(tiny_net("ws").subresnet(2), config, data, out=tmp_path / "whole")
+    chunks = []                                   # a job with a wall-clock limit, run again until it finishes
+    while not chunks or chunks[-1][1]["status"] == "time_limit":
+        chunks.append(finetune_pruned(tiny_net("ws").subresnet(2), config, data, out=tmp_path / "cut",
+                                      resume=bool(chunks), time_limit=0.0))
+    assert [(r["status"], r["epochs_done"]) for _, r in chunks] == [("time_limit", 1), ("time_limit", 2),
+                                                                    ("max_steps", 3)]
+    for a, b in zip(whole.parameters(), chunks[-1][0].parameters()):
+        torch.testing.assert_close(b, a, atol=0, rtol=0)
+    assert chunks[-1][1]["test_accuracy"] == whole_result["test_accuracy"]
+
+
+def test_run_hands_its_remaining_time_to_the_finetuning_and_reports_its_stop(tmp_path, monkeypatch, capsys):
+    from turnpike.experiments import _resnet54
+
+    given = []
+
+    def limited(network, config, data, *, out, resume, progress, time_limit):
+        given.append(time_limit)
+        return network, {"epochs": 3, "lr": 0.1, "test_accuracy": 0.5, "status": "time_limit", "epochs_done": 1}
+
+    monkeypatch.setattr(_resnet54, "finetune_pruned", limited)
+    out = tmp_path / "run"
+    assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+                 "--epochs", "2", "--milestones", "1", "--train-subset", "128", "--test-subset", "32", "--batch-size",
+                 "16", "--lr", "0.05", "--eps-fraction", "0.5", "--finetune-epochs", "3", "--time-limit", "1000", "--out", str(out),
+                 "--quiet", "--no-plots"]) == 0
+    assert len(given) == 1 and 0 < given[0] < 1000          # what the training left of the limit
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "time_limit" and metrics["epochs_done"] == 2      # the training itself finished
+    assert "fine-tuning stopped at the time limit after 1 of 3 epochs" in capsys.readouterr().err
+
+
 def test_resnet54_cli_finetunes_the_pruned_subresnet(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",

@@ -54,8 +54,9 @@ def add_parser(sub):
     p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
-                   help="stop the training at the first epoch end after this many seconds, just after the "
-                        "checkpoint (metrics of the network so far are written; --resume continues)")
+                   help="stop the training, or the fine-tuning after it, at the first epoch end after this many "
+                        "seconds, just after the checkpoint (metrics of the network so far are written; "
+                        "--resume continues)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -145,7 +146,9 @@ def _report(m: dict, out) -> None:
             f = p["finetuned"]
             epochs = f"{f['epochs']} epoch" + ("s" if f["epochs"] != 1 else "")
             print(f"  after {epochs} of fine-tuning (lr {f['lr']:g}): test accuracy {f['test_accuracy']:.4f}")
-    if m["status"] == "time_limit":
+    if m["status"] == "time_limit" and "finetuned" in (m["pruned"] or {}):
+        print(m["message"], file=sys.stderr)
+    elif m["status"] == "time_limit":
         print(f"stopped at the time limit after {m['epochs_done']} of {m['epochs']} epochs; the same command "
               f"with --resume continues", file=sys.stderr)
     elif m["status"] not in ("converged", "max_steps"):

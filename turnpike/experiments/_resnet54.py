@@ -69,7 +69,7 @@ class ResNet54Config:
     compile: str | None = None           # torch.compile mode of the training forward pass (None: eager)
     sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
     tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
-    time_limit_s: float | None = None    # stop at the first epoch end after this many seconds (resume later)
+    time_limit_s: float | None = None    # training + fine-tuning stop at the first epoch end past it (resume later)
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
     finetune_epochs: int = 0             # train the SubResNet pruned at the turnpike this many more epochs
 
@@ -209,6 +209,7 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     """Train one network of the paper's comparison, write its run folder, return its metrics."""
     config = config or ResNet54Config()
     out = Path(out) if out is not None else None
+    started = time.perf_counter()              # the time limit covers training and fine-tuning
     data = load_data(config)
     net = build_network(config, data)
     ocp = problem(config, net, data)
@@ -228,9 +229,15 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         time_limit=config.time_limit_s, progress=progress, callback=log, **settings)
     metrics = summarise(solution, config, data, per_epoch)
     if config.finetune_epochs and metrics["pruned"] and solution.status != Status.TIME_LIMIT:
-        _, metrics["pruned"]["finetuned"] = finetune_pruned(
+        left = None if config.time_limit_s is None else max(0.0, config.time_limit_s - (time.perf_counter() - started))
+        _, tuned = finetune_pruned(
             solution.prune(metrics["pruned"]["depth"]), config, data, out=out,   # every rank: the same checkpoints
-            resume=resume, progress=progress)
+            resume=resume, progress=progress, time_limit=left)
+        metrics["pruned"]["finetuned"] = tuned
+        if tuned["status"] == str(Status.TIME_LIMIT):    # the run is not finished: --resume continues the fine-tuning
+            metrics["status"] = tuned["status"]
+            metrics["message"] = (f"fine-tuning stopped at the time limit after {tuned['epochs_done']} of "
+                                  f"{tuned['epochs']} epochs; the same command with --resume continues it")
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):
             tensorboard.add_scalar(f"final/{key}", metrics[key], metrics["epochs_done"])
@@ -248,10 +255,12 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     return metrics
 
 
-def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=False, progress=False) -> tuple:
+def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=False, progress=False,
+                    time_limit=None) -> tuple:
     """Train a pruned SubResNet ``config.finetune_epochs`` more epochs: plain cross-entropy and the run's
     weight decay (standard training, Definition 1's objective), at the run's last learning rate, with
-    the run's batches and augmentation. Returns (the network, {"epochs", "lr", "test_accuracy"}).
+    the run's batches and augmentation. Returns (the network, {"epochs", "lr", "test_accuracy", "status",
+    "epochs_done"}); ``time_limit`` (seconds) stops it at the first epoch end past it (status "time_limit").
 
     Pruning at the turnpike drops the blocks whose residuals are small but not zero; a few epochs let
     the kept blocks and the head absorb what they contributed (the outlook of the 2025 paper, Sec. 3).
@@ -267,8 +276,11 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
     solution = solve_ocp(
         ocp, method="sgd", steps=config.finetune_epochs * per_epoch, options={"lr": lr, "momentum": config.momentum},
         checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
-        progress=progress, **settings)
-    return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test")}
+        time_limit=time_limit, progress=progress, **settings)
+    # a time-limited stop evaluated (not updated) the first step of the next epoch
+    taken = len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
+    return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test"),
+                              "status": str(solution.status), "epochs_done": taken // per_epoch}
 
 
 def _save_network(path, network, data) -> None:
