@@ -18,6 +18,7 @@ from .experiments._node import NodeSpiralsConfig, run_node_spirals
 from .experiments._mnist import MnistConfig, run_mnist
 from .experiments._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
 from .experiments._depth_bounds import depth_bounds_from_runs
+from .experiments._resnet54_study import run_resnet54_study
 from .systems._activations import ACTIVATIONS
 from . import data, theory
 
@@ -28,5 +29,5 @@ __all__ = [
     "NodeSpiralsConfig", "run_node_spirals",
     "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
     "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "SyncedBatchNorm2d", "init_distributed", "finish_distributed", "is_main_process", "solve_ocp", "theory",
+    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_resnet54_study", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "SyncedBatchNorm2d", "init_distributed", "finish_distributed", "is_main_process", "solve_ocp", "theory",
 ]

@@ -14,6 +14,7 @@ COMMANDS = {
     "mnist": "turnpike.cli._mnist",
     "certify": "turnpike.cli._certify",
     "resnet54": "turnpike.cli._resnet54",
+    "resnet54-study": "turnpike.cli._study",
     "hessian": "turnpike.cli._hessian",
     "depth-bounds": "turnpike.cli._bounds",
     "early-exit": "turnpike.cli._early_exit",

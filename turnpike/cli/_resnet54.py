@@ -10,7 +10,6 @@ from ._args import int_list
 
 
 def add_parser(sub):
-    from ..backends._module import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C   # defaults defined once, in the config
 
     p = sub.add_parser("resnet54", help="ResNet-54 with stage costs through the exits (2025 paper)",
@@ -20,6 +19,18 @@ def add_parser(sub):
     p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"])
     p.add_argument("--subresnet", type=int, default=C.subresnet, metavar="M",
                    help="train the SubResNet-M architecture from scratch (with --variant standard)")
+    add_training_arguments(p)
+    p.add_argument("--seeds", type=int_list, default=None,
+                   help="several seeds, e.g. 1-10: one sub-folder per seed, a summary table and OUT/seeds.json")
+    p.add_argument("--out", default="runs/resnet54")
+    return p
+
+
+def add_training_arguments(p) -> None:
+    """The options of one run's data, network, recipe and speed: shared by ``resnet54`` and ``resnet54-study``."""
+    from ..backends._module import COMPILE_MODES
+    from ..experiments._resnet54 import ResNet54Config as C
+
     p.add_argument("--arch", default=C.arch, choices=["standard", "homogeneous"])
     p.add_argument("--width", type=int, default=C.width, help="homogeneous width (default 64 CIFAR, 32 MNIST)")
     p.add_argument("--blocks-per-stage", type=int, default=C.blocks_per_stage)
@@ -49,9 +60,6 @@ def add_parser(sub):
     p.add_argument("--tensorboard", action="store_true",
                    help="also write the per-epoch scalars to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--seed", type=int, default=C.seed)
-    p.add_argument("--seeds", type=int_list, default=None,
-                   help="several seeds, e.g. 1-10: one sub-folder per seed, a summary table and OUT/seeds.json")
-    p.add_argument("--out", default="runs/resnet54")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
                    help="stop the training, or the fine-tuning after it, at the first epoch end after this many "
@@ -59,7 +67,21 @@ def add_parser(sub):
                         "--resume continues)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+
+
+def training_config(args, device, *, seed: int, time_limit, variant: str = "ws", subresnet=None):
+    """The :class:`ResNet54Config` of the parsed training options."""
+    from ..experiments._resnet54 import ResNet54Config
+
+    return ResNet54Config(dataset=args.dataset, data_dir=args.data, variant=variant, subresnet=subresnet,
+                          arch=args.arch, width=args.width, blocks_per_stage=args.blocks_per_stage,
+                          epochs=args.epochs, milestones=args.milestones, lr=args.lr,
+                          weight_decay=args.weight_decay, train_subset=args.train_subset,
+                          test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
+                          eps_fraction=args.eps_fraction, device=device, amp=args.amp,
+                          channels_last=args.channels_last, compile=args.compile,
+                          sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
+                          time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed)
 
 
 def run(args) -> int:
@@ -78,7 +100,7 @@ def run(args) -> int:
             metrics = _train(args, device, seed, folder, left)
             runs.append((seed, metrics))
             if main_process:
-                _report(metrics, folder)
+                report(metrics, folder)
             if metrics["status"] == "time_limit":
                 break
     except BaseException:
@@ -92,17 +114,10 @@ def run(args) -> int:
 
 def _train(args, device, seed: int, folder: Path, time_limit):
     from .._distributed import is_main_process
-    from ..experiments._resnet54 import ResNet54Config, run_resnet54
+    from ..experiments._resnet54 import run_resnet54
 
-    config = ResNet54Config(dataset=args.dataset, data_dir=args.data, variant=args.variant, subresnet=args.subresnet,
-                            arch=args.arch, width=args.width, blocks_per_stage=args.blocks_per_stage,
-                            epochs=args.epochs, milestones=args.milestones, lr=args.lr,
-                            weight_decay=args.weight_decay, train_subset=args.train_subset,
-                            test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
-                            eps_fraction=args.eps_fraction, device=device, amp=args.amp,
-                            channels_last=args.channels_last, compile=args.compile,
-                            sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
-                            time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed)
+    config = training_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
+                             subresnet=args.subresnet)
     return run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume,
                         progress=not args.quiet and is_main_process())
 
@@ -133,7 +148,7 @@ def _summarise_seeds(runs: list, out: Path) -> None:
     write_json(out / "seeds.json", {"runs": rows})
 
 
-def _report(m: dict, out) -> None:
+def report(m: dict, out) -> None:
     print(f"\n{m['dataset']} {m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
           f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {out}")
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "

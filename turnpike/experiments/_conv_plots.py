@@ -77,3 +77,58 @@ def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path, *, n
         axis.legend(fontsize=8)
     fig.suptitle(f"{metrics['dataset']}: early exit (N = {metrics['depth']})")
     return _save(fig, path)
+
+
+def study_figures(runs: dict, out: Path) -> list[Path]:
+    """The comparison of a study's runs (``{name: metrics}``): per-exit loss and accuracy of the ResNet-N
+    runs with the SubResNet-M runs as points (Figs. 2–3), their residuals and branch norms (Figs. 4–5),
+    and each stage-cost run's early-exit curve with the other runs as points."""
+    out = Path(out)
+    depth = max(m["depth"] for m in runs.values())
+    full_depth = {name: m for name, m in runs.items() if m["depth"] == depth}
+    shallower = {name: m for name, m in runs.items() if m["depth"] < depth}
+    paths = [_study_exits(full_depth, shallower, out / "study_exits.png"),
+             _study_residuals(full_depth, out / "study_residuals.png")]
+    for name, metrics in full_depth.items():
+        if metrics["variant"] != "standard" and metrics.get("early_exit"):
+            others = [(other, m) for other, m in runs.items() if other != name]
+            paths.append(early_exit_figure(metrics["early_exit"], metrics, others, out / f"study_early_exit_{name}.png",
+                                           network_cost=metrics["multiply_adds"]))
+    return paths
+
+
+def _study_exits(runs: dict, subresnets: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, (name, m) in enumerate(runs.items()):
+        blocks = np.arange(len(m["exit_test_loss"]))
+        loss.plot(blocks, m["exit_train_loss"], f"C{index}--", linewidth=1)
+        loss.plot(blocks, m["exit_test_loss"], f"C{index}-", label=name)
+        accuracy.plot(blocks, m["exit_test_accuracy"], f"C{index}-", label=name)
+    for index, (name, m) in enumerate(subresnets.items()):
+        style = f"C{index + len(runs)}^"
+        loss.plot([m["depth"]], [m["exit_test_loss"][-1]], style, label=f"{name} (from scratch)")
+        accuracy.plot([m["depth"]], [m["test_accuracy"]], style, label=f"{name} (from scratch)")
+    for axis, label in ((loss, "loss L(ŷ_k) (test solid, train dashed)"), (accuracy, "test accuracy of ŷ_k")):
+        axis.set_xlabel("exit k (residual blocks)")
+        axis.set_ylabel(label)
+        axis.legend(fontsize=8)
+    first = next(iter(runs.values()))
+    fig.suptitle(f"{first['dataset']}: exits of ResNet-{first['depth']} (Figs. 2-3 of the 2025 paper)")
+    return _save(fig, path)
+
+
+def _study_residuals(runs: dict, path: Path) -> Path:
+    plt = _pyplot()
+    fig, (residual, norms) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, (name, m) in enumerate(runs.items()):
+        blocks = np.arange(len(m["output_residual_norms"]))
+        residual.semilogy(blocks, np.maximum(m["output_residual_norms"], 1e-12), f"C{index}-", label=name)
+        norms.plot(blocks, m["branch_parameter_norms"], f"C{index}-", label=name)
+    residual.set_ylabel("‖ŷ_{k+1} − ŷ_k‖ (RMS, test)")
+    norms.set_ylabel("‖w_F,k‖")
+    for axis in (residual, norms):
+        axis.set_xlabel("block k")
+        axis.legend(fontsize=8)
+    fig.suptitle("output residuals and branch norms (Figs. 4-5 of the 2025 paper)")
+    return _save(fig, path)

@@ -1,0 +1,64 @@
+"""``turnpike resnet54-study``: the 2025 paper's comparison (standard, WS, full, SubResNet-M) in one command."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ._args import int_list
+
+
+def _names(text: str) -> list:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_parser(sub):
+    from ._resnet54 import add_training_arguments
+
+    p = sub.add_parser("resnet54-study", help="the paper's comparison: standard, WS, full and SubResNet-M runs, "
+                                              "Table 1, Tables 2-3, Figs. 2-5, early exit",
+                       description="Train the runs of the 2025 paper's comparison on one data set and recipe, one "
+                                   "folder each under OUT (standard, ws, full, subresnet-M), then write Table 1 "
+                                   "with the paper's numbers beside where a column matches, Tables 2-3 "
+                                   "(Theorems 1-2), the comparison figures and the early-exit curves "
+                                   "(OUT/study.md, OUT/study.json). --time-limit bounds the whole study; "
+                                   "--resume keeps the finished runs and continues the stopped one.")
+    p.add_argument("--variants", type=_names, default=["standard", "ws", "full"],
+                   help="ResNet-N variants to train, comma-separated (default standard,ws,full)")
+    p.add_argument("--subresnets", type=int_list, default=[12], metavar="M",
+                   help="SubResNet depths trained from scratch and pruned to, e.g. 12 or 6,12 (default 12)")
+    add_training_arguments(p)
+    p.add_argument("--out", default="runs/resnet54-study")
+    return p
+
+
+def run(args) -> int:
+    from .._distributed import finish_distributed, init_distributed, is_main_process
+    from ..experiments._resnet54_study import run_resnet54_study
+    from ._resnet54 import report, training_config
+
+    device = init_distributed(args.device)
+    main_process = is_main_process()
+    base = training_config(args, device, seed=args.seed, time_limit=args.time_limit)
+
+    def on_run(name, metrics, folder):
+        if main_process:
+            print(f"\n== {name}")
+            report(metrics, folder)
+
+    try:
+        study = run_resnet54_study(base, Path(args.out), variants=args.variants, subresnets=args.subresnets,
+                                   resume=args.resume, plots=not args.no_plots,
+                                   progress=not args.quiet and main_process, on_run=on_run)
+    except BaseException:
+        finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
+        raise
+    finish_distributed()
+    if not main_process:
+        return 0
+    if study["status"] == "time_limit":
+        print(f"\n{study['message']}: the same command with --resume continues", file=sys.stderr)
+        return 0
+    print("\n" + (Path(args.out) / "study.md").read_text())
+    for figure in study["figures"]:
+        print(f"figure {figure}")
+    return 0
