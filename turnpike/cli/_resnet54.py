@@ -69,19 +69,18 @@ def add_training_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def training_config(args, device, *, seed: int, time_limit, variant: str = "ws", subresnet=None):
-    """The :class:`ResNet54Config` of the parsed training options."""
+def training_config(args, device, *, seed: int, time_limit, **settings):
+    """The :class:`ResNet54Config` of the parsed training options (and ``settings``, e.g. the variant)."""
     from ..experiments._resnet54 import ResNet54Config
 
-    return ResNet54Config(dataset=args.dataset, data_dir=args.data, variant=variant, subresnet=subresnet,
-                          arch=args.arch, width=args.width, blocks_per_stage=args.blocks_per_stage,
-                          epochs=args.epochs, milestones=args.milestones, lr=args.lr,
-                          weight_decay=args.weight_decay, train_subset=args.train_subset,
+    return ResNet54Config(dataset=args.dataset, data_dir=args.data, arch=args.arch, width=args.width,
+                          blocks_per_stage=args.blocks_per_stage, epochs=args.epochs,
+                          milestones=args.milestones, lr=args.lr, weight_decay=args.weight_decay, train_subset=args.train_subset,
                           test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
                           eps_fraction=args.eps_fraction, device=device, amp=args.amp,
                           channels_last=args.channels_last, compile=args.compile,
                           sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
-                          time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed)
+                          time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed, **settings)
 
 
 def run(args) -> int:
