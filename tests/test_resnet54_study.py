@@ -115,3 +115,46 @@ def test_study_runs_name_their_folders_and_refuse_unknown_variants():
         study_runs(ResNet54Config(), ("ws", "wide"))
     with pytest.raises(ValueError, match="subresnets: expected SubResNet depths below the network's N = 6, got 6"):
         study_runs(ResNet54Config(blocks_per_stage=2), ("ws",), (2, 6))
+
+
+def _row(model, key, accuracy, variant=None, sub_depth=None):
+    return {"model": model, "key": key, "variant": variant, "sub_depth": sub_depth, "test_accuracy": accuracy,
+            "parameters": 1, "paper": None, "paper_column": None}
+
+
+def test_seeds_summary_pools_table_1_and_compares_pruned_with_scratch():
+    from turnpike.experiments._resnet54_study import seeds_summary
+
+    def study(ws, scratch, pruned, turnpike_depth, turnpike_accuracy):
+        return {"table1": [_row("ResNet-12_ws stage cost", "ws", ws, "ws"),
+                           _row("SubResNet-6 standard training", "subresnet", scratch, None, 6),
+                           _row("  SubResNet-6 pruned (ws)", "ws_pruned", pruned, "ws", 6),
+                           _row(f"  SubResNet-{turnpike_depth} pruned at the turnpike (ws)", "turnpike",
+                                turnpike_accuracy, "ws", turnpike_depth)]}
+
+    summary = seeds_summary({2: study(0.90, 0.85, 0.86, 9, 0.88), 1: study(0.80, 0.84, 0.82, 10, 0.79)})
+    rows = {r["model"]: r for r in summary["rows"]}
+    assert rows["ResNet-12_ws stage cost"]["mean"] == pytest.approx(0.85)
+    assert (rows["ResNet-12_ws stage cost"]["min"], rows["ResNet-12_ws stage cost"]["max"]) == (0.80, 0.90)
+    pooled = rows["SubResNet pruned at the turnpike (ws)"]
+    assert pooled["seeds"] == 2 and pooled["depths"] == [10, 9] and pooled["mean"] == pytest.approx(0.835)
+    (comparison,) = summary["pruned_vs_scratch"]                        # seed by seed, in seed order
+    assert comparison["variant"] == "ws" and comparison["sub_depth"] == 6
+    assert comparison["points"] == pytest.approx([-2.0, 1.0]) and comparison["within_one_point"] == 1
+    assert summary["seeds"] == [1, 2] and "| ws | 6 | -0.50 | -2.00–+1.00 | 1 of 2 |" in summary["markdown"]
+
+
+def test_study_over_seeds_writes_one_study_each_and_the_summary(tmp_path):
+    out = tmp_path / "s"
+    assert main(["resnet54-study", *TINY, "--variants", "ws", "--no-plots", "--seeds", "3-4", "--out", str(out)]) == 0
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [3, 4] and (out / "seeds.md").is_file()
+    studies = [json.loads((out / f"seed-{s}" / "study.json").read_text()) for s in (3, 4)]
+    assert [json.loads((out / f"seed-{s}" / "ws" / "config.json").read_text())["seed"] for s in (3, 4)] == [3, 4]
+    ws = [next(r for r in s["table1"] if r["key"] == "ws")["test_accuracy"] for s in studies]
+    row = next(r for r in summary["rows"] if r["model"] == "ResNet-3_ws stage cost")
+    assert row["mean"] == pytest.approx(sum(ws) / 2) and row["seeds"] == 2
+    (comparison,) = summary["pruned_vs_scratch"]
+    pruned = [next(r for r in s["table1"] if r["key"] == "ws_pruned")["test_accuracy"] for s in studies]
+    scratch = [next(r for r in s["table1"] if r["key"] == "subresnet")["test_accuracy"] for s in studies]
+    assert comparison["points"] == pytest.approx([100 * (p - q) for p, q in zip(pruned, scratch)])

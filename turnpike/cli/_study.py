@@ -27,38 +27,55 @@ def add_parser(sub):
     p.add_argument("--subresnets", type=int_list, default=[12], metavar="M",
                    help="SubResNet depths trained from scratch and pruned to, e.g. 12 or 6,12 (default 12)")
     add_training_arguments(p)
+    p.add_argument("--seeds", type=int_list, default=None,
+                   help="one study per seed, e.g. 1-10 (OUT/seed-S), and Table 1 over the seeds (OUT/seeds.md)")
     p.add_argument("--out", default="runs/resnet54-study")
     return p
 
 
 def run(args) -> int:
+    import time
+
     from .._distributed import finish_distributed, init_distributed, is_main_process
-    from ..experiments._resnet54_study import run_resnet54_study
+    from .._runs import write_json
+    from ..experiments._resnet54_study import run_resnet54_study, seeds_summary
     from ._resnet54 import report, training_config
 
     device = init_distributed(args.device)
     main_process = is_main_process()
-    base = training_config(args, device, seed=args.seed, time_limit=args.time_limit)
+    seeds = args.seeds or [args.seed]
+    deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
 
     def on_run(name, metrics, folder):
         if main_process:
-            print(f"\n== {name}")
+            print(f"\n== {folder}")
             report(metrics, folder)
 
+    studies = {}
     try:
-        study = run_resnet54_study(base, Path(args.out), variants=args.variants, subresnets=args.subresnets,
-                                   resume=args.resume, plots=not args.no_plots,
-                                   progress=not args.quiet and main_process, on_run=on_run)
+        for seed in seeds:             # one time limit for all seeds
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            out = Path(args.out) if args.seeds is None else Path(args.out) / f"seed-{seed}"
+            study = run_resnet54_study(training_config(args, device, seed=seed, time_limit=left), out,
+                                       variants=args.variants, subresnets=args.subresnets, resume=args.resume,
+                                       plots=not args.no_plots, progress=not args.quiet and main_process,
+                                       on_run=on_run)
+            if study["status"] == "time_limit":
+                if main_process:
+                    print(f"\n{study['message']}: the same command with --resume continues", file=sys.stderr)
+                break
+            studies[seed] = study
+            if main_process:
+                print("\n" + (out / "study.md").read_text())
+                for figure in study["figures"]:
+                    print(f"figure {figure}")
     except BaseException:
         finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
         raise
     finish_distributed()
-    if not main_process:
-        return 0
-    if study["status"] == "time_limit":
-        print(f"\n{study['message']}: the same command with --resume continues", file=sys.stderr)
-        return 0
-    print("\n" + (Path(args.out) / "study.md").read_text())
-    for figure in study["figures"]:
-        print(f"figure {figure}")
+    if main_process and args.seeds is not None and len(studies) == len(seeds):
+        summary = seeds_summary(studies)
+        write_json(Path(args.out) / "seeds.json", summary)
+        (Path(args.out) / "seeds.md").write_text(summary["markdown"])
+        print("\n" + summary["markdown"])
     return 0

@@ -166,9 +166,10 @@ def table1_rows(base: ResNet54Config, out: Path, runs: dict, subresnets: list) -
     depth = network_depth(base)
     rows = []
 
-    def add(model, key, accuracy, parameters, sub_depth=None):
+    def add(model, key, accuracy, parameters, sub_depth=None, variant=None):
         paper = _paper_column(base, depth, sub_depth)
-        rows.append({"model": model, "key": key, "test_accuracy": accuracy, "parameters": parameters,
+        rows.append({"model": model, "key": key, "variant": variant, "sub_depth": sub_depth,
+                     "test_accuracy": accuracy, "parameters": parameters,
                      "paper": paper[1].get(key) if paper else None, "paper_column": paper[0] if paper else None})
 
     if "standard" in runs:
@@ -183,18 +184,18 @@ def table1_rows(base: ResNet54Config, out: Path, runs: dict, subresnets: list) -
         if variant not in runs:
             continue
         metrics = runs[variant]
-        add(label.format(N=depth), variant, metrics["test_accuracy"], metrics["parameters"])
+        add(label.format(N=depth), variant, metrics["test_accuracy"], metrics["parameters"], variant=variant)
         network = load_resnet54_network(out / variant)
         for m in subresnets:      # pruned at M: the SubResNet-M whose output is exit M
             add(f"  SubResNet-{m} pruned ({variant})", f"{variant}_pruned", metrics["exit_test_accuracy"][m],
-                network.subresnet(m).parameter_count(), m)
+                network.subresnet(m).parameter_count(), m, variant)
         pruned = metrics.get("pruned")
         if pruned and pruned["depth"] not in (*subresnets, depth):     # at N: the network itself
             add(f"  SubResNet-{pruned['depth']} pruned at the turnpike ({variant})", "turnpike",
-                pruned["test_accuracy"], pruned["parameters"], pruned["depth"])
+                pruned["test_accuracy"], pruned["parameters"], pruned["depth"], variant)
         if pruned and "finetuned" in pruned:
             add(f"  SubResNet-{pruned['depth']} pruned, fine-tuned {pruned['finetuned']['epochs']} epochs ({variant})",
-                "finetuned", pruned["finetuned"]["test_accuracy"], pruned["parameters"], pruned["depth"])
+                "finetuned", pruned["finetuned"]["test_accuracy"], pruned["parameters"], pruned["depth"], variant)
     return rows
 
 
@@ -213,4 +214,58 @@ def study_markdown(base: ResNet54Config, study: dict) -> str:
     for variant, bounds in study["depth_bounds"].items():
         lines += ["", f"## Tables 2–3 (Theorems 1–2): ResNet-{bounds['depth']} {variant}, γ = {bounds['gamma']:g}, "
                       f"λ = {bounds['weight_decay']:g}", "", bounds["table"]]
+    return "\n".join(lines) + "\n"
+
+
+def seeds_summary(studies: dict) -> dict:
+    """Table 1 over seeds, from ``{seed: study}`` of finished studies with one base config.
+
+    Returns ``{"rows": [...], "pruned_vs_scratch": [...], "markdown": str}``: per Table 1 model the mean,
+    minimum and maximum test accuracy over the seeds (the turnpike rows, whose depth the rule picks per
+    seed, pooled per variant with their depths listed), and per stage-cost variant and M the difference
+    between the network pruned at M and SubResNet-M trained from scratch, seed by seed.
+    """
+    groups = {}                # (key, variant, M or None) -> {"model", "accuracy": [...], "depths": [...]}
+    for seed in sorted(studies):
+        for row in studies[seed]["table1"]:
+            pooled = row["key"] in ("turnpike", "finetuned")      # the depth differs from seed to seed
+            group = groups.setdefault((row["key"], row["variant"], None if pooled else row["sub_depth"]),
+                                      {"model": _pooled_name(row) if pooled else row["model"].strip(),
+                                       "accuracy": [], "depths": []})
+            group["accuracy"].append(row["test_accuracy"])
+            group["depths"].append(row["sub_depth"])
+    rows = [{"model": g["model"], "mean": float(sum(g["accuracy"]) / len(g["accuracy"])), "min": min(g["accuracy"]),
+             "max": max(g["accuracy"]), "seeds": len(g["accuracy"]),
+             "depths": g["depths"] if key[0] in ("turnpike", "finetuned") else None}
+            for key, g in groups.items()]
+    comparisons = []
+    for (key, variant, m), group in groups.items():
+        scratch = groups.get(("subresnet", None, m))
+        if not key.endswith("_pruned") or scratch is None or len(scratch["accuracy"]) != len(group["accuracy"]):
+            continue
+        gaps = [100 * (p - q) for p, q in zip(group["accuracy"], scratch["accuracy"])]
+        comparisons.append({"variant": variant, "sub_depth": m, "points": gaps, "mean": sum(gaps) / len(gaps),
+                            "within_one_point": sum(abs(g) <= 1.0 + 1e-9 for g in gaps)})   # 1e-9: round-off of 100·(p − q)
+    return {"seeds": sorted(studies), "rows": rows, "pruned_vs_scratch": comparisons,
+            "markdown": _seeds_markdown(sorted(studies), rows, comparisons)}
+
+
+def _pooled_name(row: dict) -> str:
+    what = "pruned at the turnpike" if row["key"] == "turnpike" else "pruned at the turnpike, fine-tuned"
+    return f"SubResNet {what} ({row['variant']})"
+
+
+def _seeds_markdown(seeds: list, rows: list, comparisons: list) -> str:
+    lines = [f"## Table 1 over seeds {', '.join(map(str, seeds))}: test accuracy %", "",
+             "| model | mean | min–max | seeds |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        depths = f" (depths {', '.join(map(str, r['depths']))})" if r["depths"] else ""
+        lines.append(f"| {r['model']}{depths} | {100 * r['mean']:.2f} | {100 * r['min']:.2f}–{100 * r['max']:.2f} "
+                     f"| {r['seeds']} |")
+    if comparisons:
+        lines += ["", "## Pruned at M against SubResNet-M trained from scratch (points, seed by seed)", "",
+                  "| network | M | mean | min–max | within one point |", "| --- | --- | --- | --- | --- |"]
+        for c in comparisons:
+            lines.append(f"| {c['variant']} | {c['sub_depth']} | {c['mean']:+.2f} | {min(c['points']):+.2f}–"
+                         f"{max(c['points']):+.2f} | {c['within_one_point']} of {len(c['points'])} |")
     return "\n".join(lines) + "\n"
