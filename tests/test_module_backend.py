@@ -426,7 +426,8 @@ def test_run_hands_its_remaining_time_to_the_finetuning_and_reports_its_stop(tmp
     out = tmp_path / "run"
     assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
                  "--epochs", "2", "--milestones", "1", "--train-subset", "128", "--test-subset", "32", "--batch-size",
-                 "16", "--lr", "0.05", "--eps-fraction", "0.5", "--finetune-epochs", "3", "--time-limit", "1000", "--out", str(out),
+                 "16", "--lr", "0.05", "--eps-fraction", "0.5", "--finetune-epochs", "3", "--time-limit", "1000",
+                 "--out", str(out),
                  "--quiet", "--no-plots"]) == 0
     assert len(given) == 1 and 0 < given[0] < 1000          # what the training left of the limit
     metrics = json.loads((out / "metrics.json").read_text())

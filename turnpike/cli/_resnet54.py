@@ -75,8 +75,9 @@ def training_config(args, device, *, seed: int, time_limit, **settings):
 
     return ResNet54Config(dataset=args.dataset, data_dir=args.data, arch=args.arch, width=args.width,
                           blocks_per_stage=args.blocks_per_stage, epochs=args.epochs,
-                          milestones=args.milestones, lr=args.lr, weight_decay=args.weight_decay, train_subset=args.train_subset,
-                          test_subset=args.test_subset, batch_size=args.batch_size, gamma=args.gamma,
+                          milestones=args.milestones, lr=args.lr, weight_decay=args.weight_decay,
+                          train_subset=args.train_subset, test_subset=args.test_subset,
+                          batch_size=args.batch_size, gamma=args.gamma,
                           eps_fraction=args.eps_fraction, device=device, amp=args.amp,
                           channels_last=args.channels_last, compile=args.compile,
                           sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,

@@ -277,10 +277,13 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
         ocp, method="sgd", steps=config.finetune_epochs * per_epoch, options={"lr": lr, "momentum": config.momentum},
         checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
         time_limit=time_limit, progress=progress, **settings)
-    # a time-limited stop evaluated (not updated) the first step of the next epoch
-    taken = len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
     return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test"),
-                              "status": str(solution.status), "epochs_done": taken // per_epoch}
+                              "status": str(solution.status), "epochs_done": _steps_taken(solution) // per_epoch}
+
+
+def _steps_taken(solution) -> int:
+    """The optimiser steps a solve took: a time-limited stop evaluated (not updated) the next epoch's first."""
+    return len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
 
 
 def _save_network(path, network, data) -> None:
@@ -333,8 +336,7 @@ def summarise(solution, config, data, per_epoch) -> dict:
     train_loss = solution.loss_per_layer("train")
     eps = config.eps_fraction * max(float(train_loss[0] - train_loss.min()), 1e-12)
     layer = solution.turnpike_layer(eps)
-    # a time-limited stop evaluated (not updated) the first step of the next epoch
-    taken = len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
+    taken = _steps_taken(solution)
     epochs = max(taken // per_epoch, 1)
     metrics = {
         "status": str(solution.status), "message": solution.message, "objective": solution.objective,

@@ -209,11 +209,12 @@ def study_markdown(base: ResNet54Config, study: dict) -> str:
     lines += [header, "| --- | --- |" + (" --- |" if paper_column else "")]
     for r in rows:
         ours = f"{100 * r['test_accuracy']:.2f} ({r['parameters'] / 1e6:.3g} M)"
-        paper = "" if not paper_column else (f" {r['paper'][0]:.2f} ({r['paper'][1]:g} M) |" if r["paper"] else " – |")
+        paper = "" if not paper_column else (
+            f" {r['paper'][0]:.2f} ({r['paper'][1]:g} M) |" if r["paper"] else " – |")
         lines.append(f"| {r['model'].strip()} | {ours} |{paper}")
     for variant, bounds in study["depth_bounds"].items():
-        lines += ["", f"## Tables 2–3 (Theorems 1–2): ResNet-{bounds['depth']} {variant}, γ = {bounds['gamma']:g}, "
-                      f"λ = {bounds['weight_decay']:g}", "", bounds["table"]]
+        lines += ["", f"## Tables 2–3 (Theorems 1–2): ResNet-{bounds['depth']} {variant}, "
+                      f"γ = {bounds['gamma']:g}, λ = {bounds['weight_decay']:g}", "", bounds["table"]]
     return "\n".join(lines) + "\n"
 
 
@@ -244,8 +245,9 @@ def seeds_summary(studies: dict) -> dict:
         if not key.endswith("_pruned") or scratch is None or len(scratch["accuracy"]) != len(group["accuracy"]):
             continue
         gaps = [100 * (p - q) for p, q in zip(group["accuracy"], scratch["accuracy"])]
+        within = sum(abs(g) <= 1.0 + 1e-9 for g in gaps)          # 1e-9: the round-off of 100·(p − q)
         comparisons.append({"variant": variant, "sub_depth": m, "points": gaps, "mean": sum(gaps) / len(gaps),
-                            "within_one_point": sum(abs(g) <= 1.0 + 1e-9 for g in gaps)})   # 1e-9: round-off of 100·(p − q)
+                            "within_one_point": within})
     return {"seeds": sorted(studies), "rows": rows, "pruned_vs_scratch": comparisons,
             "markdown": _seeds_markdown(sorted(studies), rows, comparisons)}
 
