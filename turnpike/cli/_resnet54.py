@@ -19,15 +19,14 @@ def add_parser(sub):
     p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"])
     p.add_argument("--subresnet", type=int, default=C.subresnet, metavar="M",
                    help="train the SubResNet-M architecture from scratch (with --variant standard)")
-    add_training_arguments(p)
-    p.add_argument("--seeds", type=int_list, default=None,
-                   help="several seeds, e.g. 1-10: one sub-folder per seed, a summary table and OUT/seeds.json")
-    p.add_argument("--out", default="runs/resnet54")
+    add_training_arguments(p, out="runs/resnet54", seeds="several seeds, e.g. 1-10: one sub-folder per seed, a "
+                                                       "summary table and OUT/seeds.json")
     return p
 
 
-def add_training_arguments(p) -> None:
-    """The options of one run's data, network, recipe and speed: shared by ``resnet54`` and ``resnet54-study``."""
+def add_training_arguments(p, *, out: str, seeds: str) -> None:
+    """The options of one run's data, network, recipe, speed and seeds, shared by ``resnet54`` and
+    ``resnet54-study``; ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
     from ..backends._module import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C
 
@@ -60,6 +59,8 @@ def add_training_arguments(p) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also write the per-epoch scalars to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--seed", type=int, default=C.seed)
+    p.add_argument("--seeds", type=int_list, default=None, help=seeds)
+    p.add_argument("--out", default=out)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
                    help="stop the training, or the fine-tuning after it, at the first epoch end after this many "
@@ -85,41 +86,50 @@ def training_config(args, device, *, seed: int, time_limit, **settings):
 
 
 def run(args) -> int:
-    from .._distributed import finish_distributed, init_distributed, is_main_process
+    from .._distributed import is_main_process
+
+    runs = over_seeds(args, _train)
+    if is_main_process() and args.seeds and len(args.seeds) > 1:       # also when a time limit cut the seeds short
+        _summarise_seeds(runs, Path(args.out))
+    return 0
+
+
+def over_seeds(args, train) -> list:
+    """``train(args, device, seed, folder, time_limit)`` for --seed or each of --seeds (``OUT/seed-S``), inside
+    the process group torchrun describes, with one time limit for all seeds: stops after a result whose
+    status is ``time_limit``. Returns ``[(seed, result)]``."""
+    from .._distributed import finish_distributed, init_distributed
 
     # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank
     device = init_distributed(args.device)
-    main_process = is_main_process()
     seeds = args.seeds if args.seeds else [args.seed]
     deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
-    runs = []
+    results = []
     try:
         for seed in seeds:
             folder = Path(args.out) if len(seeds) == 1 else Path(args.out) / f"seed-{seed}"
-            left = None if deadline is None else max(0.0, deadline - time.perf_counter())   # one limit for all seeds
-            metrics = _train(args, device, seed, folder, left)
-            runs.append((seed, metrics))
-            if main_process:
-                report(metrics, folder)
-            if metrics["status"] == "time_limit":
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            results.append((seed, train(args, device, seed, folder, left)))
+            if results[-1][1]["status"] == "time_limit":
                 break
     except BaseException:
         finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
         raise
     finish_distributed()
-    if main_process and len(seeds) > 1:
-        _summarise_seeds(runs, Path(args.out))
-    return 0
+    return results
 
 
-def _train(args, device, seed: int, folder: Path, time_limit):
+def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
     from .._distributed import is_main_process
     from ..experiments._resnet54 import run_resnet54
 
     config = training_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
                              subresnet=args.subresnet)
-    return run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume,
-                        progress=not args.quiet and is_main_process())
+    metrics = run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume,
+                           progress=not args.quiet and is_main_process())
+    if is_main_process():
+        report(metrics, folder)
+    return metrics
 
 
 def _summarise_seeds(runs: list, out: Path) -> None:
