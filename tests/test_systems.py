@@ -353,6 +353,41 @@ def test_activations_vanish_at_zero():
         np.testing.assert_allclose(act.value(z), REFERENCE[name](z), rtol=1e-14)
 
 
+@pytest.mark.parametrize("name", ACTS)
+def test_activation_fast_paths_equal_their_definitions_bit_for_bit(name):
+    """The sweeps' shortcuts — σ written over z, σ' read from σ(z) alone, g·σ' formed in place —
+    give exactly the values of ``value`` and ``g * derivative(z, a)``, in numpy and torch."""
+    act = ACTIVATIONS[name]
+    rng = np.random.default_rng(1)
+    for dtype in (np.float64, np.float32):
+        z = np.concatenate([rng.standard_normal(40) * 3, [0.0, -0.0, 1e-300, -1e-300]]).astype(dtype)
+        g = rng.standard_normal(z.shape).astype(dtype)
+        a = act.value(z)
+        in_place = act.apply_in_place(z.copy())
+        np.testing.assert_array_equal(in_place, a)
+        if act.derivative is None:
+            assert act.scale_by_derivative(g, z, a) is g
+            continue
+        expected = g * act.derivative(z, a)
+        if act.derivative_from_value:      # what lets a sweep keep σ(z) in place of z
+            np.testing.assert_array_equal(act.derivative(a, a), act.derivative(z, a))
+        scaled = act.scale_by_derivative(g.copy(), z, a)
+        assert scaled.dtype == dtype
+        np.testing.assert_array_equal(scaled, expected)
+        zt, gt = torch.from_numpy(z), torch.from_numpy(g)
+        at = act.value(zt)                 # torch's tanh need not round as numpy's does
+        np.testing.assert_array_equal(act.scale_by_derivative(gt.clone(), zt, at).numpy(),
+                                      (gt * act.derivative(zt, at)).numpy())
+
+
+def test_buffered_sweep_keeps_one_hidden_buffer_per_layer_for_tanh():
+    """σ1 = tanh: σ1' = 1 − σ1², so the forward cache holds σ1(z1) over z1 (half the memory)."""
+    system = TwoLayerResNet(state_dim=STATE, depth=DEPTH, hidden_dim=HIDDEN)
+    assert set(system.sweep_buffers(7)) == {"z1"}
+    assert set(TwoLayerResNet(state_dim=STATE, depth=DEPTH, hidden_dim=HIDDEN,
+                              activations=("identity", "tanh")).sweep_buffers(7)) == {"z1", "z2"}
+
+
 # --- buffered sweep (preallocated torch tensors) ------------------------------------------------
 
 from turnpike.backends._sweep import Workspace, buffered_adjoint_objective  # noqa: E402

@@ -98,9 +98,9 @@ class SingleLayerResNet(_ResidualSystem):
 
     def field(self, blocks, k, x, out=None):
         """F(x, u_k) = σ(A_k x + b_k), (B, n), and what :meth:`field_backward` needs (``out``
-        unused: z and σ(z) are both kept for the backward pass)."""
+        unused: σ(z) is kept for the backward pass, and z too unless σ' needs only σ(z))."""
         z = x @ blocks["A"][k].T + blocks["b"][k]   # (B, n)
-        a = self._sigmas[0].value(z)
+        a = self._sigmas[0].apply_in_place(z)       # numpy: over z when σ' needs only σ(z)
         return a, (x, z, a)
 
     def field_backward(self, blocks, grads, k, cache, g):
@@ -117,7 +117,7 @@ class SingleLayerResNet(_ResidualSystem):
     def sweep_buffers(self, batch: int) -> dict:
         """Shapes of the per-layer tensors the buffered forward pass keeps for the backward one."""
         shapes = {"z": (batch, self.state_dim)}
-        if self.activation != "identity":
+        if _keeps_value_apart(self._sigmas[0]):
             shapes["a"] = (batch, self.state_dim)
         return shapes
 
@@ -125,7 +125,7 @@ class SingleLayerResNet(_ResidualSystem):
         """x_{k+1} into ``out`` (B, n); fills ``cache`` (views of one layer's buffers)."""
         import torch
         z = torch.addmm(blocks["b"][k], x, blocks["A"][k].T, out=cache["z"])
-        a = self._sigmas[0].write(z, cache["a"]) if "a" in cache else z
+        a = _value_into_cache(self._sigmas[0], z, cache, "a")
         torch.add(x, a, alpha=self.step_size, out=out)
 
     def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay):
@@ -140,8 +140,7 @@ class SingleLayerResNet(_ResidualSystem):
         g = costate
         if self.step_size != 1.0 or sigma.derivative is not None:
             g = torch.mul(costate, self.step_size, out=scratch["state"])   # costate itself stays intact
-            if sigma.derivative is not None:
-                g.mul_(sigma.derivative(z, cache.get("a", z)))
+            sigma.scale_by_derivative(g, z, cache.get("a", z))
         _weight_gradient(grads["A"][k], g, x, blocks["A"][k], decay)
         _bias_gradient(grads["b"][k], g, blocks["b"][k], decay)
         if out is not None:
@@ -181,9 +180,12 @@ class TwoLayerResNet(_ResidualSystem):
         z1 = x @ blocks["A1"][k].T                      # (B, h)
         if _array.is_numpy(z1):
             z1 += blocks["b1"][k]                       # in place: one (B, h) temporary less per layer
+            a1 = inner.apply_in_place(z1)               # over z1 when σ1' needs only σ1(z1)
+            if a1 is z1:
+                z1 = a1                                 # what σ1' reads: σ1(z1) in both places
         else:
             z1 = z1 + blocks["b1"][k]                   # autograd and torch.func want no in-place ops
-        a1 = inner.value(z1)
+            a1 = inner.value(z1)
         if out is not None and outer.derivative is None and _array.is_numpy(out):
             np.matmul(a1, blocks["A2"][k].T, out=out)
             out += blocks["b2"][k]
@@ -200,9 +202,7 @@ class TwoLayerResNet(_ResidualSystem):
             g = g * outer.derivative(z2, a2)
         grads["A2"][k] += g.T @ a1
         grads["b2"][k] += _array.sum_rows(g)
-        g1 = g @ blocks["A2"][k]                                                # (B, h)
-        if inner.derivative is not None:
-            g1 = g1 * inner.derivative(z1, a1)
+        g1 = inner.scale_by_derivative(g @ blocks["A2"][k], z1, a1)             # (B, h), a fresh array
         grads["A1"][k] += g1.T @ x
         grads["b1"][k] += _array.sum_rows(g1)
         return g1 @ blocks["A1"][k]
@@ -210,21 +210,24 @@ class TwoLayerResNet(_ResidualSystem):
     # --- buffered sweep (torch tensors, preallocated) ------------------------------
     def sweep_buffers(self, batch: int) -> dict:
         n, h = self.state_dim, self.hidden_dim
+        inner, outer = self._sigmas
         shapes = {"z1": (batch, h)}
-        if self.activations[0] != "identity":
+        if _keeps_value_apart(inner):
             shapes["a1"] = (batch, h)
-        if self.activations[1] != "identity":
-            shapes["z2"], shapes["a2"] = (batch, n), (batch, n)
+        if outer.derivative is not None:          # σ2 not the identity
+            shapes["z2"] = (batch, n)
+            if _keeps_value_apart(outer):
+                shapes["a2"] = (batch, n)
         return shapes
 
     def step_into(self, blocks, k, x, out, cache):
         import torch
         inner, outer = self._sigmas
         z1 = torch.addmm(blocks["b1"][k], x, blocks["A1"][k].T, out=cache["z1"])          # (B, h)
-        a1 = inner.write(z1, cache["a1"]) if "a1" in cache else z1
+        a1 = _value_into_cache(inner, z1, cache, "a1")
         if "z2" in cache:
             z2 = torch.addmm(blocks["b2"][k], a1, blocks["A2"][k].T, out=cache["z2"])     # (B, n)
-            torch.add(x, outer.write(z2, cache["a2"]), alpha=self.step_size, out=out)
+            torch.add(x, _value_into_cache(outer, z2, cache, "a2"), alpha=self.step_size, out=out)
         else:
             # identity σ2: the residual x rides in the product, x + τ A2 a1, then + τ b2
             torch.addmm(x, a1, blocks["A2"][k].T, alpha=self.step_size, out=out)
@@ -238,17 +241,29 @@ class TwoLayerResNet(_ResidualSystem):
         g2 = costate                                                                     # (B, n)
         if self.step_size != 1.0 or "z2" in cache:
             g2 = torch.mul(costate, self.step_size, out=scratch["state"])
-            if outer.derivative is not None:
-                g2.mul_(outer.derivative(cache["z2"], cache["a2"]))
+            if "z2" in cache:
+                outer.scale_by_derivative(g2, cache["z2"], cache.get("a2", cache["z2"]))
         _weight_gradient(grads["A2"][k], g2, a1, blocks["A2"][k], decay)
         _bias_gradient(grads["b2"][k], g2, blocks["b2"][k], decay)
-        g1 = torch.mm(g2, blocks["A2"][k], out=scratch["hidden"])                        # (B, h)
-        if inner.derivative is not None:
-            g1.mul_(inner.derivative(z1, a1))
+        g1 = inner.scale_by_derivative(torch.mm(g2, blocks["A2"][k], out=scratch["hidden"]), z1, a1)   # (B, h)
         _weight_gradient(grads["A1"][k], g1, x, blocks["A1"][k], decay)
         _bias_gradient(grads["b1"][k], g1, blocks["b1"][k], decay)
         if out is not None:
             torch.addmm(costate, g1, blocks["A1"][k], out=out)
+
+
+def _keeps_value_apart(sigma) -> bool:
+    """Whether the buffered sweep keeps σ(z) in a buffer of its own beside z: only when σ' needs z
+    (σ(z) over z otherwise; the identity needs no σ(z) at all)."""
+    return sigma.derivative is not None and not sigma.derivative_from_value
+
+
+def _value_into_cache(sigma, z, cache, name):
+    """σ(z) of the buffered forward pass: z itself for the identity, cache[name] when σ' needs z,
+    else written over z (the caches then hold only σ(z), under z's name)."""
+    if sigma.derivative is None:
+        return z
+    return sigma.write(z, cache.get(name, z))
 
 
 def _weight_gradient(out, g, a, weight, decay):
