@@ -21,8 +21,9 @@ machine's matrix-product throughput, measured in the same run for the dtype and 
 ``products``: the same 6 products per layer timed alone with the step's shapes (skinny products run
 below the square-matrix peak); ``sweep``: one J/∇J evaluation of the auto engine alone, without Adam's update (which streams the
 controls and both moments through memory: about 10 ms of a step at the MNIST size). The printed ratios
-are plain / turnpike (auto), bound / turnpike and bound / sweep (fractions of the peak reached), and
-products / sweep.
+are plain / turnpike (auto), bound / turnpike and bound / sweep (fractions of the peak reached),
+products / sweep, and ``ceiling`` = plain / products: the most any step can gain on the plain loop
+while its products run no faster than the same products timed alone.
 
     .venv/bin/python benchmarks/sizes.py [--quick] [--dtypes float64,float32] [--seconds 0.4] [--rounds 2] [--csv out.csv]
 
@@ -191,13 +192,30 @@ def measure(n, h, depth, batch_setting, dtype_name, seconds, peaks, rounds=2) ->
     row["sweep_of_peak"] = row["bound_ms"] / row["sweep_ms"]
     row["products_ms"] = 1e3 * products_time(batch, n, h, depth, dtype)
     row["sweep_of_products"] = row["products_ms"] / row["sweep_ms"]
+    # the most any step can gain on the plain loop while its products run as fast as the same
+    # products timed alone: the plain loop's time over theirs (everything else free)
+    row["ceiling"] = row["plain_ms"] / row["products_ms"]
     row["best"] = "adjoint" if row["adjoint_ms"] <= row["buffered_ms"] else "buffered"
     return row
 
 
 COLUMNS = ("n", "h", "depth", "batch", "dtype", "threads", "auto", "best", "adjoint_ms", "buffered_ms",
            "other_threads_ms", "plain_ms", "bound_ms", "products_ms", "sweep_ms", "vs_plain", "of_peak",
-           "sweep_of_peak", "sweep_of_products")
+           "sweep_of_peak", "sweep_of_products", "ceiling")
+
+
+def summary(rows) -> list[str]:
+    """The lines the issue's aims are read from: ≥ 3× the plain loop where overhead dominates."""
+    bound_led = [r for r in rows if r["bound_ms"] < 0.1 * r["plain_ms"]]
+    below = [r for r in bound_led if r["vs_plain"] < 3.0]
+    capped = [r for r in below if r["ceiling"] < 3.0]
+    lines = [f"overhead-bound sizes (products' square-peak bound < 10% of the plain step): {len(bound_led)}; "
+             f"median {np.median([r['vs_plain'] for r in bound_led]):.1f}x the plain loop; below 3x at {len(below)}"
+             + (f", of which {len(capped)} where the plain loop spends over a third of its step in the same "
+                f"products timed alone (ceiling < 3x)" if below else "")]
+    lines += [f"  below 3x: n {r['n']} h {r['h']} N {r['depth']} batch {r['batch']} {r['dtype']}: "
+              f"{r['vs_plain']:.2f}x (ceiling {r['ceiling']:.1f}x)" for r in below]
+    return lines
 
 
 def main() -> None:
@@ -224,6 +242,7 @@ def main() -> None:
                                                           for (d, t), p in peaks.items()))
     wrong = [r for r in rows if r["auto"] != r["best"] and r[f"{r['auto']}_ms"] > 1.1 * r[f"{r['best']}_ms"]]
     print(f"engine='auto' within 10% of the faster engine at {len(rows) - len(wrong)} of {len(rows)} sizes")
+    print("\n".join(summary(rows)))
     if args.csv:
         with open(args.csv, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
