@@ -9,7 +9,7 @@ components at every layer, γ = 1, r = 1e-4, Adam lr 1e-3, swept over
 - float32 and float64.
 
 Per size, all in one process and at one thread count (the one ``threads="auto"`` picks, which the
-baseline gets too), the time of one optimiser step of
+baseline gets too; it bounds numpy's BLAS pool as well as torch's), the time of one optimiser step of
 
 - ``adjoint``: the plain numpy costate sweep, ``buffered``: its torch form on preallocated buffers
   (``engine="auto"`` picks one of the two; the column ``auto`` says which),
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import PlainResNet  # noqa: E402
@@ -108,7 +109,7 @@ def plain_step_time(n, h, depth, batch, count, dtype, steps) -> float:
 def turnpike_step_time(ocp, batch, dtype, engine, steps) -> float:
     solution = tp.solve_ocp(ocp, method="adam", steps=steps + 2, options={"lr": 1e-3}, engine=engine, dtype=dtype,
                             batch_size=None if batch == ocp.inputs.shape[0] else batch, keep_states=False,
-                            progress=False, threads=None)
+                            progress=False, threads=torch.get_num_threads())     # numpy's BLAS pool too
     stamps = np.asarray(solution.history["time_s"])
     return float(np.median(np.diff(stamps[1:])))       # step k's time is stamp k − stamp k−1; drop warm-up
 
@@ -116,10 +117,11 @@ def turnpike_step_time(ocp, batch, dtype, engine, steps) -> float:
 def sweep_time(backend, steps) -> float:
     """Median time of one J/∇J evaluation (the sweep alone, no optimiser update) of ``backend``'s engine."""
     times = []
-    for step in range(steps + 2):
-        start = time.perf_counter()
-        backend.evaluate(0, step)
-        times.append(time.perf_counter() - start)
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):   # as solve_ocp limits it
+        for step in range(steps + 2):
+            start = time.perf_counter()
+            backend.evaluate(0, step)
+            times.append(time.perf_counter() - start)
     return float(np.median(times[2:]))
 
 

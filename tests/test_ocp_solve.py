@@ -576,3 +576,21 @@ def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch
     assert auto.engine == expected and auto.engine_name == "adjoint"
     assert make_backend(ocp, engine="adjoint", **settings).engine == "adjoint"     # explicit: never swapped
     assert _threads("auto", auto.layer_work) == (1 if batch * n * max(n, hidden) < 3e6 else None)
+
+
+def test_threads_limit_numpys_blas_while_solving_and_restore_it():
+    """threads=1 holds for the BLAS pool numpy calls too (the numpy sweep's products), not only torch's."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy calls no BLAS threadpoolctl can see")
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        turnpike.solve_ocp(small_ocp(), method="adam", steps=3, threads=1, engine="adjoint", progress=False,
+                           callback=lambda step, value, theta: seen.append(blas_threads()))
+        assert blas_threads() == before
+    assert seen and all(threads == [1] * len(threads) for threads in seen)
