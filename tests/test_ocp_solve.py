@@ -559,7 +559,8 @@ def test_method_kinds_say_who_owns_the_loop():
     (2, 8, 480, "adjoint"),          # two spirals: per-operation overhead, numpy
     (256, 8, 128, "adjoint"),        # wide state, small products (buffered 2x slower, benchmarks/sizes.py)
     (64, 64, 480, "adjoint"),        # 1.97e6 multiply-adds
-    (64, 64, 512, "buffered"),       # 2.1e6
+    (64, 64, 512, "adjoint"),        # 2.1e6, but one thread (layer work < 3e6): numpy still leads
+    (256, 64, 128, "buffered"),      # 2.1e6 on two threads (layer work 8.4e6)
     (784, 8, 128, "buffered"),       # 100,352 state entries
 ])
 def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch, expected):

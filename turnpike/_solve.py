@@ -16,7 +16,7 @@ import torch
 from . import _checks
 from ._solution import Status
 from .backends import make_backend
-from .backends._flat import fingerprint_text
+from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
 
 
 def _as_sequence(value, count, name):
@@ -141,7 +141,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         Flat systems: the gradient engine (:data:`turnpike.backends.ENGINES`), among those
         the system declares. "auto" takes its first: the analytic adjoint sweep of a
         ResNet, switched to its buffered torch form for large layers (batch × n ≥ 65,536
-        or batch × n × width ≥ 2·10⁶, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
+        or batch × n × width ≥ 2·10⁶ on two threads, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
         on a GPU; an explicit "adjoint" is the plain numpy sweep (on a GPU its buffered
         form). For a NeuralODE the
         exact adjoint of its fixed-step scheme ("scheme": euler, midpoint, rk4 with
@@ -342,7 +342,5 @@ class _ThreadLimit:
 def _threads(threads, layer_work):
     """Torch threads for the solve ("auto": one for overhead-bound small layers), or None."""
     if threads == "auto":
-        # benchmarks/sizes.py: one thread is faster below 3·10⁶ (n = 64, batch 512: 21 vs 28 ms a step),
-        # two from 3.9·10⁶ (n = 64, h = 128, batch 480: 36 vs 55 ms)
-        return 1 if layer_work is not None and layer_work < 3_000_000 else None
+        return 1 if layer_work is not None and layer_work < ONE_THREAD_LAYER_WORK else None
     return None if threads is None else _checks.integer("threads", threads, minimum=1)

@@ -26,8 +26,14 @@ from ._sweep import Workspace, buffered_adjoint_objective
 # benchmarks/sizes.py (2-core CPU, 2026-11-23; 180 sizes, none more than 10% slower than the faster
 # engine). Below, numpy's lower per-call cost wins: two spirals, n = 2, is 3× faster in numpy; n = 256,
 # h = 8, batch 128 2× (a rule on batch × n × max(n, h) got that one wrong).
+# The product rule holds where threads="auto" runs two threads: on one (layer work batch × n ×
+# max(n, h) below ONE_THREAD_LAYER_WORK) numpy keeps the lead at larger products, n = h = 64,
+# batch 512: 26 ms against 34 a step (2026-11-24, with numpy's BLAS held to that one thread too).
 _BUFFERED_STATE_ENTRIES = 65_536
 _BUFFERED_PRODUCT_WORK = 2_000_000
+# solve_ocp's threads="auto" runs one thread below this layer work (n = 64, batch 512: 21 vs 28 ms a
+# step; two threads from 3.9·10⁶: n = 64, h = 128, batch 480, 36 vs 55 ms; benchmarks/sizes.py)
+ONE_THREAD_LAYER_WORK = 3_000_000
 
 
 def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True):
@@ -75,7 +81,8 @@ class FlatBackend(Backend):
         hidden = getattr(system, "hidden_dim", None) or n
         # batch × n × max(n, h): the layer's work for one batch, which sets solve_ocp's thread count
         self.layer_work = batch * n * max(n, hidden)
-        large = batch * n >= _BUFFERED_STATE_ENTRIES or batch * n * hidden >= _BUFFERED_PRODUCT_WORK
+        large = batch * n >= _BUFFERED_STATE_ENTRIES or (batch * n * hidden >= _BUFFERED_PRODUCT_WORK
+                                                          and self.layer_work >= ONE_THREAD_LAYER_WORK)
         requested = engine
         self.engine = _choose_engine(system, engine, large, device)
         # the name reported: "adjoint" covers both forms of the sweep
