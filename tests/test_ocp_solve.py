@@ -580,7 +580,8 @@ def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch
 
 
 def test_threads_limit_numpys_blas_while_solving_and_restore_it():
-    """threads=1 holds for the BLAS pool numpy calls too (the numpy sweep's products), not only torch's."""
+    """threads=k holds for the BLAS pool numpy calls too (the numpy sweep's products), not only torch's;
+    with the numpy sweep torch keeps one thread (two busy-waiting pools on the same cores fight)."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
@@ -588,10 +589,15 @@ def test_threads_limit_numpys_blas_while_solving_and_restore_it():
 
     if not blas_threads():
         pytest.skip("numpy calls no BLAS threadpoolctl can see")
-    seen = []
-    with threadpool_limits(limits=2, user_api="blas"):
-        before = blas_threads()
-        turnpike.solve_ocp(small_ocp(), method="adam", steps=3, threads=1, engine="adjoint", progress=False,
-                           callback=lambda step, value, theta: seen.append(blas_threads()))
-        assert blas_threads() == before
-    assert seen and all(threads == [1] * len(threads) for threads in seen)
+    torch_before = torch.get_num_threads()
+    for engine, threads, expected in (("adjoint", 1, (1, 1)), ("adjoint", 2, (1, 2)), ("buffered", 2, (2, 2))):
+        seen = []
+        with threadpool_limits(limits=3, user_api="blas"):
+            before = blas_threads()
+            turnpike.solve_ocp(small_ocp(), method="adam", steps=3, threads=threads, engine=engine,
+                               progress=False, callback=lambda step, value, theta: seen.append(
+                                   (torch.get_num_threads(), blas_threads())))
+            assert blas_threads() == before
+        assert torch.get_num_threads() == torch_before
+        assert seen and all(torch_threads == expected[0] and blas == [expected[1]] * len(blas)
+                            for torch_threads, blas in seen), (engine, threads, seen)

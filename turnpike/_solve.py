@@ -250,7 +250,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     if progress and backend.writes_files:
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
-    thread_limit = _ThreadLimit(_threads(threads, backend.layer_work))
+    thread_limit = _ThreadLimit(_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
     called = time.perf_counter()
     start = called - (history["time_s"][-1] if history["time_s"] else 0.0)
     recorder = _Recorder(backend, history, divergence_factor=divergence_factor, callback=callback, bar=bar,
@@ -320,13 +320,18 @@ class _ThreadLimit:
     """``threads`` (None: no change) for torch's intra-op pool and for the BLAS library numpy calls,
     until :meth:`restore`. numpy's BLAS (OpenBLAS or MKL) keeps a pool of its own, all cores by
     default: without the limit the numpy sweep multiplied on two threads while told to use one (and
-    against a one-thread baseline, 10-36% faster than it was entitled to at n = 64, h = 64-128)."""
+    against a one-thread baseline, 10-36% faster than it was entitled to at n = 64, h = 64-128).
 
-    def __init__(self, threads):
+    With ``numpy_sweep`` (J and ∇J in numpy, torch only for the optimiser step) torch gets one
+    thread: both pools busy-wait between calls, and two of them on the same cores slowed each other
+    down (n = 256, h = 8, batch 128, float64: 8.2 ms a step with both at two threads, 5.0 with
+    torch at one and numpy's BLAS at two; n = h = 64, batch 512: 27 against 19 ms)."""
+
+    def __init__(self, threads, *, numpy_sweep=False):
         self.previous, self._blas = torch.get_num_threads(), None
         if threads is None:
             return
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1 if numpy_sweep else threads)
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:      # an environment without it (the GPU image): numpy's BLAS as it is

@@ -88,6 +88,7 @@ class FlatBackend(Backend):
         # the name reported: "adjoint" covers both forms of the sweep
         self.engine_name = "adjoint" if self.engine == "buffered" and requested in ("auto", "adjoint") else self.engine
         self.workspace = Workspace(device) if self.engine == "buffered" else None
+        self.numpy_sweep = self.engine in ("adjoint", "scheme")
         self._evaluate = (functools.partial(_buffered, workspace=self.workspace) if self.workspace
                           else ENGINES[self.engine])
         self.theta = self._initial(initial_controls, init_scale)

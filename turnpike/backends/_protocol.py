@@ -63,6 +63,11 @@ class Backend(abc.ABC):
     #: ``threads="auto"`` takes one thread below a measured threshold; None leaves torch's setting
     layer_work: int | None = None
 
+    #: True when J and ∇J are computed in numpy (its BLAS does the products) and torch only takes the
+    #: optimiser step: ``solve_ocp`` then gives its threads to numpy's BLAS and one to torch, since
+    #: two thread pools busy-waiting on the same cores slow each other down
+    numpy_sweep: bool = False
+
     @abc.abstractmethod
     def fingerprint(self) -> dict:
         """Settings a checkpoint must share to be resumed (JSON-serialisable)."""
