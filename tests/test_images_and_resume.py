@@ -135,7 +135,7 @@ def test_resume_after_interruption_gives_the_same_controls(monkeypatch, tmp_path
     import turnpike.backends._optimizers as optimizers
     import turnpike.backends._flat as solve_module
     if sweep != "numpy":
-        monkeypatch.setattr(solve_module, "_BUFFERED_STATE_ENTRIES", 0)
+        monkeypatch.setattr(solve_module, "_BUFFERED_PRODUCT_WORK", 0)
     kinds = set()
     if sweep == "resident":
         monkeypatch.setattr(solve_module, "_resident", lambda device: True)

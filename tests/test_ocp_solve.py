@@ -507,7 +507,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
     into whole steps, so the plain numpy sweep would agree only to about 1e-5.
     """
     import turnpike.backends._flat as solve_module
-    monkeypatch.setattr(solve_module, "_BUFFERED_STATE_ENTRIES", 0)
+    monkeypatch.setattr(solve_module, "_BUFFERED_PRODUCT_WORK", 0)
     ocp = small_ocp(depth=3, samples=12)
     settings = {"method": method, "steps": 8, "seed": 2, "progress": False, **kwargs}
     plain = solve_ocp(ocp, checkpoint=tmp_path / "plain.npz", **settings)
@@ -524,7 +524,7 @@ def test_device_resident_path_on_cpu_matches_numpy_path(monkeypatch, tmp_path, m
 def test_float32_buffered_sweep_with_lbfgs_between_adam_phases(monkeypatch, resident):
     """L-BFGS steps in float64; its points and result are cast back to the solve's float32."""
     import turnpike.backends._flat as solve_module
-    monkeypatch.setattr(solve_module, "_BUFFERED_STATE_ENTRIES", 0)
+    monkeypatch.setattr(solve_module, "_BUFFERED_PRODUCT_WORK", 0)
     if resident:
         monkeypatch.setattr(solve_module, "_resident", lambda device: True)
     ocp = small_ocp(depth=3, samples=12)
@@ -557,11 +557,11 @@ def test_method_kinds_say_who_owns_the_loop():
 
 @pytest.mark.parametrize("n,hidden,batch,expected", [
     (2, 8, 480, "adjoint"),          # two spirals: per-operation overhead, numpy
-    (256, 8, 128, "adjoint"),        # wide state, small products (buffered 2x slower, benchmarks/sizes.py)
-    (64, 64, 480, "adjoint"),        # 1.97e6 multiply-adds
-    (64, 64, 512, "adjoint"),        # 2.1e6, but one thread (layer work < 3e6): numpy still leads
-    (256, 64, 128, "buffered"),      # 2.1e6 on two threads (layer work 8.4e6)
-    (784, 8, 128, "buffered"),       # 100,352 state entries
+    (256, 8, 128, "adjoint"),        # wide state, small products (buffered 2-4x slower, benchmarks/sizes.py)
+    (64, 64, 512, "adjoint"),        # 2.1e6 multiply-adds, one thread
+    (784, 8, 512, "adjoint"),        # 401,408 state entries, 3.2e6 multiply-adds, two threads
+    (256, 128, 256, "adjoint"),      # 8.4e6
+    (784, 128, 128, "buffered"),     # 1.28e7: the MNIST size
 ])
 def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch, expected):
     from turnpike._solve import _threads

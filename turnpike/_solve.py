@@ -140,8 +140,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     engine : {"auto", "adjoint", "buffered", "autograd", "system", "scheme"}
         Flat systems: the gradient engine (:data:`turnpike.backends.ENGINES`), among those
         the system declares. "auto" takes its first: the analytic adjoint sweep of a
-        ResNet, switched to its buffered torch form for large layers (batch × n ≥ 65,536
-        or batch × n × width ≥ 2·10⁶ on two threads, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
+        ResNet, switched to its buffered torch form for large layers (batch × n × width
+        ≥ 10⁷ multiply-adds, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
         on a GPU; an explicit "adjoint" is the plain numpy sweep (on a GPU its buffered
         form). For a NeuralODE the
         exact adjoint of its fixed-step scheme ("scheme": euler, midpoint, rk4 with

@@ -21,16 +21,15 @@ from ._optimizers import METHODS
 from ._protocol import Backend
 from ._sweep import Workspace, buffered_adjoint_objective
 
-# The buffered torch sweep beats the plain numpy one from a state array of this many entries
-# (batch × n) or products of this many multiply-adds (batch × n × hidden width), measured by
-# benchmarks/sizes.py (2-core CPU, 2026-11-23; 180 sizes, none more than 10% slower than the faster
-# engine). Below, numpy's lower per-call cost wins: two spirals, n = 2, is 3× faster in numpy; n = 256,
-# h = 8, batch 128 2× (a rule on batch × n × max(n, h) got that one wrong).
-# The product rule holds where threads="auto" runs two threads: on one (layer work batch × n ×
-# max(n, h) below ONE_THREAD_LAYER_WORK) numpy keeps the lead at larger products, n = h = 64,
-# batch 512: 26 ms against 34 a step (2026-11-24, with numpy's BLAS held to that one thread too).
-_BUFFERED_STATE_ENTRIES = 65_536
-_BUFFERED_PRODUCT_WORK = 2_000_000
+# The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per
+# layer (batch × n × hidden width), measured by benchmarks/sizes.py (2-core CPU, 2026-11-24, 180 sizes,
+# numpy's BLAS held to the solve's threads and torch at one thread beside it: 5 sizes more than 10%
+# slower than the faster engine, all at depth 60 where the faster one changes between sweeps). Below,
+# numpy's lower per-call cost wins: two spirals 3×; n = 784, h = 8, batch 128 2.6× (float32); from
+# 10⁷ on (n = 784, h = 128, batch 128, the MNIST size) the fused, preallocated products lead by 10%.
+# (Before numpy's BLAS and torch stopped sharing the cores, the rule had to switch at 65,536 state
+# entries or 2·10⁶ multiply-adds.)
+_BUFFERED_PRODUCT_WORK = 10_000_000
 # solve_ocp's threads="auto" runs one thread below this layer work (n = 64, batch 512: 21 vs 28 ms a
 # step; two threads from 3.9·10⁶: n = 64, h = 128, batch 480, 36 vs 55 ms; benchmarks/sizes.py)
 ONE_THREAD_LAYER_WORK = 3_000_000
@@ -81,8 +80,7 @@ class FlatBackend(Backend):
         hidden = getattr(system, "hidden_dim", None) or n
         # batch × n × max(n, h): the layer's work for one batch, which sets solve_ocp's thread count
         self.layer_work = batch * n * max(n, hidden)
-        large = batch * n >= _BUFFERED_STATE_ENTRIES or (batch * n * hidden >= _BUFFERED_PRODUCT_WORK
-                                                          and self.layer_work >= ONE_THREAD_LAYER_WORK)
+        large = batch * n * hidden >= _BUFFERED_PRODUCT_WORK
         requested = engine
         self.engine = _choose_engine(system, engine, large, device)
         # the name reported: "adjoint" covers both forms of the sweep
