@@ -345,7 +345,7 @@ class _ThreadLimit:
 
 
 def _threads(threads, layer_work):
-    """Torch threads for the solve ("auto": one for overhead-bound small layers), or None."""
+    """Threads for the solve ("auto": one for overhead-bound small layers), or None (no change)."""
     if threads == "auto":
         return 1 if layer_work is not None and layer_work < ONE_THREAD_LAYER_WORK else None
     return None if threads is None else _checks.integer("threads", threads, minimum=1)
