@@ -22,8 +22,9 @@ machine's matrix-product throughput, measured in the same run for the dtype and 
 below the square-matrix peak); ``sweep``: one J/∇J evaluation of the auto engine alone, without Adam's update (which streams the
 controls and both moments through memory: about 10 ms of a step at the MNIST size). The printed ratios
 are plain / turnpike (auto), bound / turnpike and bound / sweep (fractions of the peak reached),
-products / sweep, and ``ceiling`` = plain / products: the most any step can gain on the plain loop
-while its products run no faster than the same products timed alone.
+products / sweep, and ``ceiling`` = plain / products: roughly what a step could gain on the plain
+loop if its products ran as the same torch products timed alone and all else were free (numpy's
+BLAS can beat torch's on skinny shapes, so the numpy sweep may pass it).
 
     .venv/bin/python benchmarks/sizes.py [--quick] [--dtypes float64,float32] [--seconds 0.4] [--rounds 2] [--csv out.csv]
 
