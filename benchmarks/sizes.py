@@ -44,13 +44,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import PlainResNet  # noqa: E402
 
 import turnpike as tp  # noqa: E402
-from turnpike._solve import _threads  # noqa: E402
+from turnpike._solve import _ThreadLimit, _threads  # noqa: E402
 
 STATE_DIMS = (2, 16, 64, 256, 784)
 HIDDEN_DIMS = (8, 64, 128)
@@ -118,11 +117,14 @@ def turnpike_step_time(ocp, batch, dtype, engine, steps) -> float:
 def sweep_time(backend, steps) -> float:
     """Median time of one J/∇J evaluation (the sweep alone, no optimiser update) of ``backend``'s engine."""
     times = []
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):   # as solve_ocp limits it
+    threads = _ThreadLimit(torch.get_num_threads(), numpy_sweep=backend.numpy_sweep)   # as solve_ocp sets them
+    try:
         for step in range(steps + 2):
             start = time.perf_counter()
             backend.evaluate(0, step)
             times.append(time.perf_counter() - start)
+    finally:
+        threads.restore()
     return float(np.median(times[2:]))
 
 

@@ -25,7 +25,7 @@ from ._sweep import Workspace, buffered_adjoint_objective
 # layer (batch × n × hidden width), measured by benchmarks/sizes.py (2-core CPU, 2026-11-24, 180 sizes,
 # numpy's BLAS held to the solve's threads and torch at one thread beside it: 5 sizes more than 10%
 # slower than the faster engine, all at depth 60 where the faster one changes between sweeps). Below,
-# numpy's lower per-call cost wins: two spirals 3×; n = 256, h = 8, batch 128 2.9–3.8×; from
+# numpy's lower per-call cost wins: two spirals 3×; n = 256, h = 8, batch 128 1.7–3.8×; from
 # 10⁷ on (n = 784, h = 128, batch 128, the MNIST size) the fused, preallocated products lead by 10%.
 # (Before numpy's BLAS and torch stopped sharing the cores, the rule had to switch at 65,536 state
 # entries or 2·10⁶ multiply-adds.)

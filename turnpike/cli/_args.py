@@ -19,3 +19,8 @@ def int_list(text: str) -> list[int]:
 def float_list(text: str) -> list[float]:
     """Comma-separated numbers: "0,0.5,1" (argparse type)."""
     return [float(part) for part in text.split(",") if part.strip()]
+
+
+def name_list(text: str) -> list[str]:
+    """Comma-separated names: "standard,ws" (argparse type)."""
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -4,11 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._args import int_list
-
-
-def _names(text: str) -> list:
-    return [name.strip() for name in text.split(",") if name.strip()]
+from ._args import int_list, name_list
 
 
 def add_parser(sub):
@@ -22,7 +18,7 @@ def add_parser(sub):
                                    "(Theorems 1-2), the comparison figures and the early-exit curves "
                                    "(OUT/study.md, OUT/study.json). --time-limit bounds the whole study; "
                                    "--resume keeps the finished runs and continues the stopped one.")
-    p.add_argument("--variants", type=_names, default=["standard", "ws", "full"],
+    p.add_argument("--variants", type=name_list, default=["standard", "ws", "full"],
                    help="ResNet-N variants to train, comma-separated (default standard,ws,full)")
     p.add_argument("--subresnets", type=int_list, default=[12], metavar="M",
                    help="SubResNet depths trained from scratch and pruned to, e.g. 12 or 6,12 (default 12)")

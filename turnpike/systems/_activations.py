@@ -32,6 +32,17 @@ def _tanh_into(z, out):
     return torch.tanh(z, out=out)
 
 
+def _scale_by_tanh_derivative(g, z, a):
+    """g · (1 − a²) over g, with 1 − a² formed in one temporary."""
+    square = a * a
+    if isinstance(square, np.ndarray):
+        np.subtract(1.0, square, out=square)
+    else:
+        square.neg_().add_(1.0)        # −a² + 1: the same rounding as 1 − a²
+    g *= square
+    return g
+
+
 @dataclass(frozen=True)
 class Activation:
     name: str
@@ -45,6 +56,9 @@ class Activation:
     # True when ``derivative`` reads only a = σ(z): a sweep may then write σ(z) over z and keep
     # one array per layer instead of two (half the forward cache, and a fresh array less)
     derivative_from_value: bool = False
+    # (g, z, a) -> g · σ'(z) written over g, bit for bit ``g * derivative(z, a)`` with fewer
+    # temporaries; None: multiply by ``derivative(z, a)`` in place
+    scale_into: Callable | None = None
 
     def write(self, z, out):
         """σ(z) into the preallocated tensor ``out``; returns ``out``."""
@@ -64,14 +78,8 @@ class Activation:
         track; returns ``g``. Bit for bit ``g * derivative(z, a)``, with fewer temporaries."""
         if self.derivative is None:
             return g
-        if self.name == "tanh":
-            square = a * a                     # 1 − a² formed in this one temporary
-            if isinstance(square, np.ndarray):
-                np.subtract(1.0, square, out=square)
-            else:
-                square.neg_().add_(1.0)        # −a² + 1: the same rounding as 1 − a²
-            g *= square
-            return g
+        if self.scale_into is not None:
+            return self.scale_into(g, z, a)
         g *= self.derivative(z, a)
         return g
 
@@ -93,7 +101,8 @@ def _positive(z):
 
 ACTIVATIONS = {
     "tanh": Activation("tanh", _tanh, lambda z, a: 1.0 - a * a, _tanh_into,
-                       lambda z, out: np.tanh(z, out=out), derivative_from_value=True),
+                       lambda z, out: np.tanh(z, out=out), derivative_from_value=True,
+                       scale_into=_scale_by_tanh_derivative),
     # σ(z) > 0 exactly where z > 0 for both ReLUs: their derivatives read the sign of a
     "relu": Activation("relu", lambda z: np.maximum(z, 0) if isinstance(z, np.ndarray) else z.clamp(min=0),
                        lambda z, a: _positive(a), lambda z, out: torch.clamp_min(z, 0, out=out),

@@ -180,9 +180,7 @@ class TwoLayerResNet(_ResidualSystem):
         z1 = x @ blocks["A1"][k].T                      # (B, h)
         if _array.is_numpy(z1):
             z1 += blocks["b1"][k]                       # in place: one (B, h) temporary less per layer
-            a1 = inner.apply_in_place(z1)               # over z1 when σ1' needs only σ1(z1)
-            if a1 is z1:
-                z1 = a1                                 # what σ1' reads: σ1(z1) in both places
+            a1 = inner.apply_in_place(z1)               # over z1 when σ1' needs only σ1(z1) (then a1 is z1)
         else:
             z1 = z1 + blocks["b1"][k]                   # autograd and torch.func want no in-place ops
             a1 = inner.value(z1)
