@@ -1,4 +1,5 @@
 """The convolutional ResNet through OCP + solve_ocp (module backend), its solution and its run folder."""
+import copy
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import turnpike as tp
-from turnpike.backends._module import learning_rate_factor
+from turnpike.backends._module import ModuleBackend, learning_rate_factor
 from turnpike.cli import main
 
 CLASSES = 4
@@ -76,6 +77,61 @@ def test_stage_cost_objective_is_the_ocp_formula():
     assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
 
 
+@pytest.mark.parametrize("method, exits, gamma", [("sgd", "ws", 0.3), ("adam", "ws", 0.3), ("sgd", "full", 0.0),
+                                                  ("adamw", "ws", 0.3)])
+def test_a_step_descends_the_whole_objective(method, exits, gamma):
+    """One training step is the optimiser's step on ∇J of the whole objective, input penalty included
+    (taken as the optimiser's weight decay, not through autograd), and reports J before the step.
+    With gamma = 0 the full exits get no gradient through the graph, and the decay still shrinks them.
+    AdamW's decay is decoupled: w ← w(1 - lr·decay) before Adam's step on the loss gradient."""
+    decay, lr = 0.05, 0.01
+    net = tiny_net(exits)
+    ocp = tiny_ocp(net, gamma=gamma, decay=decay / 2)            # InputPenalty(r): ∇ r‖w‖² = 2 r w = decay · w
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float32",
+                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
+                                       test_data=None, options={"normalise": ((0.3,), (0.3,))})
+    options = {**backend.methods[method].defaults, "lr": lr}
+    if method == "sgd":
+        options["momentum"] = 0.0
+    backend.begin_phase(0, backend.methods[method], 10, options)
+    reference = copy.deepcopy(net)
+    images = backend.prepare(ocp.inputs)
+    labels = torch.as_tensor(ocp.labels)
+    params = dict(reference.named_parameters())
+    loss = ModuleBackend._loss(_with_module(backend, reference), images, labels)   # the exits' and output's
+    expected_value = loss + 0.5 * decay * sum((p ** 2).sum() for p in params.values())
+    # AdamW: the loss's gradient only, the decay acts on the weights
+    differentiated = loss if method == "adamw" else expected_value
+    gradients = torch.autograd.grad(differentiated, list(params.values()), allow_unused=True)
+    gradients = [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), gradients)]
+    value = backend.evaluate(0, 0)
+    backend.update(0)
+    assert float(value) == pytest.approx(float(expected_value.detach()), rel=1e-6)
+    after = dict(net.named_parameters())
+    exit_ids = {id(p) for p in net.exit_parameters()}
+    for (name, p), g in zip(params.items(), gradients):
+        factor = backend.exit_lr_factor if id(after[name]) in exit_ids else 1.0
+        step = lr * factor
+        if method == "sgd":
+            expected = p - step * g
+        elif method == "adam":              # first Adam step: -lr·g/(|g| + eps), bias-corrected
+            expected = p - step * g / (g.abs() + 1e-8)
+        else:
+            expected = p * (1 - step * decay) - step * g / (g.abs() + 1e-8)
+        assert torch.allclose(after[name].detach(), expected.detach(), rtol=0, atol=1e-6), name
+    if gamma == 0:                          # exit heads: no loss gradient, yet shrunk by the decay
+        for p in net.exit_parameters():
+            before = params[next(n for n, q in net.named_parameters() if q is p)]
+            assert torch.allclose(p.detach(), before.detach() * (1 - lr * backend.exit_lr_factor * decay), atol=1e-7)
+
+
+def _with_module(backend, module):
+    """A copy of ``backend`` whose objective runs ``module`` (the same settings, another network)."""
+    twin = copy.copy(backend)
+    twin._forward = lambda images, all_exits=backend.stage_weight > 0: module(images, all_exits=all_exits)
+    return twin
+
+
 def test_full_exit_parameters_get_the_lr_factor():
     net = tiny_net("full")
     ocp = tiny_ocp(net, gamma=0.02)
@@ -116,6 +172,26 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for (name, a), b in zip(full.network.state_dict().items(), resumed.network.state_dict().values()):
         assert torch.equal(a, b), name
     np.testing.assert_array_equal(resumed.history["objective"], full.history["objective"])
+
+
+def test_resume_keeps_this_runs_weight_decay_and_implementation():
+    """An optimiser state saved with another weight decay (checkpoints before the decay moved into the
+    optimiser stored 0) or implementation (fused on a GPU) is loaded with this run's settings; the
+    momentum comes back."""
+    backend = tp.backends.make_backend(tiny_ocp(tiny_net(), decay=0.01), seed=0, batch_size=16, engine="auto",
+                                       dtype="float32", device=torch.device("cpu"), init_scale=0.1,
+                                       initial_controls=None, test_data=None, options={})
+    backend.begin_phase(0, backend.methods["sgd"], 10, {**backend.methods["sgd"].defaults, "lr": 0.1})
+    backend.evaluate(0, 0)
+    backend.update(0)
+    state = copy.deepcopy(backend.optimiser.state_dict())
+    for group in state["param_groups"]:
+        group.update(weight_decay=0.0, foreach=None, fused=True)
+    backend.load_optimiser_state(state)
+    assert [g["weight_decay"] for g in backend.optimiser.param_groups] == [pytest.approx(0.02)]
+    assert [(g["foreach"], g["fused"]) for g in backend.optimiser.param_groups] == [(True, None)]
+    momentum = backend.optimiser.state[backend._decayed[0]]
+    assert torch.equal(momentum["momentum_buffer"], state["state"][0]["momentum_buffer"])
 
 
 def test_divergence_rolls_back_to_finite_weights():

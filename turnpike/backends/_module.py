@@ -51,6 +51,14 @@ MODULE_METHODS = {
 }
 
 
+def _names_by_dtype(tensors: dict) -> dict:
+    """{dtype: [names of the tensors of that dtype]}, in the tensors' order."""
+    groups = {}
+    for name, tensor in tensors.items():
+        groups.setdefault(tensor.dtype, []).append(name)
+    return groups
+
+
 def _samples_in(index, count: int) -> int:
     """Samples in a batch: ``count`` for the full batch (index None)."""
     return count if index is None else int(index.shape[0])
@@ -162,6 +170,11 @@ class ModuleBackend(Backend):
         # BatchNorm buffers as they were before the latest forward pass: a checkpoint taken
         # inside a step holds these, since the resumed run repeats that step's forward pass
         self._buffers_before = {name: torch.empty_like(b) for name, b in self.module.named_buffers()}
+        # (copies, buffers) per dtype: foreach copies of one dtype are one multi-tensor kernel on a GPU;
+        # one list of mixed dtypes (the BatchNorms' int64 batch counts) fell back to a copy per buffer
+        buffers = dict(self.module.named_buffers())
+        self._buffer_copies = [([self._buffers_before[n] for n in names], [buffers[n] for n in names])
+                               for names in _names_by_dtype(buffers).values()]
         self.optimiser = None
         self._decayed = [p for p in self.module.parameters() if p.requires_grad]   # weights of λ/2‖w‖²
 
@@ -173,10 +186,10 @@ class ModuleBackend(Backend):
             self.module.synchronise_batch_norm()
         ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
             if self.device.type == "cuda" else None
-        # exit-only parameters (the full variant's heads) get no gradient without the stage cost and
-        # without weight decay (which reaches every parameter)
+        # exit-only parameters (the full variant's heads) get no gradient through the graph without the
+        # stage cost (weight decay reaches them in the optimiser step, after DDP's reduction)
         no_stage = self.ocp.stage_state_cost is None or self.ocp.stage_weight == 0
-        unused = no_stage and self.ocp.input_penalty == 0 and any(True for _ in self.module.exit_parameters())
+        unused = no_stage and any(True for _ in self.module.exit_parameters())
         # DDP broadcasts rank 0's parameters and buffers here: every rank starts from the same network
         return torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids, find_unused_parameters=unused)
 
@@ -267,24 +280,40 @@ class ModuleBackend(Backend):
 
     def objective(self, images, labels):
         """The differentiable J (a torch scalar) on a batch of prepared images."""
+        value = self._loss(images, labels)
+        return value + self._penalty() if self.decay > 0 else value
+
+    def _loss(self, images, labels):
+        """J without its input penalty: the exits' and the output's losses (differentiable)."""
         with self._autocast():
             logits = self._forward(images)
         value, final = self.loss_terms(logits, labels)
         self._last = (final.detach(), labels)
-        if self.decay > 0:
-            # ‖w‖² as one fused norm over all parameters, not one reduction per tensor
-            value = value + 0.5 * self.decay * torch.stack(torch._foreach_norm(self._decayed)).pow(2).sum()
         return value
+
+    def _penalty(self):
+        """w_s r‖w‖² = ½·decay·‖w‖², one fused norm over all parameters, not one reduction per tensor."""
+        return 0.5 * self.decay * torch.stack(torch._foreach_norm(self._decayed)).pow(2).sum()
 
     def evaluate(self, phase: int, step: int) -> float:
         self.module.train()
         images, labels = self._batch(phase, step)
         self.optimiser.zero_grad(set_to_none=True)
         with torch.no_grad():
-            torch._foreach_copy_(list(self._buffers_before.values()), list(dict(self.module.named_buffers()).values()))
-        value = self.objective(images, labels)
+            for copies, buffers in self._buffer_copies:
+                torch._foreach_copy_(copies, buffers)
+        value = self._loss(images, labels)
         value.backward()
         value = value.detach()
+        if self.decay > 0:
+            # The penalty's gradient decay·w is the optimiser's weight decay (inside its one fused
+            # kernel); through autograd it took a norm's backward per parameter tensor, several
+            # hundred kernel launches a step for ResNet-54, which made a GPU step launch-bound.
+            with torch.no_grad():
+                value = value + self._penalty()
+            for p in self._decayed:
+                if p.grad is None:          # unused this step (full exits without a stage cost): decay still acts
+                    p.grad = torch.zeros_like(p)
         if self.world_size > 1:
             # J of the whole batch, the same on every rank: their divergence guards agree
             torch.distributed.all_reduce(value)
@@ -305,16 +334,17 @@ class ModuleBackend(Backend):
         groups = [{"params": [p for p in self.module.parameters() if id(p) not in exit_ids], "lr_factor": 1.0}]
         if exit_ids:
             groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
-        # the penalty is in the gradient (SGD, Adam) or decoupled (AdamW: lr·λ·w, same fixed point)
-        # one fused kernel per step on a GPU (torch's fastest implementation there), foreach on a CPU
+        # the penalty's gradient is the optimisers' weight decay: added to the gradient (SGD, Adam: exactly
+        # ∇ w_s r‖w‖², scaled by a group's lr factor like the rest of it) or decoupled (AdamW: lr·decay·w,
+        # the same fixed point); one fused kernel per step on a GPU (torch's fastest there), foreach on a CPU
         lr, fused = options["lr"], ({"fused": True} if self.device.type == "cuda" else {"foreach": True})
         if method.name == "sgd":
             self.optimiser = torch.optim.SGD(groups, lr=lr, momentum=options["momentum"],
-                                             nesterov=options["nesterov"], **fused)
+                                             nesterov=options["nesterov"], weight_decay=self.decay, **fused)
         else:
             kind = torch.optim.Adam if method.name == "adam" else torch.optim.AdamW
-            self.optimiser = kind(groups, lr=lr, betas=(options["beta1"], options["beta2"]), weight_decay=0.0,
-                                  **fused)
+            self.optimiser = kind(groups, lr=lr, betas=(options["beta1"], options["beta2"]),
+                                  weight_decay=self.decay, **fused)
         self.options, self.steps = options, steps
 
     def update(self, step: int) -> None:
@@ -325,7 +355,14 @@ class ModuleBackend(Backend):
 
     def load_optimiser_state(self, state: dict) -> None:
         if state:
+            # torch restores every group's settings from the state; keep this run's own: the weight decay
+            # (checkpoints before 2026-12-04 stored 0, the penalty then being in the objective) and the
+            # fused/foreach implementation of this device (a checkpoint may come from another)
+            own = [{k: g[k] for k in ("weight_decay", "fused", "foreach") if k in g}
+                   for g in self.optimiser.param_groups]
             self.optimiser.load_state_dict(state)
+            for group, settings in zip(self.optimiser.param_groups, own):
+                group.update(settings)
 
     # --- state ----------------------------------------------------------------------------
     def _state_tensors(self):
