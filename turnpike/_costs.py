@@ -112,10 +112,23 @@ class Cost:
 
 
 class _Term(Cost):
-    """A single cost term; it is a Cost with weight 1 so that terms compose directly."""
+    """A single cost term; it is a Cost with weight 1 so that terms compose directly.
+
+    What an OCP checks its data and system against, declared by every term (no attribute probes):
+    ``width`` the logits a state term reads (None for the input penalty), ``num_classes`` the classes
+    of a classification loss and ``label_count`` the labels a term indexes (None when it indexes none).
+    """
+
+    width: int | None = None
+    num_classes: int | None = None
 
     def __init__(self):
         super().__init__(((1.0, self),))
+
+    @property
+    def label_count(self) -> int | None:
+        """Labels must lie in 0..label_count-1 (None: the term does not read labels)."""
+        return self.num_classes
 
     def per_sample(self, x, labels):
         """ℓ(x_i, y_i) per sample: shape x.shape[:-1]."""
@@ -131,7 +144,7 @@ class _Term(Cost):
         return self.per_sample_and_gradient(x, labels)[1]
 
     def check_state_dim(self, state_dim: int, argument: str) -> None:
-        needed = getattr(self, "num_classes", None) or getattr(self, "state_dim", None)
+        needed = self.width
         if needed is not None and state_dim < needed:
             raise ValueError(f"{argument}: {self!r} needs a state with at least {needed} "
                              f"components, got state_dim={state_dim}")
@@ -224,6 +237,11 @@ class L2Tracking(_Term):
 
     def __repr__(self) -> str:
         return f"L2Tracking(target shape {self.target.shape})"
+
+    @property
+    def label_count(self) -> int | None:
+        """A per-class table (C, n) is indexed by the labels: C of them; one target reads none."""
+        return self.target.shape[0] if self.target.ndim == 2 else None
 
     def check_state_dim(self, state_dim: int, argument: str) -> None:
         if state_dim != self.state_dim:

@@ -69,9 +69,8 @@ class OCP:
                                                           num_classes=self.num_classes))
         for cost in (self.stage_cost, self.terminal_cost):
             for _, term in (cost.terms if cost is not None else ()):
-                table = getattr(term, "target", None)
-                if table is not None and table.ndim == 2:  # per-class targets are indexed by label
-                    _checks.labels("labels", self.labels, count=inputs.shape[0], num_classes=table.shape[0])
+                if term.label_count is not None:   # e.g. per-class tracking targets are indexed by label
+                    _checks.labels("labels", self.labels, count=inputs.shape[0], num_classes=term.label_count)
 
     def _checked_inputs(self, system):
         if isinstance(system, FlatSystem):
@@ -93,7 +92,7 @@ class OCP:
         """C of the classification loss in the costs (None for pure tracking problems)."""
         for cost in (self.terminal_cost, self.stage_cost):
             for _, term in (cost.terms if cost is not None else ()):
-                if hasattr(term, "num_classes"):
+                if term.num_classes is not None:
                     return term.num_classes
         return None
 

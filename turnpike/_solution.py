@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks
+from .systems._protocol import Trajectories
 from .theory import distance_to_minimisers
 
 
@@ -61,8 +62,16 @@ class Network:
     def depth(self) -> int:
         return self.system.depth
 
+    @property
+    def has_states(self) -> bool:
+        """Whether the system gives every layer's states (a :class:`~turnpike.systems.Trajectories`)."""
+        return isinstance(self.system, Trajectories)
+
     def states(self, inputs) -> np.ndarray:
         """Every layer's states x_0..x_N for ``inputs`` (B, n): shape (N+1, B, n)."""
+        if not self.has_states:
+            raise TypeError(f"{type(self.system).__name__} gives no layer states (it implements no rollout, "
+                            f"turnpike.systems.Trajectories): only its objective and controls are available")
         inputs = _checks.finite_array("inputs", inputs, ndim=2)
         return self.system.rollout(self.controls, inputs)
 

@@ -8,10 +8,11 @@
 The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
 from ._engines import objective_tensor
-from ._flat import ENGINES, FlatBackend, check_test_data
+from ._flat import ENGINES, Engine, FlatBackend, available_engines, check_test_data
 from ._protocol import Backend, Method
 
-__all__ = ["BACKENDS", "Backend", "ENGINES", "FlatBackend", "Method", "make_backend", "objective_tensor"]
+__all__ = ["BACKENDS", "Backend", "ENGINES", "Engine", "FlatBackend", "Method", "available_engines", "make_backend",
+           "objective_tensor"]
 
 
 def _module_backend():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _array, _checks
-from ..systems._protocol import FlatSystem
+from ..systems._protocol import DifferentiableObjective, FlatSystem, Trajectories
 
 
 def _state_cost_terms(ocp, states, labels, *, with_gradient: bool):
@@ -83,7 +83,8 @@ def objective_tensor(ocp, theta, inputs=None, labels=None):
     ``theta`` is a torch tensor (any dtype and device; the states take its dtype);
     ``inputs`` and ``labels`` default to the OCP's training data. Autograd, the Hessian
     analysis (:mod:`turnpike.theory`) and ``torch.func`` transforms differentiate this.
-    Systems that evaluate their own objective (NeuralODE) compute it in one ODE solve.
+    A :class:`~turnpike.systems.DifferentiableObjective` computes it itself (NeuralODE: in one
+    ODE solve); for :class:`~turnpike.systems.Trajectories` it is the sum over the layers' states.
     """
     import torch
 
@@ -95,8 +96,11 @@ def objective_tensor(ocp, theta, inputs=None, labels=None):
         _checks.fail("theta", "a torch tensor (torch.as_tensor(theta) for a numpy vector)", theta)
     inputs = torch.as_tensor(ocp.inputs if inputs is None else inputs, dtype=theta.dtype, device=theta.device)
     labels = ocp.labels if labels is None else labels
-    if "system" in system.engines:
+    if isinstance(system, DifferentiableObjective):
         return system.objective_tensor(ocp, theta, inputs, labels)
+    if not isinstance(system, Trajectories):
+        _checks.fail("ocp.system", "a flat system with a rollout (Trajectories) or its own objective_tensor "
+                     "(DifferentiableObjective)", system)
     states = system.rollout(theta, inputs)
     value, _ = _state_cost_terms(ocp, states, labels, with_gradient=False)
     r = ocp.input_penalty

@@ -3,19 +3,24 @@
 For :class:`~turnpike.systems.FlatSystem` s (the ResNets (1) and (26), the neural ODE). θ is
 a numpy array on the CPU, or a torch tensor on a GPU ("resident": controls, optimiser
 state and training data stay on the device). The gradient comes from an engine of
-:data:`ENGINES`; ``engine="auto"`` takes the system's first declared engine, and swaps the
-plain numpy adjoint sweep for the buffered torch sweep on large layers and on GPUs.
+:data:`ENGINES`, each open to the systems whose class implements its capability;
+``engine="auto"`` takes the first of those, and swaps the plain numpy adjoint sweep for the
+buffered torch sweep on large layers and on GPUs.
 """
 from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .. import _array, _checks
 from .._runs import read_npz, write_npz
+from ..systems._protocol import (BufferedLayerMap, DifferentiableObjective, FixedStepScheme, LayerMapSystem,
+                                 OwnGradient, Trajectories)
 from ._engines import adjoint_objective, autograd_objective, scheme_objective, system_objective
 from ._optimizers import METHODS
 from ._protocol import Backend
@@ -40,9 +45,43 @@ def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True)
                                       with_gradient=with_gradient)
 
 
-#: gradient engines: name -> objective(ocp, θ, inputs, labels) -> (J, ∇J)
-ENGINES = {"adjoint": adjoint_objective, "buffered": _buffered, "autograd": autograd_objective,
-           "system": system_objective, "scheme": scheme_objective}
+@dataclass(frozen=True)
+class Engine:
+    """A gradient engine: ``engine(ocp, θ, inputs, labels) -> (J, ∇J)``, open to the systems whose
+    class implements one of ``capabilities`` (abstract classes of :mod:`turnpike.systems`) and, if
+    given, passes ``applies`` (settings of the instance, e.g. a scheme with an exact adjoint)."""
+
+    name: str
+    capabilities: tuple
+    objective: Callable
+    description: str
+    applies: Callable | None = None
+
+    def available(self, system) -> bool:
+        return isinstance(system, self.capabilities) and (self.applies is None or self.applies(system))
+
+    def __call__(self, ocp, theta, inputs, labels, **settings):
+        return self.objective(ocp, theta, inputs, labels, **settings)
+
+
+#: gradient engines by name, in order of preference: ``engine="auto"`` takes the first a system can use
+ENGINES = {engine.name: engine for engine in (
+    Engine("scheme", (FixedStepScheme,), scheme_objective,
+           "exact adjoint of a fixed-step Runge-Kutta scheme (NeuralODE: euler, midpoint, rk4)",
+           applies=lambda system: system.scheme_unavailable() is None),
+    Engine("adjoint", (LayerMapSystem,), adjoint_objective, "costate sweep over the layer maps, numpy"),
+    Engine("buffered", (BufferedLayerMap,), _buffered, "the costate sweep on preallocated torch buffers"),
+    Engine("system", (OwnGradient,), system_objective, "the system's own J and gradient"),
+    # a system with its own gradient computes it from the same objective_tensor: not listed twice
+    Engine("autograd", (Trajectories, DifferentiableObjective), autograd_objective,
+           "torch autograd through objective_tensor (the reference)",
+           applies=lambda system: not isinstance(system, OwnGradient)),
+)}
+
+
+def available_engines(system) -> tuple:
+    """Names of the engines that can train ``system``, in order of preference (from its capabilities)."""
+    return tuple(name for name, engine in ENGINES.items() if engine.available(system))
 
 
 def _resident(device) -> bool:
@@ -53,12 +92,14 @@ def _resident(device) -> bool:
 def _choose_engine(system, engine: str, large: bool, device) -> str:
     """The engine for ``engine`` ("auto" or a name), checked against what the system declares."""
     _checks.choice("engine", engine, ("auto", *ENGINES))
-    declared, requested = system.engines, engine
+    declared, requested = available_engines(system), engine
     if engine == "auto":
         engine = declared[0]
     if engine not in declared:
-        hint = ("'auto' or 'system' for a system that evaluates its own objective (NeuralODE)"
-                if declared == ("system",) else f"'auto' or one of {list(declared)} for {type(system).__name__}")
+        hint = (f"'auto' or {declared[0]!r}" if len(declared) == 1 else f"'auto' or one of {list(declared)}") \
+            + f" for {type(system).__name__}"
+        if engine == "scheme" and isinstance(system, FixedStepScheme):
+            hint += f" ({system.scheme_unavailable()})"
         _checks.fail("engine", hint, engine)
     # "auto": the adjoint sweep of a large layer runs on preallocated torch buffers; on a GPU it always does
     if engine == "adjoint" and "buffered" in declared and ((requested == "auto" and large) or _resident(device)):
@@ -77,7 +118,7 @@ class FlatBackend(Backend):
         self.dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
         count = ocp.inputs.shape[0]
         batch, n = batch_size or count, system.state_dim
-        hidden = getattr(system, "hidden_dim", None) or n
+        hidden = system.layer_width
         # batch × n × max(n, h): the layer's work for one batch, which sets solve_ocp's thread count
         self.layer_work = batch * n * max(n, hidden)
         large = batch * n * hidden >= _BUFFERED_PRODUCT_WORK
@@ -175,7 +216,7 @@ class FlatBackend(Backend):
 
     def batch_accuracy(self) -> float | None:
         classes = self.ocp.num_classes
-        if not classes or self.engine == "system":
+        if not classes or self.engine == "system" or not isinstance(self.ocp.system, Trajectories):
             return None
         if self.workspace is not None and self.workspace.last_states is not None:
             final = self.workspace.last_states[-1]          # the forward pass just made
@@ -214,8 +255,9 @@ class FlatBackend(Backend):
         test_inputs, test_labels = test_data if test_data is not None else (None, None)
         return system.solution_type(
             ocp=ocp, network=network,
-            train_states=network.states(ocp.inputs) if keep_states else None,
-            test_states=network.states(test_inputs) if test_data is not None and keep_states else None,
+            train_states=network.states(ocp.inputs) if keep_states and network.has_states else None,
+            test_states=(network.states(test_inputs) if test_data is not None and keep_states and network.has_states
+                         else None),
             test_labels=test_labels, objective=float(value), status=status, message=message,
             history=history, wall_time_s=wall_time_s, seed=self.seed,
             extra={"engine": self.engine_name, "dtype": self.dtype})
@@ -241,9 +283,9 @@ def objective_value(ocp, controls, evaluate, chunk: int = 1024) -> float:
     """
     count = ocp.inputs.shape[0]
     inputs = ocp.inputs.astype(controls.dtype)
-    # systems with their own objective (NeuralODE) have an input penalty other than
+    # systems with their own objective (NeuralODE) may have an input penalty other than
     # r‖θ‖², so they are evaluated in one piece
-    if count <= chunk or "system" in ocp.system.engines:
+    if count <= chunk or isinstance(ocp.system, DifferentiableObjective):
         return float(evaluate(ocp, controls, inputs, ocp.labels)[0])
     penalty = ocp.input_penalty * float(controls @ controls)
     total = 0.0

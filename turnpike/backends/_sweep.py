@@ -42,7 +42,7 @@ class Workspace:
             return self._sets[key]
         new = lambda *shape: torch.empty(shape, dtype=dtype, device=self.device)   # noqa: E731
         n, depth = system.state_dim, system.depth
-        hidden = getattr(system, "hidden_dim", n)
+        hidden = system.layer_width
         buffers = {
             "states": new(depth + 1, batch, n),                                   # x_0..x_N
             "cache": {name: new(depth, *shape) for name, shape in system.sweep_buffers(batch).items()},

@@ -7,13 +7,18 @@
 - module systems (a ``torch.nn.Module``): :class:`PreActResNet`, the convolutional ResNet of
   the 2025 stage-cost paper with its intermediate outputs.
 
-:class:`System`, :class:`FlatSystem` and :class:`ModuleSystem` are the protocols they implement.
+:class:`System`, :class:`FlatSystem` and :class:`ModuleSystem` are the protocols they implement; a flat
+system's capabilities (:class:`LayerMapSystem`, :class:`BufferedLayerMap`, :class:`Trajectories`,
+:class:`DifferentiableObjective`, :class:`OwnGradient`, :class:`FixedStepScheme`) say which gradient
+engines can train it.
 """
 from ._conv import EXIT_VARIANTS, PreActResNet
 from ._node import NeuralODE
-from ._protocol import FlatSystem, ModuleSystem, System
+from ._protocol import (BufferedLayerMap, DifferentiableObjective, FixedStepScheme, FlatSystem, LayerMapSystem,
+                        ModuleSystem, OwnGradient, System, Trajectories)
 from ._resnet import SingleLayerResNet, TwoLayerResNet
 from ._shortcut import ShortcutNetwork
 
-__all__ = ["EXIT_VARIANTS", "FlatSystem", "ModuleSystem", "NeuralODE", "PreActResNet", "ShortcutNetwork", "SingleLayerResNet",
-           "System", "TwoLayerResNet"]
+__all__ = ["BufferedLayerMap", "DifferentiableObjective", "EXIT_VARIANTS", "FixedStepScheme", "FlatSystem",
+           "LayerMapSystem", "ModuleSystem", "NeuralODE", "OwnGradient", "PreActResNet", "ShortcutNetwork",
+           "SingleLayerResNet", "System", "Trajectories", "TwoLayerResNet"]

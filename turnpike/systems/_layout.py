@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._protocol import FlatSystem
+from ._protocol import FlatSystem, LayerMapSystem
 
 
 class ControlLayout(FlatSystem):
@@ -69,26 +69,6 @@ class ControlLayout(FlatSystem):
         return np.sqrt(sum((b.reshape(self.num_controls, -1) ** 2).sum(axis=1) for b in blocks.values()))
 
 
-class LayerMap(ControlLayout):
-    """A discrete-time system x_{k+1} = f_k(x_k, u_k), k = 0..N-1, given by ``step``."""
-
-    def layer_blocks(self, theta) -> dict:
-        """:meth:`unpack` split per layer: ``{name: sequence of num_controls blocks}``.
-
-        Under autograd, indexing layer k's block out of θ adds a full-size zero gradient per
-        layer (quadratic in depth: it dominated dense Hessians); an unbind differentiates as
-        one stack.
-        """
-        return {name: (list(b) if isinstance(b, np.ndarray) else b.unbind(0)) for name, b in self.unpack(theta).items()}
-
-    def rollout(self, theta, x0):
-        """All states x_0..x_N for the batch ``x0`` (B, n): an array (N+1, B, n)."""
-        from .. import _array
-
-        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
-            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
-        blocks = self.layer_blocks(theta)
-        states = [x0]
-        for k in range(self.num_controls):
-            states.append(self.step(blocks, k, states[-1])[0])
-        return _array.stack(states)
+class LayerMap(ControlLayout, LayerMapSystem):
+    """A discrete-time system x_{k+1} = f_k(x_k, u_k), k = 0..N-1, in the flat θ layout: a subclass
+    writes ``step``, ``step_backward`` and ``truncate`` (the rollout is :class:`LayerMapSystem`'s)."""

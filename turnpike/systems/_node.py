@@ -51,6 +51,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ._layout import ControlLayout
+from ._protocol import FixedStepScheme, OwnGradient, Trajectories
 from .. import _checks
 from ._activations import get_activation
 from .._solution import Solution
@@ -78,7 +79,7 @@ def _torch():
 
 
 @dataclass(frozen=True, kw_only=True)
-class NeuralODE(ControlLayout):
+class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
     r"""A neural ODE :math:`\dot x = F(x, u(t))` on [0, ``horizon``] with controls on ``depth`` intervals.
 
     Parameters (keyword-only)
@@ -175,26 +176,29 @@ class NeuralODE(ControlLayout):
         object.__setattr__(self, "options", tuple(sorted(options.items())))
 
     @property
-    def engines(self) -> tuple:
-        """Gradient engines, the first the default.
+    def layer_width(self) -> int:
+        return self.state_dim if self.hidden_dim is None else self.hidden_dim
 
-        "scheme": the exact adjoint of a fixed-step Runge–Kutta scheme (:mod:`turnpike.systems._rk`;
-        euler, midpoint, rk4 with piecewise-constant controls, back-propagation); "system": J
-        evaluated in one torchdiffeq solve and differentiated through it (or by ``odeint_adjoint``).
-        """
+    def scheme_unavailable(self) -> str | None:
+        """None when the exact adjoint of the fixed-step scheme applies (euler, midpoint, rk4 with
+        piecewise-constant controls, back-propagation; :mod:`turnpike.systems._rk`), else why not.
+        Otherwise J is evaluated in one torchdiffeq solve and differentiated through it (or by
+        ``odeint_adjoint``): engine "system"."""
         from ._rk import TABLEAUS
 
-        discrete = self.method in TABLEAUS and self.parametrisation == "piecewise_constant" and not self.adjoint
-        return ("scheme", "system") if discrete else ("system",)
+        if self.method not in TABLEAUS or self.parametrisation != "piecewise_constant" or self.adjoint:
+            return (f"the scheme adjoint covers euler, midpoint and rk4 with piecewise-constant controls and "
+                    f"adjoint=False, not method={self.method!r}, parametrisation={self.parametrisation!r}, "
+                    f"adjoint={self.adjoint}")
+        return None
 
     def scheme_objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
         """(J, ∇_θ J) of the fixed-step scheme by its exact adjoint (engine "scheme")."""
         from ._rk import scheme_objective
 
-        if "scheme" not in self.engines:
-            _checks.fail("engine", f"'system' for method={self.method!r}, parametrisation={self.parametrisation!r}, "
-                         f"adjoint={self.adjoint} (the scheme adjoint covers euler, midpoint and rk4 with "
-                         f"piecewise-constant controls)", "scheme")
+        reason = self.scheme_unavailable()
+        if reason is not None:
+            _checks.fail("engine", f"'system' ({reason})", "scheme")
         return scheme_objective(self, ocp, np.asarray(theta), np.asarray(inputs), labels)
 
     # --- conversions to and from the ResNet -------------------------------------------
@@ -425,7 +429,7 @@ class NeuralODE(ControlLayout):
             if len(checked) == 1:
                 return np.asarray(x0, dtype=np.float64)[None].copy()
             theta, x0 = np.asarray(theta, dtype=dtype), np.asarray(x0, dtype=dtype)
-            if "scheme" in self.engines:     # the same steps as torchdiffeq's fixed grid, in numpy
+            if self.scheme_unavailable() is None:   # the same steps as torchdiffeq's fixed grid, in numpy
                 from ._rk import scheme_states
                 return scheme_states(self, theta, x0, checked)
             with torch.no_grad():

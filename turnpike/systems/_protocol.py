@@ -7,7 +7,8 @@ trains it (:mod:`turnpike.backends`):
 - :class:`FlatSystem` (``backend = "flat"``): the controls live outside the system in one flat
   vector θ (ResNets (1) and (26), the neural ODE). The readout of layer k is the first
   ``width`` components of x_k (Remark 4 of the 2024 paper: C for classification, all n
-  for tracking). It declares which gradient engines it supports in ``engines``.
+  for tracking). The capabilities it implements (:class:`LayerMapSystem`, ...) say which
+  gradient engines can train it.
 - :class:`ModuleSystem` (``backend = "module"``): a ``torch.nn.Module`` that owns its
   parameters and buffers (the convolutional ResNet). Its readout of layer k is the
   intermediate output :math:`E_k(x_k)` of eq. (2) of the 2025 paper, computed by the
@@ -22,6 +23,8 @@ import abc
 from typing import ClassVar
 
 import numpy as np
+
+from .. import _array
 
 
 class System(abc.ABC):
@@ -43,19 +46,27 @@ class System(abc.ABC):
 class FlatSystem(System):
     """A system whose controls are one flat vector θ held by the flat backend.
 
-    Subclasses declare ``engines``, the gradient engines of
-    :data:`turnpike.backends.ENGINES` they support, in order of preference; the first
-    is what ``engine="auto"`` takes (the flat backend may swap the plain adjoint sweep for
-    its buffered form on large layers).
+    What a gradient engine needs from a system is a *capability*, an abstract class below that
+    the system's class implements: :class:`LayerMapSystem` (the costate sweep),
+    :class:`BufferedLayerMap` (its form on preallocated torch buffers), :class:`Trajectories` or
+    :class:`DifferentiableObjective` (autograd), :class:`OwnGradient` (the system's own J and ∇J)
+    and :class:`FixedStepScheme` (the exact adjoint of a Runge–Kutta scheme). The flat backend
+    derives the engines a system can use from these classes
+    (:func:`turnpike.backends.available_engines`); a system names no engine itself.
     """
 
     backend: ClassVar[str] = "flat"
-    engines: ClassVar[tuple] = ()
     state_dim: int
 
     @property
     def input_shape(self) -> tuple:
         return (self.state_dim,)
+
+    @property
+    def layer_width(self) -> int:
+        """Width of the hidden layer of one layer map (h of (26)); ``state_dim`` when it has none.
+        A layer's work, batch × n × max(n, layer_width), sets the backend's engine and threads."""
+        return self.state_dim
 
     def check_readout(self, width: int, argument: str) -> None:
         if width > self.state_dim:
@@ -81,6 +92,11 @@ class FlatSystem(System):
     def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
         """A random θ (flat, float64)."""
 
+
+class Trajectories(FlatSystem):
+    """Capability: the states of every layer. The turnpike analysis of a solution reads them, and
+    autograd differentiates the layer-sum objective J built from them (engine "autograd")."""
+
     @abc.abstractmethod
     def rollout(self, theta, x0):
         """All states x_0..x_N for the batch ``x0`` (B, n): shape (N+1, B, n)."""
@@ -92,6 +108,88 @@ class FlatSystem(System):
     @abc.abstractmethod
     def control_norms(self, theta) -> np.ndarray:
         """‖u_k‖ per layer."""
+
+
+class LayerMapSystem(Trajectories):
+    """Capability: a layer map x_{k+1} = f_k(x_k, u_k) with its vector-Jacobian product, all the
+    costate sweep needs (engine "adjoint"): :meth:`step` forward, :meth:`step_backward` back.
+    The rollout follows from :meth:`step`; autograd differentiates it (engine "autograd")."""
+
+    def rollout(self, theta, x0):
+        """All states x_0..x_N for the batch ``x0`` (B, n): shape (N+1, B, n), by :meth:`step`."""
+        if x0.ndim != 2 or x0.shape[1] != self.state_dim:
+            raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
+        # unbound per layer: under autograd, indexing layer k's block out of θ adds a full-size zero
+        # gradient per layer (quadratic in depth: it dominated dense Hessians); an unbind is one stack
+        blocks = {name: (list(b) if isinstance(b, np.ndarray) else b.unbind(0))
+                  for name, b in self.unpack(theta).items()}
+        states = [x0]
+        for k in range(self.depth):
+            states.append(self.step(blocks, k, states[-1])[0])
+        return _array.stack(states)
+
+    @abc.abstractmethod
+    def unpack(self, theta) -> dict:
+        """``{field: views of shape (N, *block shape)}`` into θ (numpy or torch alike)."""
+
+    @abc.abstractmethod
+    def step(self, blocks: dict, k: int, x, out=None) -> tuple:
+        """(x_{k+1}, cache) for the batch ``x`` (B, n). With ``out`` (a numpy (B, n) array, the sweep's
+        preallocated state k+1) x_{k+1} is written into it and returned. ``cache`` is whatever
+        :meth:`step_backward` needs; it must not alias ``out``."""
+
+    @abc.abstractmethod
+    def step_backward(self, blocks: dict, grads: dict, k: int, cache, costate):
+        """Add λ_{k+1} ∂f_k/∂u_k to ``grads`` (layer k's views, zero on entry) and return λ_{k+1} ∂f_k/∂x_k,
+        a new array, for the costate ``costate`` = λ_{k+1} (B, n)."""
+
+
+class BufferedLayerMap(LayerMapSystem):
+    """Capability: the layer map on preallocated torch tensors (engine "buffered": large layers, GPUs)."""
+
+    @abc.abstractmethod
+    def sweep_buffers(self, batch: int) -> dict:
+        """``{name: shape}`` of the per-layer tensors the forward pass keeps for the backward one."""
+
+    @abc.abstractmethod
+    def step_into(self, blocks: dict, k: int, x, out, cache: dict) -> None:
+        """x_{k+1} into ``out`` (B, n); fills ``cache`` (views of layer k's buffers)."""
+
+    @abc.abstractmethod
+    def step_backward_into(self, blocks, grads, k, x, cache, costate, out, scratch, decay) -> None:
+        """∂J/∂u_k (+ ``decay``·u_k, the input penalty's gradient) into ``grads``; λ_{k+1} ∂f/∂x into
+        ``out`` (None: skip it). ``scratch`` holds tensors of shape (B, n) and (B, layer_width)."""
+
+
+class DifferentiableObjective(FlatSystem):
+    """Capability: J as a differentiable torch scalar, computed by the system (engine "autograd";
+    for systems whose objective is not the sum over layers of :class:`Trajectories`)."""
+
+    @abc.abstractmethod
+    def objective_tensor(self, ocp, theta, inputs, labels):
+        """J(θ) on the batch (``theta`` and ``inputs`` torch tensors of one dtype), a torch scalar."""
+
+
+class OwnGradient(DifferentiableObjective):
+    """Capability: the system computes (J, ∇J) by its own means (engine "system"; it replaces
+    "autograd", which would differentiate the same :meth:`objective_tensor` a second way)."""
+
+    @abc.abstractmethod
+    def objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> tuple:
+        """(J, ∇_θ J) as (float, numpy array of θ's dtype)."""
+
+
+class FixedStepScheme(FlatSystem):
+    """Capability: a continuous-time system solved by a fixed-step scheme whose exact adjoint the
+    system computes (engine "scheme"), when its settings allow (:meth:`scheme_unavailable`)."""
+
+    @abc.abstractmethod
+    def scheme_unavailable(self) -> str | None:
+        """None when the scheme adjoint applies to this system's settings; else why not (a sentence)."""
+
+    @abc.abstractmethod
+    def scheme_objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> tuple:
+        """(J, ∇_θ J) of the discretised OCP by the scheme's exact adjoint."""
 
 
 class ModuleSystem(System):

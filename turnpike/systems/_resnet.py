@@ -22,19 +22,16 @@ discretisation of the neural ODE ẋ = F(x, u(t)) on [0, T].
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
-
 import numpy as np
 
 from .. import _array, _checks
 from ._activations import get_activation
 from ._layout import LayerMap
+from ._protocol import BufferedLayerMap
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ResidualSystem(LayerMap):
-    # the plain adjoint sweep first; the flat backend switches to its buffered form on large layers
-    engines: ClassVar[tuple] = ("adjoint", "buffered", "autograd")
+class _ResidualSystem(LayerMap, BufferedLayerMap):
     state_dim: int
     depth: int
     step_size: float = 1.0
@@ -157,6 +154,10 @@ class TwoLayerResNet(_ResidualSystem):
 
     hidden_dim: int = 8
     activations: tuple = ("tanh", "identity")
+
+    @property
+    def layer_width(self) -> int:
+        return self.hidden_dim
 
     def __post_init__(self):
         super().__post_init__()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
 
 import numpy as np
 
@@ -45,7 +44,6 @@ class ShortcutNetwork(LayerMap):
     all ``"identity"`` is the n-shortcut *linear* network of Def. 1.
     """
 
-    engines: ClassVar[tuple] = ("adjoint", "autograd")
     state_dim: int
     units: int
     shortcut_depth: int = 2

@@ -1,0 +1,139 @@
+"""The flat-system protocols are explicit: a new system that implements one capability, written here and
+nowhere else, trains with the engines that capability opens, and only with those."""
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+
+import turnpike as tp
+from turnpike.backends import available_engines
+from turnpike.systems import DifferentiableObjective, LayerMapSystem
+
+CLASSES = 2
+
+
+@dataclass(frozen=True)
+class SineResNet(LayerMapSystem):
+    """x_{k+1} = x_k + w_k ⊙ sin(x_k) + c_k: controls w_k, c_k ∈ R^n per layer, θ = (w_0..w_{N-1}, c_0..c_{N-1})."""
+
+    state_dim: int
+    depth: int
+
+    @property
+    def parameter_count(self) -> int:
+        return 2 * self.depth * self.state_dim
+
+    def initial_controls(self, rng, scale):
+        return rng.normal(0.0, scale, self.parameter_count)
+
+    def unpack(self, theta) -> dict:
+        w, c = theta[:self.parameter_count // 2], theta[self.parameter_count // 2:]
+        return {"w": w.reshape(self.depth, self.state_dim), "c": c.reshape(self.depth, self.state_dim)}
+
+    def step(self, blocks, k, x, out=None):
+        sine = np.sin(x) if isinstance(x, np.ndarray) else torch.sin(x)
+        following = x + blocks["w"][k] * sine + blocks["c"][k]
+        if out is not None:
+            out[...] = following
+        return following if out is None else out, (x, sine)
+
+    def step_backward(self, blocks, grads, k, cache, costate):
+        x, sine = cache
+        grads["w"][k] += (costate * sine).sum(axis=0)
+        grads["c"][k] += costate.sum(axis=0)
+        return costate * (1.0 + blocks["w"][k] * np.cos(x))
+
+    def truncate(self, theta, depth):
+        blocks = self.unpack(theta)
+        shorter = replace(self, depth=depth)
+        return shorter, np.concatenate([blocks["w"][:depth].ravel(), blocks["c"][:depth].ravel()])
+
+    def control_norms(self, theta):
+        blocks = self.unpack(np.asarray(theta))
+        return np.sqrt((blocks["w"] ** 2).sum(axis=1) + (blocks["c"] ** 2).sum(axis=1))
+
+
+@dataclass(frozen=True)
+class TiedResNet(DifferentiableObjective):
+    """One weight matrix A shared by all N layers, x_{k+1} = x_k + tanh(A x_k) / N, with only a terminal
+    cost: J as a torch scalar and nothing else (no layer states, no sweep)."""
+
+    state_dim: int
+    depth: int
+
+    @property
+    def parameter_count(self) -> int:
+        return self.state_dim ** 2
+
+    def initial_controls(self, rng, scale):
+        return rng.normal(0.0, scale / math.sqrt(self.state_dim), self.parameter_count)
+
+    def objective_tensor(self, ocp, theta, inputs, labels):
+        weight = theta.reshape(self.state_dim, self.state_dim)
+        x = inputs
+        for _ in range(self.depth):
+            x = x + torch.tanh(x @ weight.T) / self.depth
+        labels = torch.as_tensor(np.asarray(labels))
+        loss = ocp.terminal_cost.state_per_sample(ocp.readout(x[None]), labels).mean()
+        return ocp.terminal_weight * loss + ocp.input_penalty * (theta * theta).sum()
+
+
+def _ocp(system, *, stage=True):
+    inputs, labels = tp.data.two_spirals(120, turns=0.5, seed=0)
+    soft = tp.SoftCrossEntropy(num_classes=CLASSES, p_d=0.9)
+    stage_cost = soft + tp.InputPenalty(0.01) if stage else tp.InputPenalty(0.01)
+    return tp.OCP(system, inputs, labels, stage_cost=stage_cost, terminal_cost=soft)
+
+
+def test_a_layer_map_trains_with_the_costate_sweep_and_with_autograd():
+    system = SineResNet(state_dim=2, depth=6)
+    assert available_engines(system) == ("adjoint", "autograd")
+    ocp = _ocp(system)
+    runs = {engine: tp.solve_ocp(ocp, engine=engine, method="adam", steps=60, options={"lr": 0.05}, seed=4,
+                                 progress=False) for engine in ("auto", "adjoint", "autograd")}
+    assert runs["auto"].extra["engine"] == "adjoint"
+    objective = runs["adjoint"].history["objective"]
+    assert objective[-1] < 0.8 * objective[0]
+    np.testing.assert_allclose(runs["autograd"].history["objective"], objective, rtol=1e-9)
+    np.testing.assert_allclose(runs["autograd"].network.controls, runs["adjoint"].network.controls, atol=1e-9)
+    layers = runs["adjoint"].distance_to_turnpike()       # the turnpike analysis reads its states
+    assert layers.shape == (system.depth + 1,)
+    assert runs["adjoint"].prune(3).depth == 3
+    with pytest.raises(ValueError, match=r"engine: expected 'auto' or one of \['adjoint', 'autograd'\]"):
+        tp.solve_ocp(ocp, engine="buffered", steps=1, progress=False)
+
+
+def test_the_costate_sweep_of_a_layer_map_is_its_gradient():
+    system = SineResNet(state_dim=2, depth=4)
+    ocp = _ocp(system)
+    theta = system.initial_controls(np.random.default_rng(1), 0.5)
+    value, gradient = tp.ENGINES["adjoint"](ocp, theta, ocp.inputs, ocp.labels)
+    reference_value, reference = tp.ENGINES["autograd"](ocp, theta, ocp.inputs, ocp.labels)
+    assert value == pytest.approx(reference_value, rel=1e-12)
+    np.testing.assert_allclose(gradient, reference, rtol=1e-10, atol=1e-13)
+
+
+def test_an_objective_alone_trains_with_autograd():
+    system = TiedResNet(state_dim=2, depth=5)
+    assert available_engines(system) == ("autograd",)
+    ocp = _ocp(system, stage=False)
+    solution = tp.solve_ocp(ocp, method=("adam", "lbfgs"), steps=(40, 40), options=({"lr": 0.05}, {}), seed=2,
+                            progress=False)
+    assert solution.extra["engine"] == "autograd" and solution.status in ("converged", "max_steps", "stalled")
+    assert solution.objective < 0.9 * solution.history["objective"][0]
+    assert solution.train_states is None and not solution.network.has_states
+    with pytest.raises(TypeError, match="no layer states"):
+        solution.network.states(ocp.inputs)
+    for engine in ("adjoint", "system", "scheme"):
+        with pytest.raises(ValueError, match=r"engine: expected 'auto' or 'autograd' for TiedResNet"):
+            tp.solve_ocp(ocp, engine=engine, steps=1, progress=False)
+
+
+def test_engines_follow_from_the_capabilities_of_the_built_in_systems():
+    assert available_engines(tp.TwoLayerResNet(state_dim=2, depth=3)) == ("adjoint", "buffered", "autograd")
+    assert available_engines(tp.ShortcutNetwork(state_dim=2, units=3)) == ("adjoint", "autograd")
+    assert available_engines(tp.NeuralODE(state_dim=2, depth=3, horizon=1.0)) == ("scheme", "system")
+    assert tp.TwoLayerResNet(state_dim=3, depth=2, hidden_dim=7).layer_width == 7
+    assert tp.SingleLayerResNet(state_dim=3, depth=2).layer_width == 3
