@@ -601,3 +601,39 @@ def test_threads_limit_numpys_blas_while_solving_and_restore_it():
         assert torch.get_num_threads() == torch_before
         assert seen and all(torch_threads == expected[0] and blas == [expected[1]] * len(blas)
                             for torch_threads, blas in seen), (engine, threads, seen)
+
+
+def _interrupt_at_third(step, value, controls):
+    if step == 2:
+        raise KeyboardInterrupt            # what Ctrl-C raises while the callback runs
+    return True
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("method, ending, status, words", [
+    ("adam", "callback", "stopped", "stopped by the callback after step 2"),
+    ("lbfgs", "callback", "stopped", "stopped by the callback after step 2"),
+    ("adam", "ctrl-c", "stopped", "stopped by the user (Ctrl-C) after step 2; resume=True continues"),
+    ("lbfgs", "ctrl-c", "stopped", "stopped by the user (Ctrl-C) after step 2; resume=True continues"),
+    ("adam", "time limit", "time_limit", "time limit of 0 s reached: stopped at step 1 of phase 0"),
+    ("adam", "divergence", "diverged", "adam diverged (non-finite or exploding objective) after step 0"),
+])
+def test_each_ending_has_its_own_status_and_message(tmp_path, method, ending, status, words):
+    """One stop signal, four endings: the callback's False, Ctrl-C, the time limit (at the first
+    checkpoint), divergence; each with its documented status and a message that says which."""
+    ocp = exploding_ocp() if ending == "divergence" else small_ocp()
+    settings = dict(method=method, steps=8, progress=False, checkpoint=tmp_path / "run.npz", checkpoint_every=1)
+    if method == "adam":
+        settings["options"] = {"lr": 1e6 if ending == "divergence" else 0.01}
+    if ending == "callback":
+        settings["callback"] = lambda step, value, controls: step < 2
+    elif ending == "ctrl-c":
+        settings["callback"] = _interrupt_at_third
+    elif ending == "time limit":
+        settings["time_limit"] = 0.0
+    solution = solve_ocp(ocp, **settings)
+    assert solution.status == status, solution.message
+    assert words in solution.message
+    assert np.all(np.isfinite(solution.controls))
+    if ending in ("callback", "ctrl-c"):          # the parameters of the last step recorded
+        assert len(solution.history["objective"]) == 3

@@ -7,7 +7,10 @@ backend the system declares (:mod:`turnpike.backends`).
 """
 from __future__ import annotations
 
+import enum
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,8 @@ def _as_sequence(value, count, name):
     return [value] * count
 
 
-def _plan(backend, method, steps, options, batch_size):
-    """Validated (methods, steps, options): one entry per phase."""
+def _plan(backend, method, steps, options, batch_size, seed) -> "_Run":
+    """The validated phases (one method, step count and options each) of a solve, as a fresh :class:`_Run`."""
     names = list(method) if isinstance(method, (list, tuple)) else [method]
     if not names:
         _checks.fail("method", "at least one method name", method)
@@ -42,16 +45,85 @@ def _plan(backend, method, steps, options, batch_size):
     for m in methods:
         if batch_size is not None and not m.minibatch:
             _checks.fail("batch_size", f"None for the full-batch method {m.name!r}", batch_size)
-    return methods, steps, options
+    fingerprint = fingerprint_text({"methods": [m.name for m in methods], "steps": steps, "options": options,
+                                    "seed": seed, "batch_size": batch_size, **backend.fingerprint()})
+    return _Run(methods, steps, options, fingerprint)
+
+
+class Stop(enum.Enum):
+    """Why a solve ended before its last step: the loop's one stop signal, returned (not raised) by
+    the step recorder and the phases, except Ctrl-C, which is the user's own KeyboardInterrupt."""
+
+    DIVERGED = "diverged"          # J non-finite or over divergence_factor × its first value
+    CALLBACK = "callback"          # the callback returned False
+    INTERRUPTED = "interrupted"    # Ctrl-C
+    TIME_LIMIT = "time_limit"      # time_limit passed at a checkpoint
+
+
+@dataclass
+class _Run:
+    """The state of one solve that a checkpoint saves and ``resume`` restores (the parameters and the
+    optimiser state are the backend's): the plan, where the loop stands and the history."""
+
+    methods: list
+    steps: list
+    options: list
+    fingerprint: str
+    phase: int = 0                 # the phase a resumed loop starts in, and the step in it
+    phase_step: int = 0
+    history: dict = field(default_factory=lambda: {"step": [], "objective": [], "method": [], "time_s": []})
+    optimiser_state: dict | None = None
+
+    def restore(self, backend, checkpoint) -> None:
+        """Continue from ``checkpoint`` (parameters into ``backend``); refused if another solve wrote it."""
+        common, self.optimiser_state = backend.read_checkpoint(checkpoint)
+        if common["fingerprint"] != self.fingerprint:
+            raise ValueError(f"checkpoint: expected one written by a solve with the same settings, got "
+                             f"{checkpoint} from a different one; delete it or change the path")
+        self.phase, self.phase_step = common["phase"], common["phase_step"]
+        self.history = {key: list(common["history"][key]) for key in self.history}
+        self.history["method"] = [self.methods[int(i)].name for i in self.history["method"]]
+
+    def save(self, backend, checkpoint, phase: int, phase_step: int, *, done: int, with_optimiser: bool) -> None:
+        """Checkpoint at (``phase``, ``phase_step``); the first ``done`` history entries belong to steps
+        before it (later ones are redone by a resumed run)."""
+        if checkpoint is None or not backend.writes_files:
+            return
+        names = [m.name for m in self.methods]
+        kept = {"step": np.asarray(self.history["step"][:done], dtype=np.int64),
+                "objective": np.asarray(self.history["objective"][:done], dtype=np.float64),
+                "method": np.asarray([names.index(n) for n in self.history["method"][:done]], dtype=np.int64),
+                "time_s": np.asarray(self.history["time_s"][:done], dtype=np.float64)}
+        backend.write_checkpoint(checkpoint, {"phase": phase, "phase_step": phase_step,
+                                              "fingerprint": self.fingerprint, "history": kept},
+                                 with_optimiser=with_optimiser)
+
+
+@dataclass
+class _Checkpoints:
+    """Where and when the loop checkpoints, and the time limit it checks just after each checkpoint."""
+
+    path: object
+    every: int
+    time_limit: float | None
+    called: float                  # perf_counter() when solve_ocp was called
+
+    def due(self, step: int, first: int) -> bool:
+        return self.path is not None and step > first and step % self.every == 0
+
+    def time_is_up(self, backend) -> bool:
+        # every rank alike: a rank that stops alone leaves the others waiting for it
+        return self.time_limit is not None and backend.any_rank(time.perf_counter() - self.called > self.time_limit)
 
 
 class _Recorder:
     """History, divergence guard, callback and progress bar of one solve.
 
-    A backend with ``sync_every`` > 1 returns J as a device tensor, and the values are read on
-    the host in one transfer every ``sync_every`` steps (:meth:`flush`): no synchronisation
-    inside a step. The guard then checks those steps together, and the last good parameters
-    are those of the latest synchronisation.
+    :meth:`report` and :meth:`flush` return None to go on, or the :class:`Stop` that ends the solve
+    (also kept in ``stop``). A backend with ``sync_every`` > 1 returns J as a device tensor, and the
+    values are read on the host in one transfer every ``sync_every`` steps (:meth:`flush`): no
+    synchronisation inside a step. The guard then checks those steps together, and the last good
+    parameters are those of the latest synchronisation.
     """
 
     def __init__(self, backend, history, *, divergence_factor, callback, bar, start, samples_per_step):
@@ -62,27 +134,33 @@ class _Recorder:
         self.last_good, self.last_good_step = backend.snapshot(), len(history["step"])
         self.start = start
         self.pending = []                  # (method, J as a device tensor, time) not yet read
+        self.stop = None
 
-    def report(self, name: str, value) -> bool:
-        """Record one step's J; False if it (or a pending one) diverged (non-finite or exploding)."""
+    def report(self, name: str, value) -> Stop | None:
+        """Record one step's J; a :class:`Stop` if it (or a pending one) diverged or the callback said stop."""
         if isinstance(value, torch.Tensor):
             self.pending.append((name, value, time.perf_counter() - self.start))
-            return self.flush() if len(self.pending) >= self.backend.sync_every else True
+            return self.flush() if len(self.pending) >= self.backend.sync_every else None
         return self._accept([(name, float(value), time.perf_counter() - self.start)])
 
-    def flush(self) -> bool:
-        """Read the pending values (one host synchronisation) and record them; False if one diverged."""
+    def go_on(self, name: str, step: int, value) -> bool:
+        """:meth:`report` as a method that owns its loop wants it (L-BFGS): True to go on."""
+        return self.report(name, value) is None
+
+    def flush(self) -> Stop | None:
+        """Read the pending values (one host synchronisation) and record them."""
         if not self.pending:
-            return True
+            return None
         pending, self.pending = self.pending, []
         values = torch.stack([value for _, value, _ in pending]).tolist()
         return self._accept([(name, value, at) for (name, _, at), value in zip(pending, values)])
 
-    def _accept(self, steps: list) -> bool:
+    def _accept(self, steps: list) -> Stop | None:
         """Record (method, J, time) of consecutive steps, the latest one's parameters as the last good."""
         first = self.first_value if self.first_value is not None else steps[0][1]
         if any(not np.isfinite(value) or value > self.divergence_factor * max(first, 1e-12) for _, value, _ in steps):
-            return False
+            self.stop = Stop.DIVERGED
+            return self.stop
         total = len(self.history["step"])
         self.first_value = steps[0][1] if self.first_value is None else self.first_value
         self.last_good, self.last_good_step = self.backend.snapshot(), total + len(steps) - 1
@@ -92,18 +170,22 @@ class _Recorder:
         for offset, (name, value, _) in enumerate(steps):
             if self.callback is not None and self.callback(total + offset, value,
                                                            self.backend.controls_for_callback()) is False:
-                raise KeyboardInterrupt
+                self.stop = Stop.CALLBACK
+                return self.stop
         if self.bar is not None:
-            self.bar.update(len(steps))
-            if len(steps) == 1 and total % 10:
-                return True
-            accuracy = self.backend.batch_accuracy()
-            began, first = self.bar_started
-            rate = self.samples_per_step * (total + len(steps) - first) / max(time.perf_counter() - began, 1e-9)
-            self.bar.set_postfix(method=steps[-1][0], J=f"{steps[-1][1]:.4g}",
-                                 **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}),
-                                 **{"samples/s": f"{rate:,.0f}"})
-        return True
+            self._show(steps, total)
+        return None
+
+    def _show(self, steps: list, total: int) -> None:
+        self.bar.update(len(steps))
+        if len(steps) == 1 and total % 10:
+            return
+        accuracy = self.backend.batch_accuracy()
+        began, first = self.bar_started
+        rate = self.samples_per_step * (total + len(steps) - first) / max(time.perf_counter() - began, 1e-9)
+        self.bar.set_postfix(method=steps[-1][0], J=f"{steps[-1][1]:.4g}",
+                             **({} if accuracy is None else {"acc": f"{accuracy:.3f}"}),
+                             **{"samples/s": f"{rate:,.0f}"})
 
 
 def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
@@ -210,110 +292,109 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     backend = make_backend(ocp, seed=seed, batch_size=batch_size, engine=engine, dtype=dtype,
                            device=_checks.device("device", device), init_scale=init_scale,
                            initial_controls=initial_controls, test_data=test_data, options=backend_options)
-    methods, steps, options = _plan(backend, method, steps, options, batch_size)
+    run = _plan(backend, method, steps, options, batch_size, seed)
+    checkpoints = _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count)
+    if resume and Path(checkpoint).exists():
+        run.restore(backend, checkpoint)
+    bar = None
+    if progress and backend.writes_files:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(run.steps), initial=len(run.history["step"]), desc="solve_ocp", unit="step", leave=False)
+    thread_limit = _ThreadLimit(_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
+    start = checkpoints.called - (run.history["time_s"][-1] if run.history["time_s"] else 0.0)
+    recorder = _Recorder(backend, run.history, divergence_factor=divergence_factor, callback=callback, bar=bar,
+                         start=start, samples_per_step=batch_size or count)
+    status, message, stop, phase = Status.MAX_STEPS, "", None, run.phase
+    try:
+        for phase in range(run.phase, len(run.methods)):
+            status, message, stop = _run_phase(backend, run, recorder, checkpoints, phase)
+            if stop is not None:
+                break
+            run.save(backend, checkpoint, phase + 1, 0, done=len(run.history["step"]), with_optimiser=False)
+    except KeyboardInterrupt:
+        stop = Stop.INTERRUPTED
+    finally:
+        thread_limit.restore()
+        if bar is not None:
+            bar.close()
+    if stop is not None:
+        status, message = _stopped(stop, backend, recorder, run, phase, checkpoints)
+    return backend.solution(status=status, message=message,
+                            history={k: np.asarray(v) for k, v in run.history.items()},
+                            wall_time_s=time.perf_counter() - start, keep_states=keep_states,
+                            test_data=backend.test_data)
+
+
+def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int) -> tuple:
+    """Run one method (a phase) from where the loop stands: (status, message, :class:`Stop` or None)."""
+    method, steps, options = run.methods[phase], run.steps[phase], run.options[phase]
+    backend.begin_phase(phase, method, steps, options)
+    first = run.phase_step if phase == run.phase else 0
+    if phase == run.phase and run.optimiser_state:
+        backend.load_optimiser_state(run.optimiser_state)
+    if method.kind == "stepper":
+        stop = _take_steps(backend, run, recorder, checkpoints, phase, first)
+        status, message = Status.MAX_STEPS, f"finished {steps} {method.name} steps"
+    else:
+        status, message = backend.run_method(phase, method, steps, options, partial(recorder.go_on, method.name))
+        status = Status(status)
+        stop = recorder.stop if status == Status.STOPPED else Stop.DIVERGED if status == Status.DIVERGED else None
+    if stop is None and not backend.is_finite():
+        stop = Stop.DIVERGED
+    return status, message, stop
+
+
+def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int, first: int):
+    """The steps of a first-order method from ``first``; the :class:`Stop` that ended them early, or None."""
+    method, steps = run.methods[phase], run.steps[phase]
+    for step in range(first, steps):
+        stop = recorder.report(method.name, backend.evaluate(phase, step))
+        checkpoint_now = checkpoints.due(step, first)
+        if stop is None and (checkpoint_now or step == steps - 1):
+            stop = recorder.flush()       # read the pending values before the update (every rank alike)
+        if stop is not None:
+            return stop
+        if checkpoint_now:
+            # parameters whose objective was just seen to be finite, with the optimiser state before
+            # the update: a resumed run repeats this step exactly
+            run.save(backend, checkpoints.path, phase, step, done=len(run.history["step"]) - 1, with_optimiser=True)
+            if checkpoints.time_is_up(backend):
+                run.phase, run.phase_step = phase, step
+                return Stop.TIME_LIMIT
+        backend.update(step)
+    return None
+
+
+def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, checkpoints: _Checkpoints) -> tuple:
+    """(status, message) of a solve that ended early; back to the last good parameters unless the time
+    limit stopped it just after a checkpoint."""
+    if stop == Stop.TIME_LIMIT:
+        return Status.TIME_LIMIT, (f"time limit of {checkpoints.time_limit:g} s reached: stopped at step "
+                                   f"{run.phase_step} of phase {run.phase}, just after writing {checkpoints.path}; "
+                                   f"resume=True continues from there")
+    backend.restore(recorder.last_good)
+    after = recorder.last_good_step
+    if stop == Stop.DIVERGED:
+        return Status.DIVERGED, (f"{run.methods[phase].name} diverged (non-finite or exploding objective) after step "
+                                 f"{after}; returned the last finite parameters. Lower the learning rate "
+                                 f"(options={{'lr': ...}}) or init_scale, or use method='lbfgs'.")
+    if stop == Stop.CALLBACK:
+        return Status.STOPPED, f"stopped by the callback after step {after}"
+    resumable = "; resume=True continues from the last checkpoint" if checkpoints.path is not None else ""
+    return Status.STOPPED, f"stopped by the user (Ctrl-C) after step {after}{resumable}"
+
+
+def _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count) -> _Checkpoints:
     per_epoch = 1 if batch_size is None else -(-count // batch_size)
-    checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every or
-                                       (per_epoch if batch_size is not None else 100), minimum=1)
+    every = _checks.integer("checkpoint_every", checkpoint_every or (per_epoch if batch_size is not None else 100),
+                            minimum=1)
     if resume and checkpoint is None:
         _checks.fail("resume", "a checkpoint path to resume from (checkpoint=...)", resume)
     if time_limit is not None:
         time_limit = _checks.real("time_limit", time_limit, minimum=0.0)
         if checkpoint is None:
             _checks.fail("checkpoint", "a path with time_limit (the solve stops just after writing it)", None)
-    fingerprint = fingerprint_text({"methods": [m.name for m in methods], "steps": steps, "options": options,
-                                    "seed": seed, "batch_size": batch_size, **backend.fingerprint()})
-
-    history = {"step": [], "objective": [], "method": [], "time_s": []}
-    start_phase, start_step, saved_state = 0, 0, None
-    if resume and Path(checkpoint).exists():
-        common, saved_state = backend.read_checkpoint(checkpoint)
-        if common["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint: expected one written by a solve with the same settings, got "
-                             f"{checkpoint} from a different one; delete it or change the path")
-        start_phase, start_step = common["phase"], common["phase_step"]
-        history = {key: list(common["history"][key]) for key in history}
-        history["method"] = [methods[int(i)].name for i in history["method"]]
-
-    def save(phase, phase_step, done, with_optimiser):
-        """Checkpoint; ``done`` history entries belong to steps before it (later ones are redone)."""
-        if checkpoint is None or not backend.writes_files:
-            return
-        names = [m.name for m in methods]
-        kept = {"step": np.asarray(history["step"][:done], dtype=np.int64),
-                "objective": np.asarray(history["objective"][:done], dtype=np.float64),
-                "method": np.asarray([names.index(n) for n in history["method"][:done]], dtype=np.int64),
-                "time_s": np.asarray(history["time_s"][:done], dtype=np.float64)}
-        backend.write_checkpoint(checkpoint, {"phase": phase, "phase_step": phase_step, "fingerprint": fingerprint,
-                                              "history": kept}, with_optimiser=with_optimiser)
-
-    bar = None
-    if progress and backend.writes_files:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=sum(steps), initial=len(history["step"]), desc="solve_ocp", unit="step", leave=False)
-    thread_limit = _ThreadLimit(_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
-    called = time.perf_counter()
-    start = called - (history["time_s"][-1] if history["time_s"] else 0.0)
-    recorder = _Recorder(backend, history, divergence_factor=divergence_factor, callback=callback, bar=bar,
-                         start=start, samples_per_step=batch_size or count)
-    status, message = Status.MAX_STEPS, ""
-    try:
-        for phase in range(start_phase, len(methods)):
-            m, n_steps, opts = methods[phase], steps[phase], options[phase]
-            backend.begin_phase(phase, m, n_steps, opts)
-            first = start_step if phase == start_phase else 0
-            if phase == start_phase and saved_state:
-                backend.load_optimiser_state(saved_state)
-            if m.kind == "stepper":
-                diverged = False
-                for step in range(first, n_steps):
-                    accepted = recorder.report(m.name, backend.evaluate(phase, step))
-                    # (on every rank alike: the ranks' last good parameters must stay the same)
-                    checkpoint_now = checkpoint is not None and step > first and step % checkpoint_every == 0
-                    if accepted and (checkpoint_now or step == n_steps - 1):
-                        accepted = recorder.flush()       # read the pending values before the update
-                    if not accepted:
-                        diverged = True
-                        break
-                    # checkpoint parameters whose objective was just seen to be finite, with the
-                    # optimiser state before the update: a resumed run repeats this step exactly
-                    if checkpoint_now:
-                        save(phase, step, done=len(history["step"]) - 1, with_optimiser=True)
-                        if time_limit is not None and backend.any_rank(time.perf_counter() - called > time_limit):
-                            raise _TimeLimit(step)
-                    backend.update(step)
-                status, message = Status.MAX_STEPS, f"finished {n_steps} {m.name} steps"
-            else:
-                status, message = backend.run_method(phase, m, n_steps, opts,
-                                                     lambda st, value, _n=m.name: recorder.report(_n, value))
-                status = Status(status)
-                diverged = status == Status.STOPPED
-            if diverged or not backend.is_finite():
-                backend.restore(recorder.last_good)
-                status = Status.DIVERGED
-                message = (f"{m.name} diverged (non-finite or exploding objective) after step "
-                           f"{recorder.last_good_step}; returned the last finite parameters. Lower the "
-                           f"learning rate (options={{'lr': ...}}) or init_scale, or use method='lbfgs'.")
-                break
-            save(phase + 1, 0, done=len(history["step"]), with_optimiser=False)
-    except KeyboardInterrupt:
-        backend.restore(recorder.last_good)
-        status = Status.STOPPED
-        message = f"stopped by the callback or the user after step {recorder.last_good_step}"
-    except _TimeLimit as stop:
-        status = Status.TIME_LIMIT
-        message = (f"time limit of {time_limit:g} s reached: stopped at step {stop.args[0]} of phase "
-                   f"{phase}, just after writing {checkpoint}; resume=True continues from there")
-    finally:
-        thread_limit.restore()
-        if bar is not None:
-            bar.close()
-    return backend.solution(status=status, message=message, history={k: np.asarray(v) for k, v in history.items()},
-                            wall_time_s=time.perf_counter() - start, keep_states=keep_states,
-                            test_data=backend.test_data)
-
-
-class _TimeLimit(Exception):
-    """The solve's time limit passed at a checkpoint (args: the step)."""
+    return _Checkpoints(checkpoint, every, time_limit, time.perf_counter())
 
 
 class _ThreadLimit:

@@ -124,10 +124,6 @@ class SGDStepper:
         self.velocity = _array.like(state["velocity"], self.velocity)
 
 
-class _Stop(Exception):
-    pass
-
-
 def run_lbfgs(objective, theta, steps, options, report):
     """Limited-memory BFGS (scipy's L-BFGS-B without bounds) on the full batch.
 
@@ -151,16 +147,16 @@ def run_lbfgs(objective, theta, steps, options, report):
         value = float(intermediate_result.fun)
         controls = intermediate_result.x.astype(dtype)   # a copy: scipy updates x in place afterwards
         if not report(counter["step"], value, controls):
-            raise _Stop
+            counter["stopped"] = True
+            raise StopIteration           # scipy's way for a callback to end the minimisation
         counter["theta"] = controls
         counter["step"] += 1
 
-    try:
-        result = minimize(fun, theta, jac=True, method="L-BFGS-B", callback=callback,
-                          options={"maxiter": steps, "maxcor": options["memory"],
-                                   "gtol": options["gtol"], "ftol": options["ftol"],
-                                   "maxls": options["max_line_search"]})
-    except _Stop:
+    result = minimize(fun, theta, jac=True, method="L-BFGS-B", callback=callback,
+                      options={"maxiter": steps, "maxcor": options["memory"],
+                               "gtol": options["gtol"], "ftol": options["ftol"],
+                               "maxls": options["max_line_search"]})
+    if counter.get("stopped"):
         return counter["theta"], "stopped", f"stopped at step {counter['step']}"
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         return counter["theta"], "diverged", "L-BFGS produced non-finite controls"
