@@ -145,8 +145,7 @@ def backend_for(variant: str, batch: int):
     options = {"normalise": ((0.5,) * 3, (0.25,) * 3), "amp": args.amp, "channels_last": args.channels_last,
                "compile": args.compile, "sync_every": 10 ** 9,
                "augment": lambda x, generator: tp.data.augment(x, generator=generator)}
-    backend = make_backend(ocp, seed=0, batch_size=batch, engine="auto", dtype="float32", device=device,
-                           init_scale=0.1, initial_controls=None, test_data=None, options=options)
+    backend = make_backend(ocp, seed=0, batch_size=batch, device=device, settings=options)
     backend.begin_phase(0, backend.methods["sgd"], 10 ** 9, {**backend.methods["sgd"].defaults, "lr": 0.01})
     return backend
 

@@ -163,8 +163,7 @@ def measure(n, h, depth, batch_setting, dtype_name, seconds, peaks, rounds=2) ->
     dtype = getattr(torch, dtype_name)
     ocp = problem(n, h, depth, count)
     backend_probe = tp.backends.make_backend(ocp, seed=0, batch_size=None if batch == count else batch,
-                                             engine="auto", dtype=dtype_name, device=torch.device("cpu"),
-                                             init_scale=0.1, initial_controls=None, test_data=None, options={})
+                                             device=torch.device("cpu"), settings={"dtype": dtype_name})
     threads = _threads("auto", backend_probe.layer_work) or DEFAULT_THREADS
     torch.set_num_threads(threads)
     key = (dtype_name, threads)

@@ -134,9 +134,8 @@ def test_unsynced_ranks_normalise_by_their_share(tmp_path):
     half normalised by its own statistics (ghost batches), computed here in one process."""
     run_ranks(_train_worker, tmp_path, "ws", 0.1, 1e-4, False, 1, None, False)
     ocp = tiny_ocp(tiny_net("ws"))
-    backend = make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float32", device=torch.device("cpu"),
-                           init_scale=0.1, initial_controls=None, test_data=None,
-                           options={"normalise": SOLVE["normalise"]})
+    backend = make_backend(ocp, seed=0, batch_size=None, device=torch.device("cpu"),
+                           settings={"normalise": SOLVE["normalise"]})
     images, labels = ocp.inputs, torch.as_tensor(ocp.labels)
     halves = [backend.objective(backend.prepare(images[part]), labels[part])
               for part in (slice(0, 24), slice(24, 48))]

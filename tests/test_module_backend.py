@@ -62,9 +62,8 @@ def test_stage_cost_objective_is_the_ocp_formula():
     """J = γ Σ_{k<N} mean CE(ŷ_k) + mean CE(ŷ_N) + r‖w‖², from exits computed one by one."""
     net = tiny_net("ws").double()
     ocp = tiny_ocp(net, gamma=0.3, decay=0.01)
-    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float64",
-                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
-                                       test_data=None, options={"normalise": ((0.3,), (0.3,))})
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, device=torch.device("cpu"),
+                                       settings={"normalise": ((0.3,), (0.3,))})
     images = backend.prepare(ocp.inputs).double()
     labels = torch.as_tensor(ocp.labels)
     net.eval()   # the same (running) statistics on both sides
@@ -87,9 +86,8 @@ def test_a_step_descends_the_whole_objective(method, exits, gamma):
     decay, lr = 0.05, 0.01
     net = tiny_net(exits)
     ocp = tiny_ocp(net, gamma=gamma, decay=decay / 2)            # InputPenalty(r): ∇ r‖w‖² = 2 r w = decay · w
-    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, engine="auto", dtype="float32",
-                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
-                                       test_data=None, options={"normalise": ((0.3,), (0.3,))})
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=None, device=torch.device("cpu"),
+                                       settings={"normalise": ((0.3,), (0.3,))})
     options = {**backend.methods[method].defaults, "lr": lr}
     if method == "sgd":
         options["momentum"] = 0.0
@@ -138,9 +136,7 @@ def test_full_exit_parameters_get_the_lr_factor():
     captured = []
     tp.solve_ocp(ocp, **{**SOLVE, "steps": 1},
                  callback=lambda step, value, module: captured.append(1))
-    backend = tp.backends.make_backend(ocp, seed=0, batch_size=16, engine="auto", dtype="float64",
-                                       device=torch.device("cpu"), init_scale=0.1, initial_controls=None,
-                                       test_data=None, options={})
+    backend = tp.backends.make_backend(ocp, seed=0, batch_size=16, device=torch.device("cpu"))
     backend.begin_phase(0, backend.methods["sgd"], 10, {**backend.methods["sgd"].defaults, "lr": 0.1})
     factors = [g["lr_factor"] for g in backend.optimiser.param_groups]
     assert factors == [1.0, pytest.approx(1 / 0.02)]
@@ -178,9 +174,8 @@ def test_resume_keeps_this_runs_weight_decay_and_implementation():
     """An optimiser state saved with another weight decay (checkpoints before the decay moved into the
     optimiser stored 0) or implementation (fused on a GPU) is loaded with this run's settings; the
     momentum comes back."""
-    backend = tp.backends.make_backend(tiny_ocp(tiny_net(), decay=0.01), seed=0, batch_size=16, engine="auto",
-                                       dtype="float32", device=torch.device("cpu"), init_scale=0.1,
-                                       initial_controls=None, test_data=None, options={})
+    backend = tp.backends.make_backend(tiny_ocp(tiny_net(), decay=0.01), seed=0, batch_size=16,
+                                       device=torch.device("cpu"))
     backend.begin_phase(0, backend.methods["sgd"], 10, {**backend.methods["sgd"].defaults, "lr": 0.1})
     backend.evaluate(0, 0)
     backend.update(0)

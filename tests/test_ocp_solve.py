@@ -571,11 +571,10 @@ def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch
     system = TwoLayerResNet(state_dim=n, depth=2, hidden_dim=hidden)
     ocp = OCP(system, rng.standard_normal((batch, n)), rng.integers(0, 2, batch),
               terminal_cost=SoftCrossEntropy(num_classes=2, p_d=0.9))
-    settings = dict(seed=0, batch_size=batch, dtype="float64", device=torch.device("cpu"), init_scale=0.1,
-                    initial_controls=None, test_data=None, options={})
-    auto = make_backend(ocp, engine="auto", **settings)
+    settings = dict(seed=0, batch_size=batch, device=torch.device("cpu"), test_data=None)
+    auto = make_backend(ocp, settings={"engine": "auto", "dtype": "float64"}, **settings)
     assert auto.engine == expected and auto.engine_name == "adjoint"
-    assert make_backend(ocp, engine="adjoint", **settings).engine == "adjoint"     # explicit: never swapped
+    assert make_backend(ocp, settings={"engine": "adjoint"}, **settings).engine == "adjoint"   # explicit: never swapped
     assert _threads("auto", auto.layer_work) == (1 if batch * n * max(n, hidden) < 3e6 else None)
 
 

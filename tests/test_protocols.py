@@ -137,3 +137,43 @@ def test_engines_follow_from_the_capabilities_of_the_built_in_systems():
     assert available_engines(tp.NeuralODE(state_dim=2, depth=3, horizon=1.0)) == ("scheme", "system")
     assert tp.TwoLayerResNet(state_dim=3, depth=2, hidden_dim=7).layer_width == 7
     assert tp.SingleLayerResNet(state_dim=3, depth=2).layer_width == 3
+
+
+FLAT_SETTINGS = {"engine": "adjoint", "dtype": "float32", "init_scale": 0.5, "initial_controls": np.zeros(3),
+                 "keep_states": False}
+MODULE_SETTINGS = {"normalise": ((0.5,), (0.2,)), "augment": lambda images, generator: images,
+                   "exit_lr_factor": 2.0, "eval_batch_size": 64, "amp": True, "channels_last": True,
+                   "sync_batchnorm": True, "sync_every": 4, "compile": "default"}
+
+
+def test_the_settings_of_each_kind_are_declared_once():
+    from dataclasses import fields
+
+    from turnpike.backends import FlatSettings, ModuleSettings
+    assert {f.name for f in fields(FlatSettings)} == set(FLAT_SETTINGS)
+    assert {f.name for f in fields(ModuleSettings)} == set(MODULE_SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(FLAT_SETTINGS))
+def test_a_flat_setting_given_to_a_module_system_is_refused(name):
+    net = tp.PreActResNet.homogeneous(width=2, blocks_per_stage=(1,), in_channels=1, num_classes=2)
+    ocp = tp.OCP(net, torch.zeros((4, 1, 4, 4), dtype=torch.uint8), np.array([0, 1, 0, 1]),
+                 terminal_cost=tp.CrossEntropy(num_classes=2))
+    with pytest.raises(ValueError, match=rf"^{name}: expected one of the settings of the module system "
+                                         rf"PreActResNet \(normalise, .*\), got one of the flat systems' backend"):
+        tp.solve_ocp(ocp, method="sgd", steps=1, progress=False, **{name: FLAT_SETTINGS[name]})
+
+
+@pytest.mark.parametrize("name", sorted(MODULE_SETTINGS))
+def test_a_module_setting_given_to_a_flat_system_is_refused(name):
+    ocp = _ocp(SineResNet(state_dim=2, depth=2))
+    with pytest.raises(ValueError, match=rf"^{name}: expected one of the settings of the flat system SineResNet "
+                                         rf"\(engine, dtype, .*\), got one of the module systems' backend"):
+        tp.solve_ocp(ocp, method="adam", steps=1, progress=False, **{name: MODULE_SETTINGS[name]})
+
+
+def test_an_unknown_setting_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"^enigne: expected one of the settings of the flat system SineResNet "
+                                         r"\(engine, dtype, init_scale, initial_controls, keep_states\), got an "
+                                         r"unknown setting"):
+        tp.solve_ocp(_ocp(SineResNet(state_dim=2, depth=2)), steps=1, progress=False, enigne="adjoint")

@@ -188,11 +188,9 @@ class _Recorder:
                              **{"samples/s": f"{rate:,.0f}"})
 
 
-def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0,
-              initial_controls=None, init_scale=0.1, engine="auto", test_data=None,
-              threads="auto", divergence_factor=1e6, dtype="float64", keep_states=True,
-              checkpoint=None, checkpoint_every=None, resume=False, time_limit=None, device="cpu",
-              progress=True, callback=None, **backend_options):
+def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, seed=0, test_data=None,
+              threads="auto", divergence_factor=1e6, checkpoint=None, checkpoint_every=None, resume=False,
+              time_limit=None, device="cpu", progress=True, callback=None, **settings):
     """Solve the training OCP ``ocp`` and return a :class:`Solution`.
 
     Parameters
@@ -200,7 +198,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     ocp : OCP
         System, costs, weights and training data. The system's kind chooses the backend:
         flat systems (ResNets (1)/(26), NeuralODE) train one control vector θ; module
-        systems (:class:`PreActResNet`) a ``torch.nn.Module`` (see ``backend_options``).
+        systems (:class:`PreActResNet`) a ``torch.nn.Module`` (see ``settings``).
     method : str or sequence of str
         Optimiser name(s) from the backend's registry, run one after the other, each
         warm-started from the last. Flat: ``"adam"``, ``"sgd"``, ``"lbfgs"`` (e.g.
@@ -215,19 +213,6 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         seeds); full batch if None.
     seed : int
         Seeds the initial parameters and the batch order: equal seeds give equal results.
-    initial_controls : array, optional
-        Flat systems: start from this θ instead of random controls.
-    init_scale : float
-        Flat systems: scale of the random initial weights (``system.initial_controls``).
-    engine : {"auto", "adjoint", "buffered", "autograd", "system", "scheme"}
-        Flat systems: the gradient engine (:data:`turnpike.backends.ENGINES`), among those
-        the system declares. "auto" takes its first: the analytic adjoint sweep of a
-        ResNet, switched to its buffered torch form for large layers (batch × n × width
-        ≥ 10⁷ multiply-adds, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
-        on a GPU; an explicit "adjoint" is the plain numpy sweep (on a GPU its buffered
-        form). For a NeuralODE the
-        exact adjoint of its fixed-step scheme ("scheme": euler, midpoint, rk4 with
-        piecewise-constant controls), else its torchdiffeq solve ("system").
     test_data : (inputs, labels), optional
         Held-out data; its layer-wise states (flat) or per-exit metrics (module) are in
         the solution.
@@ -243,11 +228,6 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     divergence_factor : float
         The solve stops, keeping the last good parameters, when the objective is
         non-finite or exceeds this factor times its first value.
-    dtype : {"float64", "float32"}
-        Flat systems: precision of controls and states while solving.
-    keep_states : bool
-        Flat systems: store every layer's train and test states in the solution (pass
-        False for large data sets and use :func:`turnpike.layer_statistics`).
     checkpoint : path, optional
         File that receives parameters, optimiser state and history every
         ``checkpoint_every`` steps (default: every epoch of mini-batches, else every 100
@@ -270,10 +250,33 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         ``callback(step, objective, parameters)`` with a copy of the parameters; return
         False to stop (in a process group, on every rank alike: a rank that stops alone
         leaves the others waiting for it).
-    backend_options
-        Module systems only (:class:`turnpike.backends.ModuleBackend`): ``normalise``,
-        ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``,
-        ``compile``, ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun,
+    settings
+        The system kind's own settings; one of the other kind is refused (it would do nothing).
+        Flat systems (:class:`turnpike.backends.FlatSettings`):
+
+        initial_controls : array, optional
+            start from this θ instead of random controls.
+        init_scale : float
+            scale of the random initial weights (``system.initial_controls``).
+        engine : {"auto", "adjoint", "buffered", "autograd", "system", "scheme"}
+            the gradient engine (:data:`turnpike.backends.ENGINES`), among those the system's
+            capabilities open (``available_engines``). "auto" takes the first: the analytic adjoint sweep of a
+            ResNet, switched to its buffered torch form for large layers (batch × n × width
+            ≥ 10⁷ multiply-adds, e.g. MNIST; measured by ``benchmarks/sizes.py``) and
+            on a GPU; an explicit "adjoint" is the plain numpy sweep (on a GPU its buffered
+            form). For a NeuralODE the
+            exact adjoint of its fixed-step scheme ("scheme": euler, midpoint, rk4 with
+            piecewise-constant controls), else its torchdiffeq solve ("system").
+        dtype : {"float64", "float32"}
+            precision of controls and states while solving.
+        keep_states : bool
+            store every layer's train and test states in the solution (pass
+            False for large data sets and use :func:`turnpike.layer_statistics`).
+
+        Module systems (:class:`turnpike.backends.ModuleSettings`, described in
+        :class:`turnpike.backends.ModuleBackend`): ``normalise``, ``augment``,
+        ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``, ``compile``,
+        ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun,
         :func:`turnpike.init_distributed`) a module system trains with DistributedDataParallel,
         each rank on its share of every batch (:mod:`turnpike._distributed`); only rank 0
         writes the checkpoint.
@@ -289,9 +292,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     count = ocp.inputs.shape[0]
     if batch_size is not None:
         batch_size = min(_checks.integer("batch_size", batch_size, minimum=1), count)
-    backend = make_backend(ocp, seed=seed, batch_size=batch_size, engine=engine, dtype=dtype,
-                           device=_checks.device("device", device), init_scale=init_scale,
-                           initial_controls=initial_controls, test_data=test_data, options=backend_options)
+    backend = make_backend(ocp, seed=seed, batch_size=batch_size, device=_checks.device("device", device),
+                           test_data=test_data, settings=settings)
     run = _plan(backend, method, steps, options, batch_size, seed)
     checkpoints = _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count)
     if resume and Path(checkpoint).exists():
@@ -321,8 +323,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         status, message = _stopped(stop, backend, recorder, run, phase, checkpoints)
     return backend.solution(status=status, message=message,
                             history={k: np.asarray(v) for k, v in run.history.items()},
-                            wall_time_s=time.perf_counter() - start, keep_states=keep_states,
-                            test_data=backend.test_data)
+                            wall_time_s=time.perf_counter() - start)
 
 
 def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int) -> tuple:

@@ -8,11 +8,19 @@
 The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
 from ._engines import objective_tensor
-from ._flat import ENGINES, Engine, FlatBackend, available_engines, check_test_data
+from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines, check_test_data
 from ._protocol import Backend, Method
 
-__all__ = ["BACKENDS", "Backend", "ENGINES", "Engine", "FlatBackend", "Method", "available_engines", "make_backend",
-           "objective_tensor"]
+__all__ = ["BACKENDS", "Backend", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "Method", "ModuleSettings",
+           "available_engines", "make_backend", "objective_tensor"]
+
+
+def __getattr__(name):
+    # the module backend (and torch.distributed with it) loads only when a module system is solved
+    if name == "ModuleSettings":
+        from ._module import ModuleSettings
+        return ModuleSettings
+    raise AttributeError(name)
 
 
 def _module_backend():
@@ -24,20 +32,23 @@ def _module_backend():
 BACKENDS = {"flat": lambda: FlatBackend, "module": _module_backend}
 
 
-def make_backend(ocp, *, seed, batch_size, engine, dtype, device, init_scale, initial_controls, test_data,
-                 options: dict):
-    """The backend the OCP's system declares, set up for one solve."""
-    from .. import _checks
+def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None):
+    """The backend of the OCP's system kind, set up for one solve.
 
-    kind = ocp.system.backend
-    if kind == "flat":
-        if options:
-            _checks.fail("backend options", "none for a flat system (they are settings of module systems)",
-                         sorted(options))
-        init_scale = _checks.real("init_scale", init_scale, minimum=0.0)
-        backend = FlatBackend(ocp, seed=seed, batch_size=batch_size, engine=engine, dtype=dtype, device=device,
-                              init_scale=init_scale, initial_controls=initial_controls)
-        backend.test_data = check_test_data(ocp, test_data)
-        return backend
-    return BACKENDS[kind]()(ocp, seed=seed, batch_size=batch_size, device=device, test_data=test_data,
-                            **options)
+    ``settings``: the kind's own (``FlatSettings``, ``ModuleSettings``, by name); one of another kind
+    is refused, naming it and the system, since it would do nothing there.
+    """
+    from dataclasses import fields
+
+    system = ocp.system
+    backend = BACKENDS[system.backend]()
+    settings = dict(settings or {})
+    own = [f.name for f in fields(backend.Settings)]
+    for name in settings:
+        if name not in own:
+            others = [kind for kind, other in BACKENDS.items() if name in {f.name for f in fields(other().Settings)}]
+            got = f"one of the {others[0]} systems' backend options" if others else "an unknown setting"
+            raise ValueError(f"{name}: expected one of the settings of the {system.backend} system "
+                             f"{type(system).__name__} ({', '.join(own)}), got {got}")
+    return backend(ocp, seed=seed, batch_size=batch_size, device=device, test_data=test_data,
+                   settings=backend.Settings(**settings))

@@ -109,13 +109,39 @@ def _choose_engine(system, engine: str, large: bool, device) -> str:
     return engine
 
 
+@dataclass(frozen=True)
+class FlatSettings:
+    """The settings of a flat system's solve (``solve_ocp(..., **settings)``), each default defined here.
+
+    engine : "auto" or a name of :data:`ENGINES` the system's capabilities open.
+    dtype : "float64" or "float32", of the controls and states while solving.
+    init_scale : scale of the random initial controls (``system.initial_controls``).
+    initial_controls : a flat θ to start from instead (None: random).
+    keep_states : store every layer's train and test states in the solution.
+    """
+
+    engine: str = "auto"
+    dtype: str = "float64"
+    init_scale: float = 0.1
+    initial_controls: object = None
+    keep_states: bool = True
+
+    def __post_init__(self):
+        _checks.choice("engine", self.engine, ("auto", *ENGINES))
+        _checks.choice("dtype", self.dtype, ("float64", "float32"))
+        object.__setattr__(self, "init_scale", _checks.real("init_scale", self.init_scale, minimum=0.0))
+        _checks.boolean("keep_states", self.keep_states)
+
+
 class FlatBackend(Backend):
     methods = METHODS
+    Settings = FlatSettings
 
-    def __init__(self, ocp, *, seed, batch_size, engine, dtype, device, init_scale, initial_controls):
+    def __init__(self, ocp, *, seed, batch_size, device, test_data, settings: FlatSettings):
         system = ocp.system
         self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
-        self.dtype = _checks.choice("dtype", dtype, ("float64", "float32"))
+        self.settings = settings
+        engine, self.dtype = settings.engine, settings.dtype
         count = ocp.inputs.shape[0]
         batch, n = batch_size or count, system.state_dim
         hidden = system.layer_width
@@ -130,7 +156,7 @@ class FlatBackend(Backend):
         self.numpy_sweep = self.engine in ("adjoint", "scheme")
         self._evaluate = (functools.partial(_buffered, workspace=self.workspace) if self.workspace
                           else ENGINES[self.engine])
-        self.theta = self._initial(initial_controls, init_scale)
+        self.theta = self._initial(settings.initial_controls, settings.init_scale)
         self.inputs = ocp.inputs.astype(self.dtype)
         if _resident(device):        # controls, optimiser state and data stay on the GPU
             self.inputs = torch.as_tensor(self.inputs, device=device)
@@ -141,6 +167,7 @@ class FlatBackend(Backend):
         self._batch = (self.inputs, ocp.labels)
         self._gradient = None
         self.stepper = None
+        self.test_data = check_test_data(ocp, test_data)
 
     def _initial(self, initial_controls, init_scale):
         system = self.ocp.system
@@ -242,7 +269,7 @@ class FlatBackend(Backend):
         return common, {key[6:]: value for key, value in saved.items() if key.startswith("state_")}
 
     # --- result -------------------------------------------------------------------------
-    def solution(self, *, status, message, history, wall_time_s, keep_states, test_data):
+    def solution(self, *, status, message, history, wall_time_s):
         from .._solution import Network, Status
 
         ocp, system = self.ocp, self.ocp.system
@@ -252,6 +279,7 @@ class FlatBackend(Backend):
         value = objective_value(ocp, network.controls.astype(self.dtype), value_only)
         if not np.isfinite(value) and status != Status.DIVERGED:
             status, message = Status.DIVERGED, "the final objective is not finite; lower the learning rate"
+        test_data, keep_states = self.test_data, self.settings.keep_states
         test_inputs, test_labels = test_data if test_data is not None else (None, None)
         return system.solution_type(
             ocp=ocp, network=network,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -90,6 +91,36 @@ def _check_options(options: dict) -> None:
         _checks.integer("options['milestones']", m, minimum=0)
 
 
+@dataclass(frozen=True)
+class ModuleSettings:
+    """The settings of a module system's solve (``solve_ocp(..., **settings)``), each default defined
+    here; what each does is in :class:`ModuleBackend`'s docstring."""
+
+    normalise: tuple | None = None
+    augment: object = None
+    exit_lr_factor: float | None = None
+    eval_batch_size: int = 512
+    amp: bool = False
+    channels_last: bool = False
+    sync_batchnorm: bool = False
+    sync_every: object = "auto"
+    compile: str | None = None
+
+    def __post_init__(self):
+        if self.augment is not None and not callable(self.augment):
+            _checks.fail("augment", "a callable augment(images, generator) -> images", self.augment)
+        if self.exit_lr_factor is not None:
+            _checks.real("exit_lr_factor", self.exit_lr_factor, minimum=0.0, strict_min=True)
+        _checks.integer("eval_batch_size", self.eval_batch_size, minimum=1)
+        for name, value in (("amp", self.amp), ("channels_last", self.channels_last),
+                            ("sync_batchnorm", self.sync_batchnorm)):
+            _checks.boolean(name, value)
+        if self.sync_every != "auto":
+            _checks.integer("sync_every", self.sync_every, minimum=1)
+        if self.compile is not None:
+            _checks.choice("compile", self.compile, COMPILE_MODES)
+
+
 class ModuleBackend(Backend):
     """Trains a :class:`~turnpike.systems.ModuleSystem` (see the module docstring).
 
@@ -128,24 +159,23 @@ class ModuleBackend(Backend):
 
     methods = MODULE_METHODS
 
-    def __init__(self, ocp, *, seed, batch_size, device, test_data, normalise=None, augment=None,
-                 exit_lr_factor=None, eval_batch_size=512, amp=False, channels_last=False, sync_batchnorm=False,
-                 sync_every="auto", compile=None):
+    Settings = ModuleSettings
+
+    def __init__(self, ocp, *, seed, batch_size, device, test_data, settings: ModuleSettings):
         self.ocp, self.seed, self.batch_size, self.device = ocp, seed, batch_size, device
+        self.settings = settings
+        normalise, channels_last = settings.normalise, settings.channels_last
         self.module = ocp.system.to(device)
         self.memory_format = torch.channels_last if channels_last else torch.preserve_format
         if channels_last:
             self.module.to(memory_format=torch.channels_last)
         self.rank, self.world_size = world()
         self.writes_files = self.rank == 0
-        self.sync_batchnorm = _checks.boolean("sync_batchnorm", sync_batchnorm)
+        self.sync_batchnorm = settings.sync_batchnorm
         self.trainer = self._distributed_trainer()
-        self.compile = None if compile is None else _checks.choice("compile", compile, COMPILE_MODES)
-        self.normalise = normalise
-        if augment is not None and not callable(augment):
-            _checks.fail("augment", "a callable augment(images, generator) -> images", augment)
-        self.augment, self.amp = augment, bool(amp)
-        self.eval_batch_size = _checks.integer("eval_batch_size", eval_batch_size, minimum=1)
+        self.compile = settings.compile
+        self.normalise, self.augment, self.amp = normalise, settings.augment, settings.amp
+        self.eval_batch_size = settings.eval_batch_size
         self.inputs = ocp.inputs.to(device)
         if normalise is not None:
             normalise_images(self.inputs[:1], *normalise)        # validates the statistics, clear errors
@@ -159,11 +189,10 @@ class ModuleBackend(Backend):
         self.decay = 2.0 * ocp.input_penalty          # ∇(w_s r‖w‖²) = 2 w_s r w
         gamma = (self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms)
                  if self.stage_weight > 0 else 1.0)
-        self.exit_lr_factor = (1.0 / gamma if exit_lr_factor is None
-                               else _checks.real("exit_lr_factor", exit_lr_factor, minimum=0.0, strict_min=True))
+        self.exit_lr_factor = 1.0 / gamma if settings.exit_lr_factor is None else settings.exit_lr_factor
         self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
-        self.sync_every = (self.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" else \
-            _checks.integer("sync_every", sync_every, minimum=1)
+        sync_every = settings.sync_every
+        self.sync_every = (self.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" else sync_every
         self._order = (None, None)
         self._last = None                   # (final logits, labels) of the latest batch
         self._saved = [torch.empty_like(t) for t in self._state_tensors()]
@@ -414,7 +443,7 @@ class ModuleBackend(Backend):
                 saved["optimiser"])
 
     # --- result ---------------------------------------------------------------------------
-    def solution(self, *, status, message, history, wall_time_s, keep_states, test_data):
+    def solution(self, *, status, message, history, wall_time_s):
         from .._module_solution import ModuleSolution
 
         if self.world_size > 1:
@@ -422,4 +451,4 @@ class ModuleBackend(Backend):
             for buffer in self.module.buffers():
                 torch.distributed.broadcast(buffer, 0)
         return ModuleSolution.evaluate(self, status=status, message=message, history=history,
-                                       wall_time_s=wall_time_s, test_data=test_data)
+                                       wall_time_s=wall_time_s, test_data=self.test_data)

@@ -50,6 +50,10 @@ class Backend(abc.ABC):
     #: name -> :class:`Method`; ``solve_ocp`` validates methods and options against it
     methods: dict
 
+    #: the dataclass of this kind's own settings (``solve_ocp(..., **settings)``), each with its default;
+    #: a setting of another kind is refused by :func:`turnpike.backends.make_backend`
+    Settings: type
+
     #: False on the ranks other than 0 of a process group (DistributedDataParallel): ``solve_ocp``
     #: then writes no checkpoint and shows no progress bar there; every rank reads one to resume
     writes_files: bool = True
@@ -135,5 +139,5 @@ class Backend(abc.ABC):
         """Restore the optimiser state of the phase just begun (resume)."""
 
     @abc.abstractmethod
-    def solution(self, **common):
-        """The :class:`turnpike.Solution` of this solve, from the solver's ``common`` fields."""
+    def solution(self, *, status, message, history, wall_time_s):
+        """The :class:`turnpike.Solution` of this solve (with the test data the backend was given)."""
