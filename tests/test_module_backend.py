@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import turnpike as tp
-from turnpike.backends._module import ModuleBackend, learning_rate_factor
+from turnpike.backends._module import ModuleBackend
+from turnpike.backends._schedules import learning_rate_factor
 from turnpike.cli import main
 
 CLASSES = 4

@@ -177,3 +177,55 @@ def test_an_unknown_setting_is_refused_with_the_valid_ones():
                                          r"\(engine, dtype, init_scale, initial_controls, keep_states\), got an "
                                          r"unknown setting"):
         tp.solve_ocp(_ocp(SineResNet(state_dim=2, depth=2)), steps=1, progress=False, enigne="adjoint")
+
+
+def _module_ocp():
+    net = tp.PreActResNet.homogeneous(width=2, blocks_per_stage=(1,), in_channels=1, num_classes=2)
+    return tp.OCP(net, torch.zeros((4, 1, 4, 4), dtype=torch.uint8), np.array([0, 1, 0, 1]),
+                  terminal_cost=tp.CrossEntropy(num_classes=2))
+
+
+@pytest.mark.parametrize("kind", ["flat", "module"])
+@pytest.mark.parametrize("method, options, pattern", [
+    ("sgd", {"momentum": 1.5}, r"options for 'sgd'\['momentum'\]: expected a number < 1.0, got 1.5"),
+    ("sgd", {"momentum": -1.0}, r"options for 'sgd'\['momentum'\]: expected a number >= 0.0, got -1.0"),
+    ("sgd", {"momentum": 0.0, "nesterov": True}, r"\['nesterov'\]: expected False when momentum is 0"),
+    ("adam", {"beta1": 1.0}, r"options for 'adam'\['beta1'\]"),
+    ("adam", {"lr": 0.0}, r"options for 'adam'\['lr'\]"),
+    ("adam", {"warmup_steps": 5}, r"\['warmup_steps'\]: expected fewer than the phase's 5 steps"),
+])
+def test_a_method_option_out_of_range_is_refused_before_training(kind, method, options, pattern):
+    ocp = _module_ocp() if kind == "module" else _ocp(SineResNet(state_dim=2, depth=2))
+    calls = []
+    with pytest.raises(ValueError, match=pattern):
+        tp.solve_ocp(ocp, method=method, steps=5, options=options, progress=False,
+                     callback=lambda *step: calls.append(step))
+    assert not calls
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"schedule": "multistep"}, r"\['milestones'\]: expected at least one step for the multistep schedule"),
+    ({"schedule": "multistep", "milestones": (4, 2)}, r"\['milestones'\]: expected increasing steps"),
+    ({"schedule": "multistep", "milestones": (2,), "decay": 0.0}, r"\['decay'\]"),
+])
+def test_a_multistep_schedule_needs_increasing_milestones(options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tp.solve_ocp(_module_ocp(), method="sgd", steps=5, options=options, progress=False)
+
+
+def test_flat_methods_have_no_multistep_schedule():
+    with pytest.raises(ValueError, match=r"options for 'adam'\['schedule'\]: expected one of .*'constant', 'cosine'"):
+        tp.solve_ocp(_ocp(SineResNet(state_dim=2, depth=2)), method="adam", steps=5,
+                     options={"schedule": "multistep"}, progress=False)
+
+
+def test_the_schedules_are_the_documented_formulas():
+    from turnpike.backends._schedules import learning_rate
+
+    base = {"lr": 0.2, "warmup_steps": 0, "milestones": (3, 6), "decay": 0.1, "final_lr_fraction": 0.1}
+    multistep = [learning_rate({**base, "schedule": "multistep"}, t, 8) for t in range(8)]
+    np.testing.assert_allclose(multistep, [0.2] * 3 + [0.02] * 3 + [0.002] * 2, rtol=1e-15)
+    cosine = [learning_rate({**base, "schedule": "cosine"}, t, 8) for t in (0, 4, 8)]
+    np.testing.assert_allclose(cosine, [0.2, 0.02 + 0.5 * 0.18, 0.02], rtol=1e-15)
+    warm = [learning_rate({**base, "schedule": "constant", "warmup_steps": 4}, t, 8) for t in range(5)]
+    np.testing.assert_allclose(warm, [0.05, 0.1, 0.15, 0.2, 0.2], rtol=1e-15)

@@ -20,6 +20,7 @@ from . import _checks
 from ._solution import Status
 from .backends import make_backend
 from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
+from .backends._schedules import check_options
 
 
 def _as_sequence(value, count, name):
@@ -42,6 +43,8 @@ def _plan(backend, method, steps, options, batch_size, seed) -> "_Run":
     steps = [_checks.integer("steps", s, minimum=1) for s in _as_sequence(steps, len(methods), "steps")]
     options = [_checks.options(f"options for {m.name!r}", o, m.defaults)
                for m, o in zip(methods, _as_sequence(options, len(methods), "options"))]
+    for m, n, o in zip(methods, steps, options):
+        check_options(m.name, o, n)
     for m in methods:
         if batch_size is not None and not m.minibatch:
             _checks.fail("batch_size", f"None for the full-batch method {m.name!r}", batch_size)

@@ -22,7 +22,6 @@ statistics) and the optimiser state.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +32,12 @@ from .._distributed import world
 from .._runs import _write_atomically
 from ..data import batch_indices, normalise as normalise_images
 from ._protocol import Backend, Method
+from ._schedules import learning_rate
 
 #: ``torch.compile`` modes of the training forward pass (``compile=``)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-_SCHEDULE = {"schedule": "multistep", "milestones": (), "decay": 0.1, "warmup_steps": 0,
+_SCHEDULE = {"schedule": "constant", "milestones": (), "decay": 0.1, "warmup_steps": 0,
              "final_lr_fraction": 0.0}
 
 
@@ -63,32 +63,6 @@ def _names_by_dtype(tensors: dict) -> dict:
 def _samples_in(index, count: int) -> int:
     """Samples in a batch: ``count`` for the full batch (index None)."""
     return count if index is None else int(index.shape[0])
-
-
-def learning_rate_factor(options: dict, step: int, steps: int) -> float:
-    """Multiplier of the base learning rate at ``step`` of ``steps``: linear warm-up, then
-    ``constant``, ``multistep`` (× ``decay`` at each of ``milestones``, in steps) or ``cosine``
-    (to ``final_lr_fraction``)."""
-    warmup = options["warmup_steps"]
-    if step < warmup:
-        return (step + 1) / warmup
-    schedule = options["schedule"]
-    if schedule == "multistep":
-        return options["decay"] ** sum(step >= m for m in options["milestones"])
-    if schedule == "cosine":
-        progress = (step - warmup) / max(1, steps - warmup)
-        low = options["final_lr_fraction"]
-        return low + 0.5 * (1.0 - low) * (1.0 + math.cos(math.pi * progress))
-    return 1.0
-
-
-def _check_options(options: dict) -> None:
-    _checks.real("options['lr']", options["lr"], minimum=0.0, strict_min=True)
-    _checks.choice("options['schedule']", options["schedule"], ("constant", "multistep", "cosine"))
-    _checks.integer("options['warmup_steps']", options["warmup_steps"], minimum=0)
-    _checks.real("options['decay']", options["decay"], minimum=0.0, maximum=1.0)
-    for m in options["milestones"]:
-        _checks.integer("options['milestones']", m, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -358,7 +332,6 @@ class ModuleBackend(Backend):
 
     # --- optimiser ------------------------------------------------------------------------
     def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
-        _check_options(options)
         exit_ids = {id(p) for p in self.module.exit_parameters()}
         groups = [{"params": [p for p in self.module.parameters() if id(p) not in exit_ids], "lr_factor": 1.0}]
         if exit_ids:
@@ -377,9 +350,9 @@ class ModuleBackend(Backend):
         self.options, self.steps = options, steps
 
     def update(self, step: int) -> None:
-        factor = learning_rate_factor(self.options, step, self.steps)
+        rate = learning_rate(self.options, step, self.steps)
         for group in self.optimiser.param_groups:
-            group["lr"] = self.options["lr"] * factor * group["lr_factor"]
+            group["lr"] = rate * group["lr_factor"]
         self.optimiser.step()
 
     def load_optimiser_state(self, state: dict) -> None:

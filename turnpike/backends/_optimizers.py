@@ -12,32 +12,12 @@ step and returns False to stop (divergence guard, callback).
 """
 from __future__ import annotations
 
-import math
 import numpy as np
 import torch
 
 from .. import _array, _checks
 from ._protocol import Method
-
-
-def _learning_rate(options: dict, step: int, steps: int) -> float:
-    """Learning-rate schedule: constant, or cosine decay to ``final_lr_fraction`` of ``lr``."""
-    lr = options["lr"]
-    warmup = options["warmup_steps"]
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if options["schedule"] == "constant":
-        return lr
-    progress = (step - warmup) / max(1, steps - warmup)
-    low = lr * options["final_lr_fraction"]
-    return low + 0.5 * (lr - low) * (1.0 + math.cos(math.pi * progress))
-
-
-def _check_schedule(options: dict) -> None:
-    _checks.real("options['lr']", options["lr"], minimum=0.0, strict_min=True)
-    _checks.choice("options['schedule']", options["schedule"], ("cosine", "constant"))
-    _checks.real("options['final_lr_fraction']", options["final_lr_fraction"], minimum=0.0, maximum=1.0)
-    _checks.integer("options['warmup_steps']", options["warmup_steps"], minimum=0)
+from ._schedules import learning_rate
 
 
 def _as_tensor(x):
@@ -77,7 +57,6 @@ class AdamStepper:
     """
 
     def __init__(self, theta, steps: int, options: dict):
-        _check_schedule(options)
         self.options, self.steps = options, steps
         self.mean = _array.zeros_like(theta)
         self.second = _array.zeros_like(theta)
@@ -90,7 +69,7 @@ class AdamStepper:
         grad = _as_tensor(gradient).to(out.dtype)
         count = torch.tensor(float(step + 1), device=out.device)
         torch._fused_adam_([out], [grad], [_as_tensor(self.mean)], [_as_tensor(self.second)], [], [count],
-                           lr=_learning_rate(self.options, step, self.steps), beta1=self.options["beta1"],
+                           lr=learning_rate(self.options, step, self.steps), beta1=self.options["beta1"],
                            beta2=self.options["beta2"], weight_decay=0.0, eps=self.options["eps"],
                            amsgrad=False, maximize=False)
         return updated
@@ -107,7 +86,6 @@ class SGDStepper:
     """Stochastic gradient descent with (optionally Nesterov) momentum."""
 
     def __init__(self, theta, steps: int, options: dict):
-        _check_schedule(options)
         self.options, self.steps = options, steps
         self.velocity = _array.zeros_like(theta)
 
@@ -115,7 +93,7 @@ class SGDStepper:
         momentum = self.options["momentum"]
         self.velocity = momentum * self.velocity + gradient
         direction = gradient + momentum * self.velocity if self.options["nesterov"] else self.velocity
-        return theta - _learning_rate(self.options, step, self.steps) * direction
+        return theta - learning_rate(self.options, step, self.steps) * direction
 
     def state_dict(self) -> dict:
         return {"velocity": _array.to_numpy(self.velocity)}

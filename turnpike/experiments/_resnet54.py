@@ -35,7 +35,8 @@ from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
 from .._solution import Status
 from .._solve import solve_ocp
-from ..backends._module import COMPILE_MODES, MODULE_METHODS, learning_rate_factor
+from ..backends._module import COMPILE_MODES, MODULE_METHODS
+from ..backends._schedules import learning_rate
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
 
@@ -153,7 +154,7 @@ class _EpochLog:
         seconds = time.perf_counter() - self.started
         epoch = (step + 1) // self.per_epoch
         line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
-                "lr": _lr_at(self.options, step, self.steps),     # the lr of the epoch's last step
+                "lr": learning_rate(self.options, step, self.steps),     # the lr of the epoch's last step
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
         with open(self.path, "a") as stream:
             stream.write(json.dumps(line) + "\n")
@@ -198,10 +199,6 @@ def _sgd_options(config: ResNet54Config, per_epoch: int) -> dict:
     """The paper's SGD schedule in steps, every option of the method given (the log reads the lr from it)."""
     return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
             "milestones": tuple(m * per_epoch for m in config.milestones)}
-
-
-def _lr_at(options: dict, step: int, steps: int) -> float:
-    return options["lr"] * learning_rate_factor(options, step, steps)
 
 
 def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
@@ -269,7 +266,7 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
     settings = {**_solve_settings(config, data), "seed": config.seed + 1}
     per_epoch = settings["checkpoint_every"]
     steps = config.epochs * per_epoch          # the run's schedule at its last step (milestones past it never applied)
-    lr = _lr_at(_sgd_options(config, per_epoch), steps - 1, steps)
+    lr = learning_rate(_sgd_options(config, per_epoch), steps - 1, steps)
     loss = CrossEntropy(num_classes=data.num_classes)
     ocp = OCP(network.train(), data.train_images, data.train_labels.numpy(),
               stage_cost=InputPenalty(config.weight_decay / 2), terminal_cost=loss)
