@@ -4,6 +4,10 @@
 # (an unpinned torch would pull a multi-GB CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "error: turnpike needs Python >= 3.11 (python3 is $(python3 -V 2>&1)); install a newer python3 first" >&2
+  exit 2
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -235,6 +235,10 @@ class ModuleBackend(Backend):
         return images.contiguous(memory_format=self.memory_format)
 
     def _batch(self, phase: int, step: int):
+        """(prepared images, labels, loss scale) of ``step``'s batch: this rank's share of it inside a
+        process group, whose loss is scaled by K·b_r/B so that DDP's mean of the ranks' gradients is
+        the gradient of the whole batch's mean (1 in one process)."""
+        scale = 1.0
         if self.batch_size is None or self.batch_size == self.count:
             index = None
         else:
@@ -253,9 +257,8 @@ class ModuleBackend(Backend):
             images = self.augment(images, generator)      # the global batch's draws on every rank
         if self.world_size > 1:
             images, labels = self._share(images), self._share(labels)
-            # K·b_r/B: DDP's mean of the ranks' gradients is then the gradient of the batch mean
-            self._loss_scale = self.world_size * labels.shape[0] / _samples_in(index, self.count)
-        return self.prepare(images), labels
+            scale = self.world_size * labels.shape[0] / _samples_in(index, self.count)
+        return self.prepare(images), labels, scale
 
     def _share(self, batch):
         """This rank's contiguous share of a global batch (shares differ by at most one sample)."""
@@ -279,7 +282,7 @@ class ModuleBackend(Backend):
             value = value + self.stage_weight * stage.mean(dim=1).sum()
         if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
             value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels).mean()
-        return value * self._loss_scale if self.world_size > 1 else value, final
+        return value, final
 
     def objective(self, images, labels):
         """The differentiable J (a torch scalar) on a batch of prepared images."""
@@ -300,12 +303,14 @@ class ModuleBackend(Backend):
 
     def evaluate(self, phase: int, step: int) -> float:
         self.module.train()
-        images, labels = self._batch(phase, step)
+        images, labels, scale = self._batch(phase, step)
         self.optimiser.zero_grad(set_to_none=True)
         with torch.no_grad():
             for copies, buffers in self._buffer_copies:
                 torch._foreach_copy_(copies, buffers)
         value = self._loss(images, labels)
+        if self.world_size > 1:
+            value = value * scale
         value.backward()
         value = value.detach()
         if self.decay > 0:

@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .. import _checks
 from ._soft_ce import minimiser_points
@@ -121,6 +120,7 @@ def _reduced_starts(free: int, rng, random_starts: int) -> list[np.ndarray]:
 
 def _reduced_search(value_of_step, num_classes, p_d, *, sphere, random_starts, seed):
     """min of value_of_step(d, x, k) over the symmetric subspace, ‖d‖ <= 1 (or = 1 with ``sphere``)."""
+    from scipy.optimize import minimize   # 0.3 s to import: only the certificates load it, not import turnpike
     k = _groups(num_classes)
     centre = minimiser_points(num_classes, p_d)[0]
     centre_y, centre_wrong = centre[0], centre[1]
@@ -155,6 +155,7 @@ def _reduced_search(value_of_step, num_classes, p_d, *, sphere, random_starts, s
 
 def _full_search(objective_x, num_classes, p_d, *, sphere, starts, seed):
     """The same minimisation from ``starts`` random directions in all of X_T (analytic gradients)."""
+    from scipy.optimize import minimize   # 0.3 s to import: only the certificates load it
     centre = minimiser_points(num_classes, p_d)[0]
     basis = _orthonormal_basis_of_mean_zero(num_classes)
     rng = np.random.default_rng(seed + 1)
