@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import train_plain  # noqa: E402
 
 import turnpike as tp  # noqa: E402
-from turnpike._solution import turnpike_layer_of  # noqa: E402
+from turnpike.results import turnpike_layer_of  # noqa: E402
 from turnpike.theory import distance_to_minimisers  # noqa: E402
 
 

@@ -1,11 +1,11 @@
 """turnpike: train ResNets and neural ODEs as optimal control problems and find their turnpikes."""
 from ._costs import Cost, CrossEntropy, InputPenalty, L2Tracking, SoftCrossEntropy
 from ._ocp import OCP
-from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE, ODESolution, exceedance_intervals
+from .systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE
 from .backends._optimizers import METHODS
 from .backends import ENGINES, objective_tensor
-from ._solution import Network, Solution, Status, layer_statistics
-from ._module_solution import ModuleSolution
+from ._version import __version__
+from .results import ModuleSolution, Network, ODESolution, Solution, Status, exceedance_intervals, layer_statistics
 from .systems import PreActResNet
 from .systems._early_exit import early_exit_curve, early_exit_predict
 from ._solve import solve_ocp
@@ -22,7 +22,6 @@ from .experiments._resnet54_study import run_resnet54_study
 from .systems._activations import ACTIVATIONS
 from . import data, theory
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "ENGINES", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",

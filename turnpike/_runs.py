@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._version import __version__
+
 
 def _jsonable(value):
     if dataclasses.is_dataclass(value):
@@ -63,10 +65,8 @@ def write_run_config(out, config, **extra) -> Path:
 
 def environment() -> dict:
     """Versions that make a run reproducible or explain a difference."""
-    import scipy
+    import scipy   # (torch and scipy only for their versions, when a run folder is written)
     import torch
-
-    from . import __version__
 
     return {"turnpike": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "torch": torch.__version__, "machine": platform.machine(),

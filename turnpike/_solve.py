@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import _checks
-from ._solution import Status
+from .results import Status
 from .backends import make_backend
 from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
 from .backends._schedules import check_options

@@ -25,6 +25,7 @@ from ._engines import adjoint_objective, autograd_objective, scheme_objective, s
 from ._optimizers import METHODS
 from ._protocol import Backend
 from ._sweep import Workspace, buffered_adjoint_objective
+from ..results import Network, Status, solution_type
 
 # The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per
 # layer (batch × n × hidden width), measured by benchmarks/sizes.py (2-core CPU, 2026-11-24, 180 sizes,
@@ -270,8 +271,6 @@ class FlatBackend(Backend):
 
     # --- result -------------------------------------------------------------------------
     def solution(self, *, status, message, history, wall_time_s):
-        from .._solution import Network, Status
-
         ocp, system = self.ocp, self.ocp.system
         network = Network(system, np.array(_array.to_numpy(self.theta), dtype=np.float64))
         value_only = (functools.partial(self._evaluate, with_gradient=False) if self.workspace is not None
@@ -281,7 +280,7 @@ class FlatBackend(Backend):
             status, message = Status.DIVERGED, "the final objective is not finite; lower the learning rate"
         test_data, keep_states = self.test_data, self.settings.keep_states
         test_inputs, test_labels = test_data if test_data is not None else (None, None)
-        return system.solution_type(
+        return solution_type(system)(
             ocp=ocp, network=network,
             train_states=network.states(ocp.inputs) if keep_states and network.has_states else None,
             test_states=(network.states(test_inputs) if test_data is not None and keep_states and network.has_states

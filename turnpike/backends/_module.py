@@ -33,6 +33,7 @@ from .._runs import _write_atomically
 from ..data import batch_indices, normalise as normalise_images
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
+from ..results import ModuleSolution
 
 #: ``torch.compile`` modes of the training forward pass (``compile=``)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -422,8 +423,6 @@ class ModuleBackend(Backend):
 
     # --- result ---------------------------------------------------------------------------
     def solution(self, *, status, message, history, wall_time_s):
-        from .._module_solution import ModuleSolution
-
         if self.world_size > 1:
             # rank 0's BatchNorm statistics on every rank (unsynced, each rank's last update was its own)
             for buffer in self.module.buffers():

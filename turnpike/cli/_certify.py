@@ -27,7 +27,7 @@ def add_parser(sub):
 
 def load_run(run_dir) -> dict:
     """The solutions of a saved spirals run, rebuilt from config.json and controls.npz: {name: Solution}."""
-    from .._solution import Network, Solution
+    from ..results import Network, Solution
     from ..experiments._spirals import SpiralsConfig, _problem
     from ..data import two_spirals
 

@@ -28,6 +28,7 @@ config and ``resume=True`` redoes only what is missing.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ from .._solve import solve_ocp
 from ..data import load_raw_images, whitened_regression_data
 from ..systems._shortcut import ShortcutNetwork
 from ..theory import HessianSpectrum, hessian, least_squares_summary, regression_ocp, theorem2_condition_number
+from ..data import DATASETS
+from .._runs import _jsonable
+from ..backends._engines import autograd_objective
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,6 @@ class HessianConfig:
     threads: int = 1
 
     def __post_init__(self):
-        from ..data import DATASETS
-
         _checks.choice("dataset", self.dataset, DATASETS)
         for name in self.families:
             _checks.choice("families", name, FAMILIES)
@@ -117,8 +119,6 @@ class _Partial:
     """Finished pieces of work, saved after each one (``partial.json``) so a killed run resumes."""
 
     def __init__(self, path: Path, config, resume: bool):
-        import json
-
         self.path, self.key = path, asdict(config)
         saved = json.loads(path.read_text()) if resume and path.is_file() else {}
         self.done = saved.get("done", {}) if saved.get("config") == _jsonable_config(self.key) else {}
@@ -131,9 +131,6 @@ class _Partial:
 
 
 def _jsonable_config(key: dict) -> dict:
-    import json
-
-    from .._runs import _jsonable
     return json.loads(json.dumps(_jsonable(key)))
 
 
@@ -192,8 +189,6 @@ def _path_steps(steps: int, points: int) -> set:
 
 def training_paths(config, summary, losses: dict, partial) -> dict:
     """Fig. 5–6: spectra along gradient descent at ``path_depth`` and each family's best rate."""
-    from ..backends._engines import autograd_objective
-
     paths = {}
     marks = _path_steps(config.steps, config.path_points)
     for name in config.families:

@@ -18,7 +18,7 @@ from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
 from .._ocp import OCP
 from .._runs import write_run_config, write_json
-from .._solution import layer_statistics, turnpike_layer_of
+from ..results import layer_statistics, turnpike_layer_of
 from .._solve import solve_ocp
 from ..systems._resnet import TwoLayerResNet
 from ..data import load_images

@@ -26,6 +26,8 @@ from ..backends._optimizers import method_schedule
 from .._runs import write_json
 from .._solve import solve_ocp
 from ._spirals import SPIRALS_OPTIONS, solution_summary, spirals_run_start
+from ..results import Network, exceedance_intervals
+from ..theory import distance_to_minimisers
 
 
 @dataclass
@@ -126,8 +128,6 @@ def summarise_horizon(solution, eps: float, resolution: int) -> dict:
     """Measure-turnpike metrics of one trained neural ODE."""
     times, distance = solution.distance_over_time("train", resolution=resolution)
     _, test_distance = solution.distance_over_time("test", resolution=resolution)
-    from ..systems._node import exceedance_intervals
-
     intervals = exceedance_intervals(times, distance, eps)
     measure = float((intervals[:, 1] - intervals[:, 0]).sum())
     # the pair (x(t), u(t)) from the states just rolled out (theta_measure(include_controls) would roll out again)
@@ -193,8 +193,6 @@ def a_posteriori_check(solution, config, eps: float, scheme_measure: float | Non
     """
     from dataclasses import replace
 
-    from .._solution import Network
-
     reference_system = replace(solution.system, method=config.check_method, rtol=config.check_rtol,
                                atol=config.check_atol, options=dict(solution.system.options))
     reference = replace(solution, network=Network(reference_system, solution.controls))
@@ -220,8 +218,6 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     start = time.perf_counter()
     inputs, labels, test, out = spirals_run_start(config, out)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
-    from ..theory import distance_to_minimisers
-
     initial = float(np.sqrt((distance_to_minimisers(inputs, labels, 2, soft.p_d) ** 2).mean()))
     eps = config.eps_fraction * initial
     metrics = {"eps": eps, "horizons": list(config.horizons), "per_horizon": {}}

@@ -33,12 +33,14 @@ from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
 from .._runs import _write_atomically, write_json, write_run_config
-from .._solution import Status
+from ..results import Status
 from .._solve import solve_ocp
 from ..backends._module import COMPILE_MODES, MODULE_METHODS
 from ..backends._schedules import learning_rate
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
+from ..data import normalise
+from ..systems._early_exit import early_exit_curve
 
 #: data sets of digits and clothes: no horizontal flip (a flipped digit is another symbol)
 _NO_FLIP = ("mnist", "fashion-mnist")
@@ -179,7 +181,6 @@ def _evaluate_pruned(solution, depth, data, config) -> dict:
 
 
 def _normalised(images, data):
-    from ..data import normalise
     return normalise(images, data.mean, data.std)
 
 
@@ -358,8 +359,6 @@ def summarise(solution, config, data, per_epoch) -> dict:
 
 def _early_exit(network, data, device) -> dict:
     """Test accuracy against mean blocks executed and compute over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
-    from ..systems._early_exit import early_exit_curve
-
     images = _normalised(data.test_images, data).to(device)
     curve = early_exit_curve(network, images, data.test_labels, EARLY_EXIT_THRESHOLDS, batch_size=512)
     return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks", "mean_compute")}

@@ -54,8 +54,8 @@ from ._layout import ControlLayout
 from ._protocol import FixedStepScheme, OwnGradient, Trajectories
 from .. import _checks
 from ._activations import get_activation
-from .._solution import Solution
-from ..theory import distance_to_minimisers
+from ._rk import TABLEAUS, refine, scheme_objective, scheme_states
+from ._resnet import SingleLayerResNet, TwoLayerResNet
 
 PARAMETRISATIONS = ("piecewise_constant", "piecewise_linear")
 
@@ -184,8 +184,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         piecewise-constant controls, back-propagation; :mod:`turnpike.systems._rk`), else why not.
         Otherwise J is evaluated in one torchdiffeq solve and differentiated through it (or by
         ``odeint_adjoint``): engine "system"."""
-        from ._rk import TABLEAUS
-
         if self.method not in TABLEAUS or self.parametrisation != "piecewise_constant" or self.adjoint:
             return (f"the scheme adjoint covers euler, midpoint and rk4 with piecewise-constant controls and "
                     f"adjoint=False, not method={self.method!r}, parametrisation={self.parametrisation!r}, "
@@ -194,8 +192,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
 
     def scheme_objective(self, ocp, theta: np.ndarray, inputs: np.ndarray, labels: np.ndarray):
         """(J, ∇_θ J) of the fixed-step scheme by its exact adjoint (engine "scheme")."""
-        from ._rk import scheme_objective
-
         reason = self.scheme_unavailable()
         if reason is not None:
             _checks.fail("engine", f"'system' ({reason})", "scheme")
@@ -209,8 +205,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         Horizon T = N τ with N the depth and τ the ResNet's ``step_size``; the method is
         "euler" unless ``settings`` says otherwise.
         """
-        from ._resnet import SingleLayerResNet, TwoLayerResNet
-
         settings.setdefault("method", "euler")
         settings.setdefault("horizon", resnet.depth * resnet.step_size)
         if isinstance(resnet, SingleLayerResNet):
@@ -222,8 +216,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
 
     def to_resnet(self):
         """The ResNet (1)/(26) with ``step_size = h``: this ODE's explicit Euler scheme."""
-        from ._resnet import SingleLayerResNet, TwoLayerResNet
-
         if self.parametrisation != "piecewise_constant":
             _checks.fail("parametrisation", "'piecewise_constant' (one control per layer) for a ResNet",
                          self.parametrisation)
@@ -250,7 +242,7 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
     def dense_times(self, resolution: int = 16) -> np.ndarray:
         """The grid refined ``resolution`` times: K·resolution + 1 points including every t_k."""
         resolution = _checks.integer("resolution", resolution, minimum=1)
-        return np.array(_refine(self._nodes(), resolution))
+        return np.array(refine(self._nodes(), resolution))
 
     @property
     def num_controls(self) -> int:
@@ -356,7 +348,7 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         options = dict(self.options)
         nodes = self._nodes()
         if ODE_METHODS[self.method] == "fixed":
-            grid = _refine(nodes, substeps)
+            grid = refine(nodes, substeps)
             options["grid_constructor"] = _grid_constructor(grid)
             options["perturb"] = True
         else:
@@ -430,7 +422,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
                 return np.asarray(x0, dtype=np.float64)[None].copy()
             theta, x0 = np.asarray(theta, dtype=dtype), np.asarray(x0, dtype=dtype)
             if self.scheme_unavailable() is None:   # the same steps as torchdiffeq's fixed grid, in numpy
-                from ._rk import scheme_states
                 return scheme_states(self, theta, x0, checked)
             with torch.no_grad():
                 states, _ = self.integrate(torch.as_tensor(theta), torch.as_tensor(x0), checked)
@@ -470,11 +461,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         value.backward()
         return float(value.detach()), theta_t.grad.numpy().astype(np.asarray(theta).dtype, copy=False)
 
-    @property
-    def solution_type(self):
-        """What ``solve_ocp`` returns for this system: an :class:`ODESolution`."""
-        return ODESolution
-
 
 def _detached_norm(state):
     """torchdiffeq's error norm (max over state parts of the RMS), outside the autograd graph.
@@ -487,16 +473,6 @@ def _detached_norm(state):
     parts = state if isinstance(state, (tuple, list)) else (state,)
     return max(part.detach().abs().pow(2).mean().sqrt() for part in parts)
 
-
-def _refine(nodes: list, parts) -> list:
-    """Each interval of ``nodes`` cut into ``parts`` equal pieces (one count, or one per interval);
-    the nodes themselves kept exactly."""
-    grid = []
-    counts = parts if isinstance(parts, (list, tuple)) else [parts] * (len(nodes) - 1)
-    for a, b, count in zip(nodes[:-1], nodes[1:], counts):
-        grid.extend(a + (b - a) * j / count for j in range(count))
-    grid.append(nodes[-1])
-    return grid
 
 
 def _grid_constructor(grid: list):
@@ -516,123 +492,3 @@ def _grid_constructor(grid: list):
         return torch.tensor(points, dtype=t.dtype, device=t.device)
 
     return construct
-
-
-def exceedance_intervals(times, values, eps: float) -> np.ndarray:
-    r"""The set {t : v(t) > ε} of the piecewise-linear interpolant of ``values`` at ``times``.
-
-    Returns an array (m, 2) of disjoint intervals [start, end]; crossings of ε between two
-    samples are located by linear interpolation (error O(Δt²) for a smooth v). Its total
-    length is the Lebesgue measure used in Prop. 16.
-    """
-    times = _checks.finite_array("times", times, ndim=1)
-    values = _checks.finite_array("values", values, ndim=1)
-    if values.shape != times.shape:
-        _checks.fail("values", f"one value per time, shape {times.shape}", values)
-    eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
-    if times.size == 1:
-        return np.array([[times[0], times[0]]]) if values[0] > eps else np.zeros((0, 2))
-    intervals = []
-    start = times[0] if values[0] > eps else None
-    for j in range(times.size - 1):
-        t0, t1, v0, v1 = times[j], times[j + 1], values[j], values[j + 1]
-        above0, above1 = v0 > eps, v1 > eps
-        if above0 == above1:
-            continue
-        crossing = t0 + (eps - v0) / (v1 - v0) * (t1 - t0)
-        if above1:
-            start = crossing
-        else:
-            intervals.append((start, crossing))
-            start = None
-    if start is not None:
-        intervals.append((start, times[-1]))
-    return np.array(intervals, dtype=np.float64).reshape(-1, 2)
-
-
-@dataclass(frozen=True, eq=False, repr=False)   # keep Solution.__repr__
-class ODESolution(Solution):
-    r"""A :class:`~turnpike.Solution` of the continuous-time OCP (20), with dense-time answers.
-
-    The per-layer members of :class:`~turnpike.Solution` refer to the control grid
-    t_0..t_K (``train_states`` is (K+1, D, n)); the methods below evaluate the trajectory
-    densely in t with the system's solver (fixed-grid methods refine their grid to include
-    the requested times) and answer the measure-turnpike question of Prop. 16:
-    :math:`Θ_{ε,T} = \{t ∈ [0,T]: \mathrm{dist}(x^\star(t), X^\star_y) > ε\}` and
-    :math:`μ[Θ_{ε,T}]`.
-    """
-
-    @property
-    def system(self):
-        return self.network.system
-
-    @property
-    def horizon(self) -> float:
-        return self.system.horizon
-
-    @property
-    def times(self) -> np.ndarray:
-        """The control grid t_0..t_K."""
-        return self.system.times
-
-    def _inputs(self, split):
-        if split == "train":
-            return self.ocp.inputs
-        states, _ = self._split(split)
-        return states[0]
-
-    def states_at(self, times, split: str = "train") -> np.ndarray:
-        """x(t) for the samples of ``split`` at ``times`` (increasing, from 0): (len(times), D, n)."""
-        _checks.choice("split", split, ("train", "test"))
-        return self.system.rollout(self.controls, self._inputs(split), times)
-
-    def control_norm_at(self, times) -> np.ndarray:
-        """‖u(t)‖ at ``times``."""
-        return self.system.control_norm_at(self.controls, times)
-
-    def distance_over_time(self, split: str = "train", *, times=None, resolution: int = 16,
-                           include_controls: bool = False):
-        r"""(times, d(t)): RMS over samples of dist(x^i(t), X*_{y^i}) (Lemma 6), densely in t.
-
-        ``times`` defaults to the grid refined ``resolution`` times. With
-        ``include_controls`` the distance is that of the pair (x(t), u(t)) to
-        :math:`\bar Z^\star_c = (X^\star_y, \{0\})` (Cor. 14): :math:`\sqrt{d(t)^2 + \|u(t)\|^2}`.
-        """
-        soft = self.ocp.soft_cross_entropy()
-        if soft is None:
-            raise ValueError("the turnpike set X*_y is defined by a SoftCrossEntropy cost; this OCP has none")
-        _checks.choice("split", split, ("train", "test"))
-        times = self.system.dense_times(resolution) if times is None else \
-            _checks.finite_array("times", times, ndim=1)
-        labels = self.ocp.labels if split == "train" else self.test_labels
-        states = self.states_at(times, split)
-        distance = np.sqrt((distance_to_minimisers(states, labels, soft.num_classes, soft.p_d) ** 2).mean(axis=1))
-        if include_controls:
-            distance = np.sqrt(distance ** 2 + self.control_norm_at(times) ** 2)
-        return np.asarray(times, dtype=np.float64), distance
-
-    def theta_set(self, eps: float, split: str = "train", *, resolution: int = 16,
-                  include_controls: bool = False) -> np.ndarray:
-        r""":math:`Θ_{ε,T}` as disjoint intervals (m, 2): the times at which d(t) > ε."""
-        eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
-        times, distance = self.distance_over_time(split, resolution=resolution,
-                                                  include_controls=include_controls)
-        return exceedance_intervals(times, distance, eps)
-
-    def theta_measure(self, eps: float, split: str = "train", *, resolution: int = 16,
-                      include_controls: bool = False) -> float:
-        r""":math:`μ[Θ_{ε,T}]`, the time spent farther than ε from the turnpike (Prop. 16, (25))."""
-        intervals = self.theta_set(eps, split, resolution=resolution, include_controls=include_controls)
-        return float((intervals[:, 1] - intervals[:, 0]).sum())
-
-    def time_near_turnpike(self, eps: float, split: str = "train", **kwargs) -> float:
-        """T − μ[Θ_ε,T]: the time spent within ε of the turnpike."""
-        return self.horizon - self.theta_measure(eps, split, **kwargs)
-
-    def turnpike_time(self, eps: float, split: str = "train", **kwargs) -> float | None:
-        """First t after which d(t) ≤ ε up to T (None if d(T) > ε): the continuous turnpike layer."""
-        intervals = self.theta_set(eps, split, **kwargs)
-        if intervals.shape[0] == 0:
-            return 0.0
-        end = float(intervals[-1, 1])
-        return None if end >= self.horizon else end

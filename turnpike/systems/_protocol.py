@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _array
+from .._distributed import convert_to_synced_batch_norm
 
 
 class System(abc.ABC):
@@ -76,12 +77,6 @@ class FlatSystem(System):
     def readout(self, states, width: int):
         """Logits of every layer: the first ``width`` state components (Remark 4), shape (..., width)."""
         return states[..., :width]
-
-    @property
-    def solution_type(self):
-        """The :class:`turnpike.Solution` subclass ``solve_ocp`` returns for this system."""
-        from .._solution import Solution
-        return Solution
 
     @property
     @abc.abstractmethod
@@ -228,5 +223,4 @@ class ModuleSystem(System):
         mode (``solve_ocp(..., sync_batchnorm=True)`` under DistributedDataParallel): every
         ``nn.BatchNorm2d`` becomes a :class:`turnpike.SyncedBatchNorm2d` holding the same tensors.
         A system with batch statistics outside BatchNorm2d modules extends this."""
-        from .._distributed import convert_to_synced_batch_norm
         convert_to_synced_batch_norm(self)

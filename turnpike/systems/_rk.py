@@ -72,12 +72,10 @@ def scheme_states(system, theta: np.ndarray, inputs: np.ndarray, times: list) ->
     the last one), so both give the same states to round-off; this runs without torch's
     per-operation overhead (the dense μ[Θ_ε,T] evaluations of a run).
     """
-    from ._node import _refine
-
     tableau, resnet = TABLEAUS[system.method], system.to_resnet()
     blocks = system.unpack(theta)
     nodes = system._nodes()
-    grid = _refine(nodes, system.interval_substeps(theta))
+    grid = refine(nodes, system.interval_substeps(theta))
     points = sorted(set([p for p in grid if times[0] < p < times[-1]] + list(times)))
     wanted = set(times)
     states, x, interval = [inputs], inputs, 0
@@ -148,3 +146,14 @@ def scheme_objective(system, ocp, theta: np.ndarray, inputs: np.ndarray, labels:
         value += r * system.step_size * float(theta @ theta)
         gradient += (2.0 * r * system.step_size) * theta
     return float(value), gradient
+
+
+def refine(nodes: list, parts) -> list:
+    """Each interval of ``nodes`` cut into ``parts`` equal pieces (one count, or one per interval);
+    the nodes themselves kept exactly."""
+    grid = []
+    counts = parts if isinstance(parts, (list, tuple)) else [parts] * (len(nodes) - 1)
+    for a, b, count in zip(nodes[:-1], nodes[1:], counts):
+        grid.extend(a + (b - a) * j / count for j in range(count))
+    grid.append(nodes[-1])
+    return grid

@@ -30,6 +30,7 @@ import numpy as np
 from .. import _checks
 from ._lower_bound import soft_ce_lower_bound
 from ._soft_ce import distance_to_minimisers
+from .._costs import Cost, CrossEntropy, L2Tracking, SoftCrossEntropy
 
 
 # --- optimal steady pairs ------------------------------------------------------------------
@@ -70,8 +71,6 @@ NO_MINIMISER = ("the plain cross-entropy (7) has no minimiser (Lemma 2): its inf
 
 
 def _state_terms(cost):
-    from .._costs import CrossEntropy, L2Tracking, SoftCrossEntropy
-
     kinds = {type(t) for _, t in cost.state_terms}
     weight = float(sum(w for w, _ in cost.state_terms))
     return kinds, weight, (CrossEntropy, L2Tracking, SoftCrossEntropy)
@@ -87,8 +86,6 @@ def optimal_steady_set(stage_cost) -> SteadySet:
     ``exists == False`` and the reason (Lemma 2); mixtures return the same with a reason asking
     for an explicit SteadySet.
     """
-    from .._costs import Cost
-
     if not isinstance(stage_cost, Cost):
         _checks.fail("stage_cost", "a turnpike cost (e.g. SoftCrossEntropy(...) + InputPenalty(r))", stage_cost)
     kinds, _, (CrossEntropy, L2Tracking, SoftCrossEntropy) = _state_terms(stage_cost)
@@ -297,8 +294,6 @@ def _successors(system, states, controls):
 
 def _cross_entropy_evidence(stage_cost, states, labels) -> dict:
     """ℓ along the ray x + s(e_y - 1/C) from the first sampled state: it tends to inf ℓ = 0, never reaching it."""
-    from .._costs import CrossEntropy
-
     ce = stage_cost.find(CrossEntropy)
     classes = ce.num_classes
     start = np.array(states[0], dtype=np.float64)
@@ -354,8 +349,6 @@ def search_storage_function(system, stage_cost, states, controls, labels, *, bas
     steady = steady_set if steady_set is not None else optimal_steady_set(stage_cost)
     common = dict(steady_set=steady.description, basis=basis, solver=solver, num_samples=int(states.shape[0]))
     if not steady.exists:
-        from .._costs import CrossEntropy
-
         evidence = _cross_entropy_evidence(stage_cost, states, labels) if stage_cost.find(CrossEntropy) else {}
         return StorageCertificate(False, steady.reason, evidence=evidence, status="no optimal steady set",
                                   **common)

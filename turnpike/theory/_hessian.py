@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 from .. import _checks
+from ..backends._engines import objective_tensor
 
 # memory for the forward tangents of one vmap chunk of Hessian-vector products
 _CHUNK_BYTES = 256 * 2 ** 20
 
 
 def _objective_function(ocp):
-    from ..backends._engines import objective_tensor
-
     inputs = torch.as_tensor(ocp.inputs, dtype=torch.float64)
     return lambda theta: objective_tensor(ocp, theta, inputs, ocp.labels)
 

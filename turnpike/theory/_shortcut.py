@@ -28,6 +28,9 @@ import numpy as np
 
 from .. import _checks
 from ..systems._activations import get_activation
+from ..systems._shortcut import ShortcutNetwork
+from .._costs import L2Tracking
+from .._ocp import OCP
 
 # (σ'(0), σ''(0)) of the activations that are twice differentiable at 0; ReLU and leaky
 # ReLU have no derivative there, so Theorem 2's value for them would be a convention
@@ -50,8 +53,6 @@ def _data(inputs, targets):
 
 
 def _shortcut_system(system):
-    from ..systems._shortcut import ShortcutNetwork
-
     if not isinstance(system, ShortcutNetwork) or not system.shortcut:
         _checks.fail("system", "a ShortcutNetwork with shortcut=True (Theorem 2 is about n-shortcut networks)",
                      system)
@@ -64,9 +65,6 @@ def regression_ocp(system, inputs, targets):
     A terminal :class:`turnpike.L2Tracking` with one target per sample (labels 0..m−1 index
     the table ``targets``) and terminal weight 1/2; no stage cost, no weight decay.
     """
-    from .._costs import L2Tracking
-    from .._ocp import OCP
-
     inputs, targets = _data(inputs, targets)
     return OCP(system, inputs, np.arange(len(inputs)), terminal_cost=L2Tracking(targets), terminal_weight=0.5)
 

@@ -36,6 +36,7 @@ import numpy as np
 from .. import _checks
 from ._dissipativity import optimal_steady_set, stage_cost_lower_bound
 from ._lower_bound import lipschitz_constant
+from .._costs import SoftCrossEntropy
 
 
 def fit_reachability(distances, *, grid: int = 4000) -> tuple[float, float]:
@@ -105,8 +106,6 @@ class TurnpikeBoundReport:
 
 
 def _soft_terms(cost):
-    from .._costs import SoftCrossEntropy
-
     if cost is None:
         return 0.0, None
     terms = cost.state_terms

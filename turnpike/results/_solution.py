@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
-from .systems._protocol import Trajectories
-from .theory import distance_to_minimisers
+from .. import _checks
+from ..systems._protocol import Trajectories
+from ..theory._soft_ce import distance_to_minimisers
 
 
 class Status(enum.StrEnum):

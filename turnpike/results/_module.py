@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import _checks
+from .. import _checks
 from ._solution import SolutionOutcome, Status, turnpike_layer_of
 
 
