@@ -266,7 +266,9 @@ class ModuleBackend(Backend):
         return torch.tensor_split(batch, self.world_size)[self.rank]
 
     # --- objective ------------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self):
+        """The forward pass's autocast context (bf16 with ``amp``, else none): training and the
+        solution's evaluation run the module under the same one."""
         if not self.amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -292,7 +294,7 @@ class ModuleBackend(Backend):
 
     def _loss(self, images, labels):
         """J without its input penalty: the exits' and the output's losses (differentiable)."""
-        with self._autocast():
+        with self.autocast():
             logits = self._forward(images)
         value, final = self.loss_terms(logits, labels)
         self._last = (final.detach(), labels)

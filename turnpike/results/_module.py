@@ -40,7 +40,7 @@ def exit_statistics(backend, images, labels) -> dict:
     labels = torch.as_tensor(np.asarray(labels), device=backend.device)
     totals = {"loss": 0.0, "correct": 0.0, "residual": 0.0, "stage": 0.0}
     for chunk, chunk_labels in _chunks(images.to(backend.device), labels, backend.eval_batch_size):
-        with backend._autocast():
+        with backend.autocast():
             logits = module.exit_logits(backend.prepare(chunk))
         logits = logits.float()                                                   # (N+1, b, C)
         totals["loss"] = totals["loss"] + loss_cost.state_per_sample(logits, chunk_labels).sum(dim=1).double()
