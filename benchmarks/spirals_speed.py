@@ -41,8 +41,8 @@ def main():
                         help="torch threads for the plain loop (default: torch's default)")
     args = parser.parse_args()
 
-    config = tp.SpiralsConfig(seed=args.seed)
-    metrics = tp.run_spirals(config, plots=False)
+    config = tp.experiments.SpiralsConfig(seed=args.seed)
+    metrics = tp.experiments.run_spirals(config, plots=False)
     ours = metrics["wall_time_s"]
     eps = metrics["eps"]
 

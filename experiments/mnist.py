@@ -4,7 +4,7 @@ soft cross-entropy stage cost against baselines of depth 10..60 without it.
     .venv/bin/python experiments/mnist.py [--dataset fashion-mnist] [--epochs 10] [--out runs/mnist]
 
 The options are those of ``turnpike mnist`` (this script is that command); defaults are defined
-once, in ``turnpike.MnistConfig``.
+once, in ``turnpike.experiments.MnistConfig``.
 """
 import sys
 

@@ -4,7 +4,7 @@
 
 Trains the neural ODE over several horizons T and reports μ[Θ_ε,T], the time spent away from the
 turnpike, which stays bounded while T grows. The options are those of ``turnpike node-spirals``
-(this script is that command); defaults are defined once, in ``turnpike.NodeSpiralsConfig``.
+(this script is that command); defaults are defined once, in ``turnpike.experiments.NodeSpiralsConfig``.
 """
 import sys
 

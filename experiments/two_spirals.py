@@ -13,8 +13,8 @@ parser.add_argument("--out", default="runs/spirals")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
-config = tp.SpiralsConfig(seed=args.seed)          # N = 30, h = 8, p_d = 0.95, r = 0.005, γ = 3
-metrics = tp.run_spirals(config, args.out, progress=True)
+config = tp.experiments.SpiralsConfig(seed=args.seed)          # N = 30, h = 8, p_d = 0.95, r = 0.005, γ = 3
+metrics = tp.experiments.run_spirals(config, args.out, progress=True)
 print(f"train {metrics['train_accuracy']:.3f}  test {metrics['test_accuracy']:.3f}  "
       f"turnpike layer {metrics['turnpike_layer']} (ε = {metrics['eps']:.3f})  "
       f"pruned {metrics['pruned']}  baseline test {metrics['baseline']['test_accuracy']:.3f}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from turnpike.cli import main
-from turnpike import depth_bounds_from_runs
+from turnpike.experiments import depth_bounds_from_runs
 from turnpike.theory import ExitLosses, depth_bound_table
 
 BASE = {"dataset": "mnist", "arch": "homogeneous", "width": 16, "blocks_per_stage": 2, "weight_decay": 1e-4,

@@ -1,7 +1,7 @@
 """DistributedDataParallel on CPU (gloo, 2 processes): the ranks take one process's steps.
 
 Each test starts two ranks the way torchrun does (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_* in the
-environment, :func:`turnpike.init_distributed`) and compares what they trained with an independent
+environment, :func:`turnpike.distributed.init_distributed`) and compares what they trained with an independent
 computation in this process.
 """
 import builtins
@@ -42,11 +42,11 @@ def _rank_entry(rank, port, worker, folder, arguments):
     # gloo picks its network interface from the host name, which a sandbox may not resolve: use loopback
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    assert tp.init_distributed("cpu") == "cpu"
+    assert tp.distributed.init_distributed("cpu") == "cpu"
     try:
         worker(rank, Path(folder), *arguments)
     finally:
-        tp.finish_distributed(wait=False)
+        tp.distributed.finish_distributed(wait=False)
 
 
 def run_ranks(worker, folder, *arguments):
@@ -181,12 +181,12 @@ def test_resnet54_under_torchrun_writes_one_run_folder(tmp_path):
 
 def test_synced_batch_norm_outside_a_process_group_is_batch_norm(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert tp.init_distributed("cpu") == "cpu" and tp.is_main_process()
+    assert tp.distributed.init_distributed("cpu") == "cpu" and tp.distributed.is_main_process()
     net = tiny_net("ws")
     plain = tiny_net("ws")
     optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
     net.synchronise_batch_norm()
-    converted = [m for m in net.modules() if isinstance(m, tp.SyncedBatchNorm2d)]
+    converted = [m for m in net.modules() if isinstance(m, tp.distributed.SyncedBatchNorm2d)]
     assert len(converted) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 0
     # the same tensors: the optimiser built before still steps the network's parameters
     assert {id(p) for p in optimiser.param_groups[0]["params"]} == {id(p) for p in net.parameters()}

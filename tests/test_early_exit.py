@@ -113,7 +113,7 @@ def test_cli_curve_figure_and_points(tmp_path, capsys):
     assert curve["accuracy"][0] == pytest.approx(metrics["exit_test_accuracy"][0])
     assert (tmp_path / "net" / "early_exit.png").stat().st_size > 0
     # compute: τ = 1 evaluates every head on the way, the pruned SubResNet is cheaper than the network
-    network = tp.load_resnet54_network(tmp_path / "net")
+    network = tp.experiments.load_resnet54_network(tmp_path / "net")
     costs = network.exit_costs(32, 32)
     assert metrics["multiply_adds"] == costs["network"]
     assert curve["mean_compute"][-1] == pytest.approx(costs["early_exit"][-1] / costs["network"])

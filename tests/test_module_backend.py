@@ -259,14 +259,14 @@ def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
     assert early["accuracy"][-1] == pytest.approx(metrics["test_accuracy"])
     # the saved network is the evaluated one: its exits reproduce the metrics
     from turnpike.data import load_image_tensors, normalise
-    network = tp.load_resnet54_network(out)
+    network = tp.experiments.load_resnet54_network(out)
     data = load_image_tensors("mnist").subset(train=64, test=32, seed=0)
     with torch.no_grad():
         logits = network.exit_logits(normalise(data.test_images, data.mean, data.std))
     accuracy = (logits.argmax(-1) == data.test_labels[None]).double().mean(1)
     np.testing.assert_allclose(accuracy.numpy(), metrics["exit_test_accuracy"], atol=1e-12)
     with pytest.raises(ValueError, match="folder: expected a finished `turnpike resnet54` run folder"):
-        tp.load_resnet54_network(tmp_path)
+        tp.experiments.load_resnet54_network(tmp_path)
     assert main(["resnet54", "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
     assert main(argv[:-4] + ["--out", str(tmp_path / "e"), "--eps-fraction", "0", "--quiet"]) == 2
@@ -516,7 +516,7 @@ def test_resnet54_cli_finetunes_the_pruned_subresnet(tmp_path, capsys):
     pruned = json.loads((out / "metrics.json").read_text())["pruned"]
     assert pruned["finetuned"]["epochs"] == 1 and pruned["finetuned"]["lr"] == pytest.approx(0.005)
     assert (out / "finetune_checkpoint.pt").exists() and "after 1 epoch of fine-tuning" in capsys.readouterr().out
-    weight = tp.load_resnet54_network(out).blocks[0].branch[2].weight   # in the memory format it trained in
+    weight = tp.experiments.load_resnet54_network(out).blocks[0].branch[2].weight   # in the memory format it trained in
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 

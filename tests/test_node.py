@@ -312,8 +312,8 @@ def test_cli_node_spirals_writes_a_run_folder(tmp_path):
 @pytest.mark.slow
 def test_measure_turnpike_on_the_two_spirals(tmp_path):
     """Prop. 16 measured: μ[Θ_ε,T] stays bounded while the time near the turnpike grows."""
-    config = tp.NodeSpiralsConfig(horizons=(5.0, 10.0, 20.0))
-    metrics = tp.run_node_spirals(config, tmp_path, plots=False)
+    config = tp.experiments.NodeSpiralsConfig(horizons=(5.0, 10.0, 20.0))
+    metrics = tp.experiments.run_node_spirals(config, tmp_path, plots=False)
     measures, near = metrics["theta_measure"], metrics["time_near_turnpike"]
     assert all(a == 1.0 for a in metrics["train_accuracy"])
     assert max(measures) <= 2.0 * min(measures) and max(measures) < 3.0

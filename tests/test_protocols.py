@@ -241,3 +241,23 @@ def test_import_turnpike_loads_no_heavy_optional_library():
     code = f"import sys, turnpike; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, module", [("run_spirals", "experiments"), ("ResNet54Config", "experiments"),
+                                          ("depth_bounds_from_runs", "experiments"),
+                                          ("init_distributed", "distributed"), ("SyncedBatchNorm2d", "distributed")])
+def test_names_moved_off_the_top_level_still_work_with_a_deprecation_warning(name, module):
+    import importlib
+    with pytest.warns(DeprecationWarning, match=rf"turnpike\.{name} moved to turnpike\.{module}\.{name}"):
+        moved = getattr(tp, name)
+    assert moved is getattr(importlib.import_module(f"turnpike.{module}"), name)
+    assert name not in tp.__all__
+
+
+def test_the_top_level_is_the_core_a_user_composes():
+    assert {"OCP", "solve_ocp", "Solution", "ModuleSolution", "Status", "PreActResNet", "TwoLayerResNet", "NeuralODE",
+            "SoftCrossEntropy", "data", "theory"} <= set(tp.__all__)
+    assert all(not name.startswith("run_") and not name.endswith("Config") for name in tp.__all__)
+    assert all(hasattr(tp, name) for name in tp.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'run_everything'"):
+        tp.run_everything

@@ -11,7 +11,7 @@ from turnpike.cli import main
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("spirals")
-    metrics = tp.run_spirals(tp.SpiralsConfig(seed=0), out, plots=False)
+    metrics = tp.experiments.run_spirals(tp.experiments.SpiralsConfig(seed=0), out, plots=False)
     return out, metrics
 
 
@@ -90,14 +90,14 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, argv, argument):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_other_seeds_behave_the_same(seed):
-    m = tp.run_spirals(tp.SpiralsConfig(seed=seed, baseline=False), plots=False)
+    m = tp.experiments.run_spirals(tp.experiments.SpiralsConfig(seed=seed, baseline=False), plots=False)
     assert m["train_accuracy"] == 1.0 and m["test_accuracy"] >= 0.97
     assert m["turnpike_layer"] is not None and m["turnpike_layer"] <= 12
 
 
 # --- method schedules of the experiment configs ----------------------------------------------------
 
-@pytest.mark.parametrize("make, default_steps", [(tp.SpiralsConfig, 200), (tp.NodeSpiralsConfig, 100)])
+@pytest.mark.parametrize("make, default_steps", [(tp.experiments.SpiralsConfig, 200), (tp.experiments.NodeSpiralsConfig, 100)])
 def test_config_schedule_defaults_follow_the_methods(make, default_steps):
     assert make().method == ("adam", "lbfgs")
     assert make().steps == (default_steps, default_steps)
@@ -115,7 +115,7 @@ def test_config_schedule_defaults_follow_the_methods(make, default_steps):
 ])
 def test_config_schedule_of_the_wrong_length_is_refused(fields, argument):
     with pytest.raises(ValueError, match=rf"{argument}: expected one entry per method \(\d"):
-        tp.SpiralsConfig(**fields)
+        tp.experiments.SpiralsConfig(**fields)
 
 
 def test_cli_lr_reaches_the_first_order_methods_only():

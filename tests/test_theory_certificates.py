@@ -14,7 +14,7 @@ from turnpike.theory import (dissipation_margins, distance_to_minimisers, fit_re
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("spirals-certify")
-    metrics = tp.run_spirals(tp.SpiralsConfig(seed=0, baseline=False), out, plots=False)
+    metrics = tp.experiments.run_spirals(tp.experiments.SpiralsConfig(seed=0, baseline=False), out, plots=False)
     return out, metrics["solutions"]["stage_cost"]
 
 

@@ -10,23 +10,35 @@ from .systems import PreActResNet
 from .systems._early_exit import early_exit_curve, early_exit_predict
 from ._solve import solve_ocp
 from ._allocator import retain_freed_memory
-from ._distributed import SyncedBatchNorm2d, finish_distributed, init_distributed, is_main_process
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .systems._shortcut import ShortcutNetwork
-from .experiments._spirals import SpiralsConfig, run_spirals
-from .experiments._node import NodeSpiralsConfig, run_node_spirals
-from .experiments._mnist import MnistConfig, run_mnist
-from .experiments._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
-from .experiments._depth_bounds import depth_bounds_from_runs
-from .experiments._resnet54_study import run_resnet54_study
 from .systems._activations import ACTIVATIONS
-from . import data, theory
+from . import data, distributed, experiments, theory
 
 
 __all__ = [
-    "ACTIVATIONS", "ENGINES", "METHODS", "NeuralODE", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "exceedance_intervals",
-    "NodeSpiralsConfig", "run_node_spirals",
-    "OCP", "Cost", "CrossEntropy", "InputPenalty", "L2Tracking", "ModuleSolution", "Network", "PreActResNet",
-    "ShortcutNetwork", "SingleLayerResNet", "Solution", "Status", "SoftCrossEntropy", "SpiralsConfig", "TwoLayerResNet", "data",
-    "MnistConfig", "ResNet54Config", "depth_bounds_from_runs", "early_exit_curve", "early_exit_predict", "layer_statistics", "load_resnet54_network", "run_resnet54", "run_resnet54_study", "run_mnist", "run_spirals", "objective_tensor", "retain_freed_memory", "SyncedBatchNorm2d", "init_distributed", "finish_distributed", "is_main_process", "solve_ocp", "theory",
+    "ACTIVATIONS", "Cost", "CrossEntropy", "ENGINES", "InputPenalty", "L2Tracking", "METHODS", "ModuleSolution",
+    "Network", "NeuralODE", "OCP", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "PreActResNet", "ShortcutNetwork",
+    "SingleLayerResNet", "SoftCrossEntropy", "Solution", "Status", "TwoLayerResNet", "data", "early_exit_curve",
+    "early_exit_predict", "exceedance_intervals", "layer_statistics", "objective_tensor", "retain_freed_memory",
+    "solve_ocp", "theory",
 ]
+
+#: names that moved out of the top level (deprecated here for one release): name -> its module now
+_MOVED = {**{name: "turnpike.experiments" for name in (
+              "MnistConfig", "NodeSpiralsConfig", "ResNet54Config", "SpiralsConfig", "depth_bounds_from_runs",
+              "load_resnet54_network", "run_mnist", "run_node_spirals", "run_resnet54", "run_resnet54_study",
+              "run_spirals")},
+          **{name: "turnpike.distributed" for name in (
+              "SyncedBatchNorm2d", "finish_distributed", "init_distributed", "is_main_process")}}
+
+
+def __getattr__(name):
+    if name not in _MOVED:
+        raise AttributeError(f"module 'turnpike' has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    warnings.warn(f"turnpike.{name} moved to {_MOVED[name]}.{name}; the top-level name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -280,7 +280,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         :class:`turnpike.backends.ModuleBackend`): ``normalise``, ``augment``,
         ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``, ``compile``,
         ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun,
-        :func:`turnpike.init_distributed`) a module system trains with DistributedDataParallel,
+        :func:`turnpike.distributed.init_distributed`) a module system trains with DistributedDataParallel,
         each rank on its share of every batch (:mod:`turnpike._distributed`); only rank 0
         writes the checkpoint.
 

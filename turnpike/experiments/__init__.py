@@ -1,2 +1,18 @@
 """The papers' experiments as reusable runs (configs, run folders, figures); thin scripts in
-``experiments/`` and the CLI call them."""
+``experiments/`` and the CLI call them.
+
+- :func:`run_spirals` (2024 paper, two spirals), :func:`run_node_spirals` (neural ODE, Prop. 16),
+  :func:`run_mnist` (Fig. 5);
+- :func:`run_resnet54`, :func:`run_resnet54_study`, :func:`load_resnet54_network` (2025 paper);
+- :func:`depth_bounds_from_runs` (Theorems 1-2 tables from finished runs).
+"""
+from ._depth_bounds import depth_bounds_from_runs
+from ._mnist import MnistConfig, run_mnist
+from ._node import NodeSpiralsConfig, run_node_spirals
+from ._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
+from ._resnet54_study import run_resnet54_study
+from ._spirals import SpiralsConfig, run_spirals
+
+__all__ = ["MnistConfig", "NodeSpiralsConfig", "ResNet54Config", "SpiralsConfig", "depth_bounds_from_runs",
+           "load_resnet54_network", "run_mnist", "run_node_spirals", "run_resnet54", "run_resnet54_study",
+           "run_spirals"]

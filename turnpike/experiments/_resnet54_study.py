@@ -15,7 +15,7 @@ and from their metrics:
   evaluation. The paper's numbers stand beside when the data set and architecture match one of its
   columns (ResNet-54 and M = 12); Fashion-MNIST, not in the paper, is shown beside its MNIST column.
 - **Tables 2–3** (Theorems 1–2) of each stage-cost run against the SubResNet-M runs
-  (:func:`turnpike.depth_bounds_from_runs`).
+  (:func:`turnpike.experiments.depth_bounds_from_runs`).
 - **Figures**: per-exit test loss and accuracy of the ResNet-N runs with the SubResNet-M runs as
   points (Figs. 2–3), output residuals and branch norms (Figs. 4–5), and each stage-cost run's
   early-exit curve with the other runs as points.

@@ -221,6 +221,6 @@ class ModuleSystem(System):
     def synchronise_batch_norm(self) -> None:
         """Normalise by the statistics of the batch over all ranks of a process group in training
         mode (``solve_ocp(..., sync_batchnorm=True)`` under DistributedDataParallel): every
-        ``nn.BatchNorm2d`` becomes a :class:`turnpike.SyncedBatchNorm2d` holding the same tensors.
+        ``nn.BatchNorm2d`` becomes a :class:`turnpike.distributed.SyncedBatchNorm2d` holding the same tensors.
         A system with batch statistics outside BatchNorm2d modules extends this."""
         convert_to_synced_batch_norm(self)
