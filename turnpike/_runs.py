@@ -32,7 +32,7 @@ def _jsonable(value):
     return value
 
 
-def _write_atomically(path, write, mode: str) -> Path:
+def write_atomically(path, write, mode: str) -> Path:
     """Write through a temporary file in the same folder, then rename: a killed run never
     leaves a half-written file, only the old one or the new one."""
     path = Path(path)
@@ -54,7 +54,7 @@ def write_json(path, data) -> Path:
     def write(stream):
         json.dump(_jsonable(data), stream, indent=2)
         stream.write("\n")
-    return _write_atomically(path, write, "w")
+    return write_atomically(path, write, "w")
 
 
 def write_run_config(out, config, **extra) -> Path:
@@ -75,7 +75,7 @@ def environment() -> dict:
 
 def write_npz(path, **arrays) -> Path:
     """``np.savez`` atomically."""
-    return _write_atomically(path, lambda stream: np.savez(stream, **arrays), "wb")
+    return write_atomically(path, lambda stream: np.savez(stream, **arrays), "wb")
 
 
 def read_npz(path) -> dict:

@@ -9,18 +9,22 @@ The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
 from ._engines import objective_tensor
 from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines, check_test_data
+from ._engines import autograd_objective
+from ._optimizers import METHODS, method_schedule, with_learning_rate
 from ._protocol import Backend, Method
+from ._schedules import learning_rate
 
-__all__ = ["BACKENDS", "Backend", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "Method", "ModuleSettings",
-           "available_engines", "make_backend", "objective_tensor"]
+__all__ = ["BACKENDS", "Backend", "COMPILE_MODES", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "METHODS",
+           "MODULE_METHODS", "Method", "ModuleBackend", "ModuleSettings", "autograd_objective", "available_engines",
+           "learning_rate", "make_backend", "method_schedule", "objective_tensor", "with_learning_rate"]
 
 
 def __getattr__(name):
     # the module backend (and torch.distributed with it) loads only when a module system is solved
-    if name == "ModuleSettings":
-        from ._module import ModuleSettings
-        return ModuleSettings
-    raise AttributeError(name)
+    if name in ("COMPILE_MODES", "MODULE_METHODS", "ModuleBackend", "ModuleSettings"):
+        from . import _module
+        return getattr(_module, name)
+    raise AttributeError(f"module 'turnpike.backends' has no attribute {name!r}")
 
 
 def _module_backend():

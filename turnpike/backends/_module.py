@@ -29,7 +29,7 @@ import torch
 
 from .. import _checks
 from .._distributed import world
-from .._runs import _write_atomically
+from .._runs import write_atomically
 from ..data import batch_indices, normalise as normalise_images
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
@@ -412,7 +412,7 @@ class ModuleBackend(Backend):
                    "module": module_state,
                    "optimiser": self.optimiser.state_dict() if with_optimiser and self.optimiser else {}}
         # atomic: a killed run leaves the previous checkpoint intact
-        _write_atomically(path, lambda stream: torch.save(payload, stream), "wb")
+        write_atomically(path, lambda stream: torch.save(payload, stream), "wb")
 
     def read_checkpoint(self, path):
         try:

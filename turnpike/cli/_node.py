@@ -63,7 +63,7 @@ def add_parser(sub):
 
 
 def _config(args):
-    from ..backends._optimizers import with_learning_rate
+    from ..backends import with_learning_rate
     from ..experiments._node import NodeSpiralsConfig
 
     fields = {"seed": args.seed, "horizons": tuple(args.horizons), "interval": args.interval,

@@ -27,7 +27,7 @@ def add_parser(sub):
 def add_training_arguments(p, *, out: str, seeds: str) -> None:
     """The options of one run's data, network, recipe, speed and seeds, shared by ``resnet54`` and
     ``resnet54-study``; ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
-    from ..backends._module import COMPILE_MODES
+    from ..backends import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C
 
     p.add_argument("--arch", default=C.arch, choices=["standard", "homogeneous"])

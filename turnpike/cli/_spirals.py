@@ -11,7 +11,7 @@ from ._args import int_list
 
 
 def _spirals_parser(sub):
-    from ..backends._optimizers import METHODS
+    from ..backends import METHODS
     from ..experiments._spirals import SPIRALS_OPTIONS, SpiralsConfig as C   # defaults defined once, in the config
 
     # steps and options default to None in the config, which resolves them per method: show the result
@@ -39,7 +39,7 @@ def _spirals_parser(sub):
 
 
 def _config(args, seed):
-    from ..backends._optimizers import with_learning_rate
+    from ..backends import with_learning_rate
     from ..experiments._spirals import SPIRALS_OPTIONS, SpiralsConfig
 
     fields = {"seed": seed, "baseline": not args.no_baseline}

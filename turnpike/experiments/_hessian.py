@@ -44,7 +44,7 @@ from ..systems._shortcut import ShortcutNetwork
 from ..theory import HessianSpectrum, hessian, least_squares_summary, regression_ocp, theorem2_condition_number
 from ..data import DATASETS
 from .._runs import _jsonable
-from ..backends._engines import autograd_objective
+from ..backends import autograd_objective
 
 
 @dataclass(frozen=True)

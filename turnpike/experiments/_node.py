@@ -22,7 +22,7 @@ from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
 from ..systems._node import ODE_METHODS, NeuralODE
 from .._ocp import OCP
-from ..backends._optimizers import method_schedule
+from ..backends import method_schedule
 from .._runs import write_json
 from .._solve import solve_ocp
 from ._spirals import SPIRALS_OPTIONS, solution_summary, spirals_run_start

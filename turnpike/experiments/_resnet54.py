@@ -32,11 +32,10 @@ from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
-from .._runs import _write_atomically, write_json, write_run_config
+from .._runs import write_atomically, write_json, write_run_config
 from ..results import Status
 from .._solve import solve_ocp
-from ..backends._module import COMPILE_MODES, MODULE_METHODS
-from ..backends._schedules import learning_rate
+from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
 from ..data import IMAGE_DATASETS, augment, load_image_tensors
 from ..systems._conv import PreActResNet
 from ..data import normalise
@@ -287,7 +286,7 @@ def _steps_taken(solution) -> int:
 def _save_network(path, network, data) -> None:
     """The evaluated network (its exits' statistics recalibrated where they were not trained), atomically."""
     state = {"state_dict": network.state_dict(), "channels": data.channels, "num_classes": data.num_classes}
-    _write_atomically(path, lambda stream: torch.save(state, stream), "wb")
+    write_atomically(path, lambda stream: torch.save(state, stream), "wb")
 
 
 def load_data(config: ResNet54Config):

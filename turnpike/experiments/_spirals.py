@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
 from .._ocp import OCP
-from ..backends._optimizers import method_schedule
+from ..backends import method_schedule
 from .._runs import write_run_config, write_json, write_npz
 from .._solve import solve_ocp
 from ..systems._resnet import TwoLayerResNet
