@@ -56,7 +56,7 @@ def run_ranks(worker, folder, *arguments):
 
 def _forbid_writes_outside_rank_zero(rank, folder):
     """On ranks other than 0 any file written under ``folder`` fails the run (the run folder's writers go
-    through ``open`` or ``_write_atomically``'s temporary file; the test's own ``torch.save`` to a path
+    through ``open`` or ``write_atomically``'s temporary file; the test's own ``torch.save`` to a path
     does not, it writes through torch's C++ file writer)."""
     if rank == 0:
         return

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -88,3 +89,49 @@ def read_npz(path) -> dict:
         raise ValueError(f"{path}: expected a checkpoint file, not found") from None
     except (OSError, ValueError, EOFError) as error:
         raise ValueError(f"{path}: expected a readable .npz checkpoint, got a corrupt file ({error})") from None
+
+
+def claim_run_folder(out, config, *, resume: bool, overwrite: bool, resumable: tuple, run_files: tuple) -> None:
+    """Check the folder ``out`` before a run of ``config`` trains or writes anything there: a run
+    folder is a contract, and one run's results are never silently replaced or mixed with another's.
+
+    - no run there (no ``config.json``): nothing to check;
+    - ``overwrite``: the run's files (``run_files``: names and glob patterns) are removed first, and
+      nothing else in the folder;
+    - ``resume``: every setting of the stored config must equal ``config``'s, except those in
+      ``resumable`` (they do not change the result); refused with ``setting: stored there, given now``;
+    - neither: refused, naming the folder and the run it holds.
+    """
+    out = Path(out)
+    stored_path = out / "config.json"
+    if not stored_path.is_file():
+        return
+    if overwrite:
+        for pattern in run_files:
+            for path in out.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return
+    try:
+        stored = json.loads(stored_path.read_text())["config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"out: expected a run folder with a readable config.json, got {stored_path} "
+                         f"({error}); --overwrite replaces it") from None
+    if not resume:
+        raise ValueError(f"out: expected an empty folder or resume/overwrite, got {out}, which holds "
+                         f"{_describe_run(out, stored)}; --resume continues it, --overwrite replaces it")
+    given = json.loads(json.dumps(_jsonable(config)))          # as config.json stores it (tuples as lists)
+    changed = [name for name in given if name not in resumable and stored.get(name) != given[name]]
+    if changed:
+        raise ValueError("resume: expected the settings of the run in " + str(out) + ", got other ones: "
+                         + "; ".join(f"{name}: {stored.get(name)!r} there, {given[name]!r} now" for name in changed)
+                         + f" (only {', '.join(resumable)} may change on resume)")
+
+
+def _describe_run(out: Path, stored: dict) -> str:
+    """'a run (variant ws, status time_limit)' from a folder's config and metrics."""
+    details = [f"{key} {stored[key]}" for key in ("variant", "dataset") if key in stored]
+    try:
+        details.append(f"status {json.loads((out / 'metrics.json').read_text())['status']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        details.append("not finished")
+    return f"a run ({', '.join(details)})"

@@ -61,7 +61,12 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--seeds", type=int_list, default=None, help=seeds)
     p.add_argument("--out", default=out)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint; every setting must match the stored one "
+                        "except --time-limit, --device, --data, --tensorboard and --compile")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its run files are removed first; other files stay); without it "
+                        "or --resume, a folder that holds a run is refused")
     p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
                    help="stop the training, or the fine-tuning after it, at the first epoch end after this many "
                         "seconds, just after the checkpoint (metrics of the network so far are written; "
@@ -125,7 +130,7 @@ def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
 
     config = training_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
                              subresnet=args.subresnet)
-    metrics = run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume,
+    metrics = run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
                            progress=not args.quiet and is_main_process())
     if is_main_process():
         report(metrics, folder)

@@ -58,7 +58,7 @@ def _study(args, device, seed: int, out: Path, time_limit) -> dict:
 
     study = run_resnet54_study(training_config(args, device, seed=seed, time_limit=time_limit), out,
                                variants=args.variants, subresnets=args.subresnets, resume=args.resume,
-                               plots=not args.no_plots, progress=not args.quiet and main_process, on_run=on_run)
+                               overwrite=args.overwrite, plots=not args.no_plots, progress=not args.quiet and main_process, on_run=on_run)
     if not main_process:
         return study
     if study["status"] == "time_limit":

@@ -32,7 +32,7 @@ from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
-from .._runs import write_atomically, write_json, write_run_config
+from .._runs import claim_run_folder, write_atomically, write_json, write_run_config
 from ..results import Status
 from .._solve import solve_ocp
 from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
@@ -197,15 +197,30 @@ def _solve_settings(config: ResNet54Config, data) -> dict:
 
 def _sgd_options(config: ResNet54Config, per_epoch: int) -> dict:
     """The paper's SGD schedule in steps, every option of the method given (the log reads the lr from it)."""
-    return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum, "schedule": "multistep",
-            "milestones": tuple(m * per_epoch for m in config.milestones)}
+    milestones = tuple(m * per_epoch for m in config.milestones)
+    return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum,
+            "schedule": "multistep" if milestones else "constant", "milestones": milestones}
+
+
+#: settings that may change when a run is resumed (they do not change its result)
+RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile")
+#: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
+RUN_FILES = ("config.json", "metrics.json", "log.jsonl", "checkpoint.pt", "finetune_checkpoint.pt", "network.pt",
+             "*.png", "early_exit.json", "tensorboard")
 
 
 def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
-                 progress: bool = True) -> dict:
-    """Train one network of the paper's comparison, write its run folder, return its metrics."""
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """Train one network of the paper's comparison, write its run folder, return its metrics.
+
+    A folder that holds a run is refused unless ``resume`` (continue it; every setting but
+    :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
     config = config or ResNet54Config()
     out = Path(out) if out is not None else None
+    if resume and overwrite:
+        _checks.fail("overwrite", "False with resume=True (continue the run or replace it, not both)", overwrite)
+    if out is not None and (is_main_process() or not overwrite):    # rank 0 alone removes an overwritten run's files
+        claim_run_folder(out, config, resume=resume, overwrite=overwrite, resumable=RESUMABLE, run_files=RUN_FILES)
     started = time.perf_counter()              # the time limit covers training and fine-tuning
     data = load_data(config)
     net = build_network(config, data)

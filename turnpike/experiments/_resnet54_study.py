@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from .. import _checks
 from .._distributed import is_main_process
-from .._runs import write_json
+from .._runs import claim_run_folder, write_json
 from ._depth_bounds import depth_bounds_from_runs
-from ._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
+from ._resnet54 import RESUMABLE, RUN_FILES, ResNet54Config, load_resnet54_network, run_resnet54
 
 #: Table 1 of the 2025 paper: test accuracy (%) and parameters (millions) of ResNet-54 and SubResNet-12,
 #: per (architecture, data set) column
@@ -53,8 +53,6 @@ PAPER_DEPTH, PAPER_SUB_DEPTH = 54, 12
 _PAPER_STAND_IN = {"fashion-mnist": "mnist"}
 
 VARIANTS = ("standard", "ws", "full")
-#: settings that may differ between a finished run and the study resuming it (they do not change the result)
-_FREE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile")
 
 
 def study_runs(base: ResNet54Config, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,)) -> dict:
@@ -84,19 +82,14 @@ def _finished(folder: Path, config: ResNet54Config) -> dict | None:
     paths = folder / "config.json", folder / "metrics.json"
     if not all(p.is_file() for p in paths):
         return None
-    written = json.loads(paths[0].read_text())["config"]
-    wanted = json.loads(json.dumps(asdict(config)))          # as config.json stores it (tuples as lists)
-    changed = [k for k in wanted if k not in _FREE and written.get(k) != wanted[k]]
-    if changed:
-        _checks.fail("resume", f"{folder} to hold a run with the study's settings (differs in "
-                     f"{', '.join(f'{k}: {written.get(k)!r} there, {wanted[k]!r} now' for k in changed)}); "
-                     "use another study folder or start afresh without resume", True)
+    claim_run_folder(folder, config, resume=True, overwrite=False, resumable=RESUMABLE, run_files=RUN_FILES)
     metrics = json.loads(paths[1].read_text())
     return None if metrics["status"] == "time_limit" else metrics
 
 
 def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,),
-                       resume: bool = False, plots: bool = True, progress: bool = True, on_run=None) -> dict:
+                       resume: bool = False, overwrite: bool = False, plots: bool = True, progress: bool = True,
+                       on_run=None) -> dict:
     """Train (or, with ``resume``, keep or continue) every run of :func:`study_runs` under ``out``, then
     write ``study.json`` and ``study.md`` (Table 1, Tables 2–3) and the comparison figures.
 
@@ -114,7 +107,7 @@ def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresne
         if metrics is None:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             metrics = run_resnet54(replace(config, time_limit_s=left), folder, plots=plots, resume=resume,
-                                   progress=progress)
+                                   overwrite=overwrite, progress=progress)
         if on_run is not None:
             on_run(name, metrics, folder)
         if metrics["status"] == "time_limit":
