@@ -636,3 +636,43 @@ def test_each_ending_has_its_own_status_and_message(tmp_path, method, ending, st
     assert np.all(np.isfinite(solution.controls))
     if ending in ("callback", "ctrl-c"):          # the parameters of the last step recorded
         assert len(solution.history["objective"]) == 3
+
+
+def _signal_at(step_number, number):
+    import os
+    import signal as signals
+
+    def callback(step, value, controls):
+        if step == step_number:
+            os.kill(os.getpid(), number)
+    assert signals.getsignal(number) in (signals.SIG_DFL, signals.default_int_handler)
+    return callback
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_at_the_step_boundary_with_a_checkpoint_and_resume_loses_nothing(tmp_path, name):
+    import signal as signals
+    number = getattr(signals, name)
+    ocp = small_ocp()
+    settings = dict(method="adam", steps=12, options={"lr": 0.01}, progress=False, batch_size=8, seed=1)
+    whole = solve_ocp(ocp, **settings)
+    path = tmp_path / "run.npz"
+    stopped = solve_ocp(ocp, checkpoint=path, callback=_signal_at(5, number), **settings)
+    assert stopped.status == "interrupted" and stopped.extra["signal"] == name
+    assert f"{name} received: stopped at step 5 of phase 0, just after writing {path}" in stopped.message
+    assert signals.getsignal(number) in (signals.SIG_DFL, signals.default_int_handler)   # handlers put back
+    resumed = solve_ocp(ocp, checkpoint=path, resume=True, **settings)
+    np.testing.assert_array_equal(resumed.controls, whole.controls)
+    np.testing.assert_array_equal(resumed.history["objective"], whole.history["objective"])
+
+
+def test_a_signal_during_lbfgs_stops_it_and_says_where_resume_restarts():
+    import signal as signals
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as folder:
+        solution = solve_ocp(small_ocp(), method="lbfgs", steps=30, progress=False,
+                             checkpoint=Path(folder) / "run.npz", callback=_signal_at(2, signals.SIGTERM))
+    assert solution.status == "interrupted"
+    assert "SIGTERM received: stopped after step 2; resume=True continues from the last checkpoint" in solution.message
+    assert len(solution.history["objective"]) == 3

@@ -66,3 +66,44 @@ def test_resume_and_overwrite_together_are_refused(finished, capsys):
     assert main(["resnet54", *TINY, "--variant", "ws", "--out", str(finished), "--resume", "--overwrite"]) == 2
     assert "overwrite: expected False with resume=True" in capsys.readouterr().err
     assert _files(finished) == before
+
+
+@pytest.mark.parametrize("stop_step", [3, 2])      # an epoch's last step (its log line is then written twice), a first
+def test_sigterm_stops_at_a_step_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch, capsys,
+                                                                                  stop_step):
+    import os
+    import signal
+
+    import torch
+
+    from turnpike.experiments import _resnet54
+
+    arguments = ["resnet54", *TINY, "--epochs", "3", "--variant", "ws", "--seed", "3"]
+    assert main([*arguments, "--out", str(tmp_path / "whole")]) == 0
+    log_call = _resnet54._EpochLog.__call__
+
+    def terminated_at(self, step, value, module):
+        log_call(self, step, value, module)
+        if step == stop_step and not getattr(self, "signalled", False):
+            self.signalled = True
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(_resnet54._EpochLog, "__call__", terminated_at)
+    out = tmp_path / "stopped"
+    capsys.readouterr()
+    assert main([*arguments, "--out", str(out)]) == 128 + signal.SIGTERM
+    error = capsys.readouterr().err
+    assert f"SIGTERM received: stopped at step {stop_step} of phase 0" in error
+    assert "resume with: turnpike" in error and error.rstrip().endswith("--resume")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM"
+    monkeypatch.setattr(_resnet54._EpochLog, "__call__", log_call)
+    assert main([*arguments, "--out", str(out), "--resume"]) == 0
+    whole = torch.load(tmp_path / "whole" / "network.pt", weights_only=True)["state_dict"]
+    resumed = torch.load(out / "network.pt", weights_only=True)["state_dict"]
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    lines = [json.loads(text) for text in (out / "log.jsonl").read_text().splitlines()]
+    reference = [json.loads(text) for text in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert [line["objective"] for line in lines] == pytest.approx([line["objective"] for line in reference], rel=1e-12)

@@ -8,6 +8,8 @@ backend the system declares (:mod:`turnpike.backends`).
 from __future__ import annotations
 
 import enum
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -59,8 +61,32 @@ class Stop(enum.Enum):
 
     DIVERGED = "diverged"          # J non-finite or over divergence_factor × its first value
     CALLBACK = "callback"          # the callback returned False
-    INTERRUPTED = "interrupted"    # Ctrl-C
+    SIGNAL = "signal"              # SIGTERM or Ctrl-C with a checkpoint: stopped at a step boundary
+    KEYBOARD = "keyboard"          # Ctrl-C at once (no checkpoint, or a second Ctrl-C)
     TIME_LIMIT = "time_limit"      # time_limit passed at a checkpoint
+
+
+class _Signals:
+    """SIGTERM and SIGINT (Ctrl-C) during a solve with a checkpoint: noted here and acted on at the next
+    step boundary, where a checkpoint is written (a scheduler's pre-emption loses nothing). A second
+    Ctrl-C raises KeyboardInterrupt at once. Installed in the main thread only (Python delivers
+    signals there); :meth:`restore` puts the previous handlers back."""
+
+    def __init__(self, active: bool):
+        self.received = None           # the signal.Signals noted, if any
+        self._previous = {}
+        if active and threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._note)
+
+    def _note(self, number, frame) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 @dataclass
@@ -110,6 +136,7 @@ class _Checkpoints:
     every: int
     time_limit: float | None
     called: float                  # perf_counter() when solve_ocp was called
+    stopped_at: tuple | None = None  # (phase, step) of the checkpoint a stop was written at
 
     def due(self, step: int, first: int) -> bool:
         return self.path is not None and step > first and step % self.every == 0
@@ -129,8 +156,9 @@ class _Recorder:
     parameters are those of the latest synchronisation.
     """
 
-    def __init__(self, backend, history, *, divergence_factor, callback, bar, start, samples_per_step):
+    def __init__(self, backend, history, *, divergence_factor, callback, bar, start, samples_per_step, signals):
         self.backend, self.history, self.callback, self.bar = backend, history, callback, bar
+        self.signals = signals
         self.samples_per_step, self.bar_started = samples_per_step, (time.perf_counter(), len(history["step"]))
         self.divergence_factor = divergence_factor
         self.first_value = history["objective"][0] if history["objective"] else None
@@ -147,8 +175,14 @@ class _Recorder:
         return self._accept([(name, float(value), time.perf_counter() - self.start)])
 
     def go_on(self, name: str, step: int, value) -> bool:
-        """:meth:`report` as a method that owns its loop wants it (L-BFGS): True to go on."""
-        return self.report(name, value) is None
+        """:meth:`report` as a method that owns its loop wants it (L-BFGS): True to go on. A signal stops
+        it too (it has no checkpoint of its own: resume restarts it from the phase's start)."""
+        if self.report(name, value) is not None:
+            return False
+        if self.signals.received is not None:
+            self.stop = Stop.SIGNAL
+            return False
+        return True
 
     def flush(self) -> Stop | None:
         """Read the pending values (one host synchronisation) and record them."""
@@ -307,8 +341,9 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         bar = tqdm(total=sum(run.steps), initial=len(run.history["step"]), desc="solve_ocp", unit="step", leave=False)
     thread_limit = _ThreadLimit(_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
     start = checkpoints.called - (run.history["time_s"][-1] if run.history["time_s"] else 0.0)
+    signals = _Signals(active=checkpoint is not None)
     recorder = _Recorder(backend, run.history, divergence_factor=divergence_factor, callback=callback, bar=bar,
-                         start=start, samples_per_step=batch_size or count)
+                         start=start, samples_per_step=batch_size or count, signals=signals)
     status, message, stop, phase = Status.MAX_STEPS, "", None, run.phase
     try:
         for phase in range(run.phase, len(run.methods)):
@@ -317,16 +352,20 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
                 break
             run.save(backend, checkpoint, phase + 1, 0, done=len(run.history["step"]), with_optimiser=False)
     except KeyboardInterrupt:
-        stop = Stop.INTERRUPTED
+        stop = Stop.KEYBOARD
     finally:
+        signals.restore()
         thread_limit.restore()
         if bar is not None:
             bar.close()
     if stop is not None:
         status, message = _stopped(stop, backend, recorder, run, phase, checkpoints)
-    return backend.solution(status=status, message=message,
-                            history={k: np.asarray(v) for k, v in run.history.items()},
-                            wall_time_s=time.perf_counter() - start)
+    solution = backend.solution(status=status, message=message,
+                                history={k: np.asarray(v) for k, v in run.history.items()},
+                                wall_time_s=time.perf_counter() - start)
+    if stop == Stop.SIGNAL:
+        solution.extra["signal"] = signals.received.name
+    return solution
 
 
 def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int) -> tuple:
@@ -353,7 +392,9 @@ def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoin
     method, steps = run.methods[phase], run.steps[phase]
     for step in range(first, steps):
         stop = recorder.report(method.name, backend.evaluate(phase, step))
-        checkpoint_now = checkpoints.due(step, first)
+        due = checkpoints.due(step, first)
+        signalled = _signalled(recorder.signals, backend, due)
+        checkpoint_now = due or signalled
         if stop is None and (checkpoint_now or step == steps - 1):
             stop = recorder.flush()       # read the pending values before the update (every rank alike)
         if stop is not None:
@@ -362,20 +403,32 @@ def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoin
             # parameters whose objective was just seen to be finite, with the optimiser state before
             # the update: a resumed run repeats this step exactly
             run.save(backend, checkpoints.path, phase, step, done=len(run.history["step"]) - 1, with_optimiser=True)
-            if checkpoints.time_is_up(backend):
-                run.phase, run.phase_step = phase, step
-                return Stop.TIME_LIMIT
+            stop = Stop.SIGNAL if signalled else Stop.TIME_LIMIT if checkpoints.time_is_up(backend) else None
+            if stop is not None:
+                checkpoints.stopped_at = (phase, step)
+                return stop
         backend.update(step)
     return None
+
+
+def _signalled(signals: _Signals, backend, due: bool) -> bool:
+    """Whether to stop for a signal at this step: at once in one process; in a process group at the
+    next checkpoint step, where the ranks agree (a rank that stops alone leaves the others waiting)."""
+    if not backend.distributed:
+        return signals.received is not None
+    return due and backend.any_rank(signals.received is not None)
 
 
 def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, checkpoints: _Checkpoints) -> tuple:
     """(status, message) of a solve that ended early; back to the last good parameters unless the time
     limit stopped it just after a checkpoint."""
-    if stop == Stop.TIME_LIMIT:
-        return Status.TIME_LIMIT, (f"time limit of {checkpoints.time_limit:g} s reached: stopped at step "
-                                   f"{run.phase_step} of phase {run.phase}, just after writing {checkpoints.path}; "
-                                   f"resume=True continues from there")
+    if checkpoints.stopped_at is not None:
+        at = f"step {checkpoints.stopped_at[1]} of phase {checkpoints.stopped_at[0]}"
+        if stop == Stop.TIME_LIMIT:
+            return Status.TIME_LIMIT, (f"time limit of {checkpoints.time_limit:g} s reached: stopped at {at}, "
+                                       f"just after writing {checkpoints.path}; resume=True continues from there")
+        return Status.INTERRUPTED, (f"{recorder.signals.received.name} received: stopped at {at}, just after "
+                                    f"writing {checkpoints.path}; resume=True continues from there")
     backend.restore(recorder.last_good)
     after = recorder.last_good_step
     if stop == Stop.DIVERGED:
@@ -384,6 +437,9 @@ def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, ch
                                  f"(options={{'lr': ...}}) or init_scale, or use method='lbfgs'.")
     if stop == Stop.CALLBACK:
         return Status.STOPPED, f"stopped by the callback after step {after}"
+    if stop == Stop.SIGNAL:         # in a method that owns its loop: no checkpoint inside it
+        return Status.INTERRUPTED, (f"{recorder.signals.received.name} received: stopped after step {after}; "
+                                    f"resume=True continues from the last checkpoint")
     resumable = "; resume=True continues from the last checkpoint" if checkpoints.path is not None else ""
     return Status.STOPPED, f"stopped by the user (Ctrl-C) after step {after}{resumable}"
 

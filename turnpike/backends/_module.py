@@ -145,7 +145,7 @@ class ModuleBackend(Backend):
         if channels_last:
             self.module.to(memory_format=torch.channels_last)
         self.rank, self.world_size = world()
-        self.writes_files = self.rank == 0
+        self.writes_files, self.distributed = self.rank == 0, self.world_size > 1
         self.sync_batchnorm = settings.sync_batchnorm
         self.trainer = self._distributed_trainer()
         self.compile = settings.compile

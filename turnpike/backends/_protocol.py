@@ -54,6 +54,10 @@ class Backend(abc.ABC):
     #: a setting of another kind is refused by :func:`turnpike.backends.make_backend`
     Settings: type
 
+    #: True inside a process group of more than one rank: decisions every rank must take together
+    #: (e.g. a stop for a signal) are then taken where the ranks meet, through :meth:`any_rank`
+    distributed: bool = False
+
     #: False on the ranks other than 0 of a process group (DistributedDataParallel): ``solve_ocp``
     #: then writes no checkpoint and shows no progress bar there; every rank reads one to resume
     writes_files: bool = True

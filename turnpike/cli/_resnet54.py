@@ -96,7 +96,25 @@ def run(args) -> int:
     runs = over_seeds(args, _train)
     if is_main_process() and args.seeds and len(args.seeds) > 1:       # also when a time limit cut the seeds short
         _summarise_seeds(runs, Path(args.out))
+    return exit_status(runs[-1][1])
+
+
+def exit_status(result: dict) -> int:
+    """0, or 128 + the signal's number when a signal stopped the run (130 Ctrl-C, 143 SIGTERM), as a
+    shell reports a process the signal ended: a scheduler sees the run did not finish."""
+    import signal
+
+    if result.get("status") == "interrupted" and result.get("signal"):
+        return 128 + int(getattr(signal, result["signal"]))
     return 0
+
+
+def resume_command() -> str:
+    """The command line of this call with --resume: what continues a stopped run."""
+    import shlex
+
+    arguments = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    return " ".join(shlex.quote(a) for a in ["turnpike", *arguments, "--resume"])
 
 
 def over_seeds(args, train) -> list:
@@ -115,7 +133,7 @@ def over_seeds(args, train) -> list:
             folder = Path(args.out) if len(seeds) == 1 else Path(args.out) / f"seed-{seed}"
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             results.append((seed, train(args, device, seed, folder, left)))
-            if results[-1][1]["status"] == "time_limit":
+            if results[-1][1]["status"] in ("time_limit", "interrupted"):
                 break
     except BaseException:
         finish_distributed(wait=False)      # no barrier: the other ranks may never arrive
@@ -181,5 +199,7 @@ def report(m: dict, out) -> None:
     elif m["status"] == "time_limit":
         print(f"stopped at the time limit after {m['epochs_done']} of {m['epochs']} epochs; the same command "
               f"with --resume continues", file=sys.stderr)
+    elif m["status"] == "interrupted":
+        print(f"{m['message']}\nresume with: {resume_command()}", file=sys.stderr)
     elif m["status"] not in ("converged", "max_steps"):
         print(f"warning: {m['message']}", file=sys.stderr)

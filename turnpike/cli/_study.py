@@ -32,7 +32,7 @@ def run(args) -> int:
     from .._distributed import is_main_process
     from .._runs import write_json
     from ..experiments._resnet54_study import seeds_summary
-    from ._resnet54 import over_seeds
+    from ._resnet54 import exit_status, over_seeds
 
     studies = dict(over_seeds(args, _study))
     if is_main_process() and len(studies) > 1 and all(s["status"] == "finished" for s in studies.values()):
@@ -40,7 +40,7 @@ def run(args) -> int:
         write_json(Path(args.out) / "seeds.json", summary)
         (Path(args.out) / "seeds.md").write_text(summary["markdown"])
         print("\n" + summary["markdown"])
-    return 0
+    return exit_status(list(studies.values())[-1])
 
 
 def _study(args, device, seed: int, out: Path, time_limit) -> dict:
@@ -61,7 +61,7 @@ def _study(args, device, seed: int, out: Path, time_limit) -> dict:
                                overwrite=args.overwrite, plots=not args.no_plots, progress=not args.quiet and main_process, on_run=on_run)
     if not main_process:
         return study
-    if study["status"] == "time_limit":
+    if study["status"] in ("time_limit", "interrupted"):
         print(f"\n{study['message']}: the same command with --resume continues", file=sys.stderr)
     else:
         print("\n" + (out / "study.md").read_text())

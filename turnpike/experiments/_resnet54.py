@@ -138,17 +138,24 @@ def _tensorboard_writer(folder: Path):
 
 class _EpochLog:
     """Per-epoch JSON lines (objective, lr, time, images/s) from the solver's callback, and the
-    same scalars to TensorBoard when a writer is given."""
+    same scalars to TensorBoard when a writer is given.
+
+    One line per epoch, also across stops: a resumed run repeats the steps after its checkpoint, so
+    an epoch written before the stop is written again and replaces the earlier line (the log is
+    rewritten atomically); ``previous`` (the checkpoint's J history) gives the mean of an epoch the
+    stop split the values of its steps before the stop."""
 
     def __init__(self, path: Path, options: dict, steps: int, per_epoch: int, count: int, resume: bool,
-                 tensorboard=None):
+                 tensorboard=None, previous=()):
         self.path, self.options, self.steps, self.per_epoch, self.count = path, options, steps, per_epoch, count
-        self.tensorboard = tensorboard
+        self.tensorboard, self.previous = tensorboard, list(previous)
         if not resume and path.exists():
             path.unlink()
         self.values, self.started = [], time.perf_counter()
 
     def __call__(self, step, value, module) -> None:
+        if not self.values and step % self.per_epoch:       # resumed inside an epoch: its earlier steps' J
+            self.values = self.previous[step - step % self.per_epoch:step]
         self.values.append(value)
         if (step + 1) % self.per_epoch:
             return
@@ -157,13 +164,23 @@ class _EpochLog:
         line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
                 "lr": learning_rate(self.options, step, self.steps),     # the lr of the epoch's last step
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
-        with open(self.path, "a") as stream:
-            stream.write(json.dumps(line) + "\n")
+        kept = [text for text in (self.path.read_text().splitlines() if self.path.exists() else [])
+                if json.loads(text)["epoch"] < epoch]
+        write_atomically(self.path, lambda stream: stream.write("".join(f"{text}\n" for text in
+                                                                       [*kept, json.dumps(line)])), "w")
         if self.tensorboard is not None:
             for key in ("objective", "lr", "epoch_time_s", "images_per_s"):
                 self.tensorboard.add_scalar(f"train/{key}", line[key], epoch)
             self.tensorboard.flush()
         self.values, self.started = [], time.perf_counter()
+
+
+def _objective_history(checkpoint: Path) -> list:
+    """J of every step before a run's checkpoint (empty without one)."""
+    try:
+        return list(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["objective"])
+    except Exception:     # noqa: BLE001 (none, or unreadable: the solve's resume says what is wrong with it)
+        return []
 
 
 def _evaluate_pruned(solution, depth, data, config) -> dict:
@@ -202,6 +219,8 @@ def _sgd_options(config: ResNet54Config, per_epoch: int) -> dict:
             "schedule": "multistep" if milestones else "constant", "milestones": milestones}
 
 
+#: how a solve stops just after writing its checkpoint: the run is unfinished and --resume continues it
+RESUMABLE_STOPS = (Status.TIME_LIMIT, Status.INTERRUPTED)
 #: settings that may change when a run is resumed (they do not change its result)
 RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile")
 #: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
@@ -232,7 +251,8 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     writes = out is not None and is_main_process()
     tensorboard = _tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
     log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, len(data.train_labels),
-                     resume, tensorboard) if writes else None)
+                     resume, tensorboard, previous=_objective_history(out / "checkpoint.pt") if resume else ())
+           if writes else None)
     if writes:
         write_run_config(out, config, parameters=net.parameter_count(), world_size=world()[1])
     solution = solve_ocp(
@@ -240,15 +260,16 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
         time_limit=config.time_limit_s, progress=progress, callback=log, **settings)
     metrics = summarise(solution, config, data, per_epoch)
-    if config.finetune_epochs and metrics["pruned"] and solution.status != Status.TIME_LIMIT:
+    if config.finetune_epochs and metrics["pruned"] and solution.status not in RESUMABLE_STOPS:
         left = None if config.time_limit_s is None else max(0.0, config.time_limit_s - (time.perf_counter() - started))
         _, tuned = finetune_pruned(
             solution.prune(metrics["pruned"]["depth"]), config, data, out=out,   # every rank: the same checkpoints
             resume=resume, progress=progress, time_limit=left)
         metrics["pruned"]["finetuned"] = tuned
-        if tuned["status"] == str(Status.TIME_LIMIT):    # the run is not finished: --resume continues the fine-tuning
-            metrics["status"] = tuned["status"]
-            metrics["message"] = (f"fine-tuning stopped at the time limit after {tuned['epochs_done']} of "
+        if tuned["status"] in RESUMABLE_STOPS:    # the run is not finished: --resume continues the fine-tuning
+            metrics["status"], metrics["signal"] = tuned["status"], tuned.get("signal")
+            why = "at the time limit" if tuned["status"] == Status.TIME_LIMIT else f"by {tuned['signal']}"
+            metrics["message"] = (f"fine-tuning stopped {why} after {tuned['epochs_done']} of "
                                   f"{tuned['epochs']} epochs; the same command with --resume continues it")
     if tensorboard is not None:
         for key in ("test_accuracy", "train_accuracy"):
@@ -290,12 +311,13 @@ def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=F
         checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
         time_limit=time_limit, progress=progress, **settings)
     return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test"),
-                              "status": str(solution.status), "epochs_done": _steps_taken(solution) // per_epoch}
+                              "status": str(solution.status), "signal": solution.extra.get("signal"),
+                              "epochs_done": _steps_taken(solution) // per_epoch}
 
 
 def _steps_taken(solution) -> int:
-    """The optimiser steps a solve took: a time-limited stop evaluated (not updated) the next epoch's first."""
-    return len(solution.history["step"]) - (solution.status == Status.TIME_LIMIT)
+    """The optimiser steps a solve took: a stop at a checkpoint evaluated (not updated) the next epoch's first."""
+    return len(solution.history["step"]) - (solution.status in RESUMABLE_STOPS)
 
 
 def _save_network(path, network, data) -> None:
@@ -351,7 +373,8 @@ def summarise(solution, config, data, per_epoch) -> dict:
     taken = _steps_taken(solution)
     epochs = max(taken // per_epoch, 1)
     metrics = {
-        "status": str(solution.status), "message": solution.message, "objective": solution.objective,
+        "status": str(solution.status), "message": solution.message, "signal": solution.extra.get("signal"),
+        "objective": solution.objective,
         "exit_train_loss": train_loss, "exit_test_loss": solution.loss_per_layer("test"),
         "exit_train_accuracy": solution.accuracy_per_layer("train"),
         "exit_test_accuracy": solution.accuracy_per_layer("test"),

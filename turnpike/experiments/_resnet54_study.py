@@ -34,7 +34,7 @@ from .. import _checks
 from .._distributed import is_main_process
 from .._runs import claim_run_folder, write_json
 from ._depth_bounds import depth_bounds_from_runs
-from ._resnet54 import RESUMABLE, RUN_FILES, ResNet54Config, load_resnet54_network, run_resnet54
+from ._resnet54 import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, ResNet54Config, load_resnet54_network, run_resnet54
 
 #: Table 1 of the 2025 paper: test accuracy (%) and parameters (millions) of ResNet-54 and SubResNet-12,
 #: per (architecture, data set) column
@@ -84,7 +84,7 @@ def _finished(folder: Path, config: ResNet54Config) -> dict | None:
         return None
     claim_run_folder(folder, config, resume=True, overwrite=False, resumable=RESUMABLE, run_files=RUN_FILES)
     metrics = json.loads(paths[1].read_text())
-    return None if metrics["status"] == "time_limit" else metrics
+    return None if metrics["status"] in RESUMABLE_STOPS else metrics
 
 
 def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,),
@@ -110,9 +110,11 @@ def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresne
                                    overwrite=overwrite, progress=progress)
         if on_run is not None:
             on_run(name, metrics, folder)
-        if metrics["status"] == "time_limit":
-            study = {"status": "time_limit", "runs": list(done), "stopped_in": name,
-                     "message": f"stopped at the time limit in run {name}; resume=True (--resume) continues there"}
+        if metrics["status"] in RESUMABLE_STOPS:
+            why = "at the time limit" if metrics["status"] == "time_limit" else f"by {metrics['signal']}"
+            study = {"status": metrics["status"], "signal": metrics.get("signal"), "runs": list(done),
+                     "stopped_in": name,
+                     "message": f"stopped {why} in run {name}; resume=True (--resume) continues there"}
             if is_main_process():
                 write_json(out / "study.json", study)
             return study

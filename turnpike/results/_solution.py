@@ -27,6 +27,10 @@ class Status(enum.StrEnum):
       parameters are returned, and a checkpointed run can be resumed.
     - ``TIME_LIMIT``: ``time_limit`` passed; the solve stopped just after writing its
       checkpoint, and ``resume=True`` continues with nothing lost.
+    - ``INTERRUPTED``: SIGTERM (a scheduler's pre-emption) or Ctrl-C arrived during a solve with a
+      checkpoint: it stopped at the next step boundary just after writing the checkpoint there, and
+      ``resume=True`` continues with nothing lost (``extra["signal"]`` names the signal). A second
+      Ctrl-C, or Ctrl-C without a checkpoint, stops at once with ``STOPPED``.
     """
 
     CONVERGED = "converged"
@@ -35,6 +39,7 @@ class Status(enum.StrEnum):
     DIVERGED = "diverged"
     STOPPED = "stopped"
     TIME_LIMIT = "time_limit"
+    INTERRUPTED = "interrupted"
 
 
 class SolutionOutcome:
