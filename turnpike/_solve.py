@@ -421,7 +421,7 @@ def _signalled(signals: _Signals, backend, due: bool) -> bool:
 
 def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, checkpoints: _Checkpoints) -> tuple:
     """(status, message) of a solve that ended early; back to the last good parameters unless the time
-    limit stopped it just after a checkpoint."""
+    limit or a signal stopped it just after a checkpoint (its parameters are then the checkpoint's)."""
     if checkpoints.stopped_at is not None:
         at = f"step {checkpoints.stopped_at[1]} of phase {checkpoints.stopped_at[0]}"
         if stop == Stop.TIME_LIMIT:
