@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,30 @@ def test_synced_batch_norm_outside_a_process_group_is_batch_norm(monkeypatch):
     torch.testing.assert_close(net.state_dict(), plain.state_dict())     # running statistics moved alike
     with pytest.raises(ValueError, match="sync_batchnorm: expected True or False"):
         tp.solve_ocp(tiny_ocp(tiny_net()), steps=1, sync_batchnorm="yes", **SOLVE)
+
+
+def _stalled_rank_worker(rank, port, folder):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    tp.distributed.init_distributed("cpu", timeout_s=2.0)
+    try:
+        if rank == 1:
+            time.sleep(6.0)                            # stalled: never joins the collective
+            return
+        started = time.perf_counter()
+        try:
+            torch.distributed.all_reduce(torch.ones(1))
+            outcome = "returned"
+        except RuntimeError as error:
+            outcome = f"failed: {error}"
+        (Path(folder) / "rank0.json").write_text(json.dumps({"outcome": outcome,
+                                                             "seconds": time.perf_counter() - started}))
+    finally:
+        tp.distributed.finish_distributed(wait=False)
+
+
+def test_a_stalled_rank_fails_the_job_within_the_process_group_timeout(tmp_path):
+    mp.spawn(_stalled_rank_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    result = json.loads((tmp_path / "rank0.json").read_text())
+    assert result["outcome"].startswith("failed") and result["seconds"] < 5.0, result

@@ -25,6 +25,7 @@ tested on a CPU). Inside a process group the module backend (``solve_ocp`` on a
 """
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -46,22 +47,30 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
-def init_distributed(device: str = "cpu") -> str:
+#: seconds a collective waits for the other ranks before the job fails (torch's own default is 30 minutes:
+#: a stalled rank would hold every GPU of the job that long without a word)
+PROCESS_GROUP_TIMEOUT_S = 600.0
+
+
+def init_distributed(device: str = "cpu", *, timeout_s: float = PROCESS_GROUP_TIMEOUT_S) -> str:
     """Join the process group torchrun describes in the environment; return this rank's device.
 
     Without ``WORLD_SIZE`` > 1 in the environment nothing happens and ``device`` is returned.
     On CUDA each rank takes the GPU of its ``LOCAL_RANK`` (``device`` "cuda" or "cuda:N"
-    becomes "cuda:LOCAL_RANK") and the NCCL backend; on the CPU the gloo backend.
+    becomes "cuda:LOCAL_RANK") and the NCCL backend; on the CPU the gloo backend. A collective
+    that waits more than ``timeout_s`` seconds for a stalled rank fails the job with an error.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or torch.distributed.is_initialized():
         return device
+    timeout_s = _checks.real("timeout_s", timeout_s, minimum=0.0, strict_min=True)
     kind = _checks.device("device", device).type
     if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    torch.distributed.init_process_group("nccl" if kind == "cuda" else "gloo")
+    torch.distributed.init_process_group("nccl" if kind == "cuda" else "gloo",
+                                         timeout=datetime.timedelta(seconds=timeout_s))
     return device
 
 

@@ -5,6 +5,8 @@ gloo on CPUs) and :func:`finish_distributed` leaves it; :func:`is_main_process` 
 (the one that writes files); :class:`SyncedBatchNorm2d` normalises by the whole batch's statistics
 over all ranks. ``solve_ocp`` on a module system then trains with DistributedDataParallel.
 """
-from ._distributed import SyncedBatchNorm2d, finish_distributed, init_distributed, is_main_process
+from ._distributed import (PROCESS_GROUP_TIMEOUT_S, SyncedBatchNorm2d, finish_distributed, init_distributed,
+                           is_main_process)
 
-__all__ = ["SyncedBatchNorm2d", "finish_distributed", "init_distributed", "is_main_process"]
+__all__ = ["PROCESS_GROUP_TIMEOUT_S", "SyncedBatchNorm2d", "finish_distributed", "init_distributed",
+           "is_main_process"]

@@ -27,6 +27,7 @@ def add_parser(sub):
 def add_training_arguments(p, *, out: str, seeds: str) -> None:
     """The options of one run's data, network, recipe, speed and seeds, shared by ``resnet54`` and
     ``resnet54-study``; ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
+    from .._distributed import PROCESS_GROUP_TIMEOUT_S
     from ..backends import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C
 
@@ -61,6 +62,9 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--seeds", type=int_list, default=None, help=seeds)
     p.add_argument("--out", default=out)
+    p.add_argument("--process-group-timeout", type=float, default=PROCESS_GROUP_TIMEOUT_S, metavar="SECONDS",
+                   help="under torchrun: a rank that waits this long for a stalled one fails the job "
+                        f"(default {PROCESS_GROUP_TIMEOUT_S:g})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; every setting must match the stored one "
                         "except --time-limit, --device, --data, --tensorboard and --compile")
@@ -124,7 +128,7 @@ def over_seeds(args, train) -> list:
     from .._distributed import finish_distributed, init_distributed
 
     # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank
-    device = init_distributed(args.device)
+    device = init_distributed(args.device, timeout_s=args.process_group_timeout)
     seeds = args.seeds if args.seeds else [args.seed]
     deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
     results = []
