@@ -223,3 +223,8 @@ def test_a_stalled_rank_fails_the_job_within_the_process_group_timeout(tmp_path)
     mp.spawn(_stalled_rank_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     result = json.loads((tmp_path / "rank0.json").read_text())
     assert result["outcome"].startswith("failed") and result["seconds"] < 5.0, result
+
+
+def test_a_bad_process_group_timeout_is_refused_also_outside_torchrun():
+    with pytest.raises(ValueError, match="timeout_s: expected"):
+        tp.distributed.init_distributed("cpu", timeout_s=-5)

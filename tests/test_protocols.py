@@ -232,8 +232,8 @@ def test_the_schedules_are_the_documented_formulas():
 
 
 def test_import_turnpike_loads_no_heavy_optional_library():
-    """``import turnpike`` costs torch's import and little more (0.09-0.13 s more on the 2-core CI machine,
-    2026-12-04; it was 0.43 s with scipy.optimize): the analyses load scipy, cvxpy, torchdiffeq and
+    """``import turnpike`` costs torch's import and little more (0.09-0.13 s more on the 2-core development
+    machine, 2026-12-04; it was 0.43 s with scipy.optimize): the analyses load scipy, cvxpy, torchdiffeq and
     matplotlib when they run."""
     import subprocess
     import sys

@@ -60,10 +60,10 @@ def init_distributed(device: str = "cpu", *, timeout_s: float = PROCESS_GROUP_TI
     becomes "cuda:LOCAL_RANK") and the NCCL backend; on the CPU the gloo backend. A collective
     that waits more than ``timeout_s`` seconds for a stalled rank fails the job with an error.
     """
+    timeout_s = _checks.real("timeout_s", timeout_s, minimum=0.0, strict_min=True)
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or torch.distributed.is_initialized():
         return device
-    timeout_s = _checks.real("timeout_s", timeout_s, minimum=0.0, strict_min=True)
     kind = _checks.device("device", device).type
     if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -7,9 +7,11 @@
 
 The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
-from ._engines import objective_tensor
-from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines, check_test_data
+from dataclasses import fields
+
+from .._objective import objective_tensor
 from ._engines import autograd_objective
+from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines
 from ._optimizers import METHODS, method_schedule, with_learning_rate
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
@@ -42,8 +44,6 @@ def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None
     ``settings``: the kind's own (``FlatSettings``, ``ModuleSettings``, by name); one of another kind
     is refused, naming it and the system, since it would do nothing there.
     """
-    from dataclasses import fields
-
     system = ocp.system
     backend = BACKENDS[system.backend]()
     settings = dict(settings or {})

@@ -19,13 +19,13 @@ import torch
 
 from .. import _array, _checks
 from .._runs import read_npz, write_npz
+from ..results import Network, Status, solution_type
 from ..systems._protocol import (BufferedLayerMap, DifferentiableObjective, FixedStepScheme, LayerMapSystem,
                                  OwnGradient, Trajectories)
 from ._engines import adjoint_objective, autograd_objective, scheme_objective, system_objective
 from ._optimizers import METHODS
 from ._protocol import Backend
 from ._sweep import Workspace, buffered_adjoint_objective
-from ..results import Network, Status, solution_type
 
 # The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per
 # layer (batch × n × hidden width), measured by benchmarks/sizes.py (2-core CPU, 2026-11-24, 180 sizes,

@@ -22,6 +22,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .._objective import state_cost_terms
+
 
 class Workspace:
     """Preallocated tensors for the buffered sweep of one system on one device.
@@ -65,8 +67,6 @@ def buffered_adjoint_objective(ocp, theta, inputs, labels, *, workspace: Workspa
     copied to a GPU workspace) or torch tensors. The gradient comes back in θ's kind —
     for a numpy θ on the CPU a view of the workspace buffer, overwritten by the next call.
     """
-    from ._engines import _state_cost_terms
-
     system = ocp.system
     is_numpy = isinstance(theta, np.ndarray)
     theta_t = torch.as_tensor(theta, device=workspace.device)
@@ -84,9 +84,9 @@ def buffered_adjoint_objective(ocp, theta, inputs, labels, *, workspace: Workspa
     workspace.last_states = states
     r = ocp.input_penalty
     if not with_gradient:
-        value, _ = _state_cost_terms(ocp, states, labels, with_gradient=False)
+        value, _ = state_cost_terms(ocp, states, labels, with_gradient=False)
         return float(value) + r * float(theta_t @ theta_t), None
-    value, state_gradient = _state_cost_terms(ocp, states, labels, with_gradient=True)
+    value, state_gradient = state_cost_terms(ocp, states, labels, with_gradient=True)
 
     gradient = buffers["gradient"]
     squared_norm = theta_t.new_zeros(())

@@ -109,7 +109,7 @@ def exit_status(result: dict) -> int:
     import signal
 
     if result.get("status") == "interrupted" and result.get("signal"):
-        return 128 + int(getattr(signal, result["signal"]))
+        return 128 + int(signal.Signals[result["signal"]])
     return 0
 
 

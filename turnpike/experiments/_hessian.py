@@ -37,14 +37,12 @@ import numpy as np
 import torch
 
 from .. import _checks
-from .._runs import write_json, write_run_config
+from .._runs import _jsonable, write_json, write_run_config
+from ..backends import autograd_objective
 from .._solve import solve_ocp
-from ..data import load_raw_images, whitened_regression_data
+from ..data import DATASETS, load_raw_images, whitened_regression_data
 from ..systems._shortcut import ShortcutNetwork
 from ..theory import HessianSpectrum, hessian, least_squares_summary, regression_ocp, theorem2_condition_number
-from ..data import DATASETS
-from .._runs import _jsonable
-from ..backends import autograd_objective
 
 
 @dataclass(frozen=True)

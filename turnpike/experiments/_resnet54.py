@@ -36,9 +36,8 @@ from .._runs import claim_run_folder, write_atomically, write_json, write_run_co
 from ..results import Status
 from .._solve import solve_ocp
 from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
-from ..data import IMAGE_DATASETS, augment, load_image_tensors
+from ..data import IMAGE_DATASETS, augment, load_image_tensors, normalise
 from ..systems._conv import PreActResNet
-from ..data import normalise
 from ..systems._early_exit import early_exit_curve
 
 #: data sets of digits and clothes: no horizontal flip (a flipped digit is another symbol)
@@ -141,9 +140,9 @@ class _EpochLog:
     same scalars to TensorBoard when a writer is given.
 
     One line per epoch, also across stops: a resumed run repeats the steps after its checkpoint, so
-    an epoch written before the stop is written again and replaces the earlier line (the log is
-    rewritten atomically); ``previous`` (the checkpoint's J history) gives the mean of an epoch the
-    stop split the values of its steps before the stop."""
+    an epoch logged before the stop is logged again and its new line replaces the old one (the file is
+    rewritten atomically). ``previous`` is the checkpoint's J history: when a stop split an epoch,
+    the J of its steps before the stop come from there, so its mean is the uninterrupted run's."""
 
     def __init__(self, path: Path, options: dict, steps: int, per_epoch: int, count: int, resume: bool,
                  tensorboard=None, previous=()):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import _checks
-from ..backends._engines import objective_tensor
+from .._objective import objective_tensor
 
 # memory for the forward tangents of one vmap chunk of Hessian-vector products
 _CHUNK_BYTES = 256 * 2 ** 20
