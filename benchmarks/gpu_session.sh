@@ -4,6 +4,10 @@
 # resumable chunk of the Fashion-MNIST study, whose run folders come back packed in one tar.
 #
 #   bash benchmarks/gpu_session.sh [TOTAL_SECONDS]      # default 570; run from the repository root
+#   GPU_COMPILE=reduce-overhead GPU_BATCH=512 bash benchmarks/gpu_session.sh 520
+#
+# GPU_COMPILE (a torch.compile mode): time the eager step first, then the compiled one, at the
+# batch sizes GPU_BATCH (default 128,256,512), and train the study chunk compiled.
 #
 # Needs the Fashion-MNIST IDX files in data/fmnist (carried: the machine reaches no registry) and,
 # to continue an earlier chunk, the committed run folders under runs/fmnist (unpacked from
@@ -28,16 +32,27 @@ if [ -f benchmarks/results/gpu/fmnist-study.tgz ] && [ ! -d runs/fmnist ]; then
 fi
 
 # Throughput first: it is the measurement the study's speed depends on. 3 rounds of 10 steps.
-timeout 170 "$python" benchmarks/resnet54_throughput.py --device cuda --blocks 18 --width 0 \
-    --batch 128,256,512 --amp --steps 10 --rounds 3 2>&1 | tee "$out/throughput.log"
+batch=${GPU_BATCH:-128,256,512}
+timeout -k 10 170 "$python" benchmarks/resnet54_throughput.py --device cuda --blocks 18 --width 0 \
+    --batch "$batch" --amp --steps 10 --rounds 3 2>&1 | tee "$out/throughput.log"
 echo "throughput done at $(elapsed) s"
+compile=()
+if [ -n "${GPU_COMPILE:-}" ]; then
+    compile=(--compile "$GPU_COMPILE")
+    # compiling the four variants (forward and backward, 54 blocks) took over 330 s on the H200 on
+    # 2026-12-04 (no round was timed): one variant per call, or CUDA graphs without inductor
+    # (SIGTERM waits for the step boundary; -k kills a run still compiling)
+    timeout -k 10 330 "$python" benchmarks/resnet54_throughput.py --device cuda --blocks 18 --width 0 \
+        --batch "$batch" --amp --steps 10 --rounds 3 "${compile[@]}" 2>&1 | tee "$out/throughput-compiled.log"
+    echo "compiled throughput done at $(elapsed) s"
+fi
 
 # The study: a time limit that leaves room for the epoch in flight, the final writes and the tar.
 left=$(( total - $(elapsed) ))
 limit=$(( left - 60 ))
 if [ "$limit" -gt 30 ]; then
-    timeout $(( left - 20 )) "$python" -m turnpike resnet54-study --dataset fashion-mnist --data data/fmnist \
-        --arch homogeneous --device cuda --amp --out runs/fmnist --time-limit "$limit" --resume --quiet \
+    timeout -k 15 $(( left - 30 )) "$python" -m turnpike resnet54-study --dataset fashion-mnist --data data/fmnist \
+        --arch homogeneous --device cuda --amp --out runs/fmnist --time-limit "$limit" --resume --quiet "${compile[@]}" \
         2>&1 | tee "$out/study.log"
     echo "study chunk done at $(elapsed) s (time limit $limit s)"
 fi
