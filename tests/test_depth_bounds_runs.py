@@ -51,7 +51,7 @@ def test_refuses_runs_that_theorem_1_does_not_compare(tmp_path):
         depth_bounds_from_runs(network, [not_sub])
     with pytest.raises(ValueError, match="network: expected a run trained with the stage cost"):
         depth_bounds_from_runs(not_sub, [other_decay])
-    with pytest.raises(ValueError, match="run folder: expected a finished `turnpike resnet54` run with config.json"):
+    with pytest.raises(ValueError, match="network: expected a finished `turnpike resnet54` run folder with config.json"):
         depth_bounds_from_runs(tmp_path / "missing", [not_sub])
 
 
@@ -67,4 +67,4 @@ def test_cli_from_real_runs(tmp_path, capsys):
     saved = json.loads((tmp_path / "net" / "depth_bounds.json").read_text())
     assert [row["sub_depth"] for row in saved["rows"]] == [1]
     assert main(["depth-bounds", str(tmp_path / "m1"), str(tmp_path / "net")]) == 2      # swapped: a clear error
-    assert "network: expected a run trained with the stage cost" in capsys.readouterr().err
+    assert "NETWORK: expected a run trained with the stage cost" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """``turnpike hessian``: the run folder, its metrics, resuming a killed run, the command line."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -45,8 +46,16 @@ def test_resume_reuses_finished_work_and_only_for_the_same_config(small_run, mon
     again = run_hessian(HessianConfig(**SMALL), out, plots=False, resume=True)
     for key in ("initial_condition_number", "final_excess_loss", "training_paths"):
         assert json.dumps(again[key]) == json.dumps(metrics[key])
-    with pytest.raises(AssertionError, match="recomputed"):       # another seed: nothing reused
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(ValueError, match=r"seed: 0 there, 1 now"):     # another seed: refused, nothing mixed
         run_hessian(HessianConfig(**{**SMALL, "seed": 1}), out, plots=False, resume=True)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    with pytest.raises(ValueError, match="--resume continues it, --overwrite replaces it"):
+        run_hessian(HessianConfig(**SMALL), out, plots=False)
+    copy = shutil.copytree(out, tmp_path / "copy")                 # (the fixture's run stays for other tests)
+    with pytest.raises(AssertionError, match="recomputed"):       # overwritten: nothing reused
+        run_hessian(HessianConfig(**{**SMALL, "seed": 1}), copy, plots=False, overwrite=True)
+    assert not (copy / "metrics.json").exists()
 
 
 def test_command_line(tmp_path, capsys):

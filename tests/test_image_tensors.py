@@ -11,7 +11,7 @@ from turnpike.data import (IMAGE_DATASETS, ImageTensors, augment, batch_indices,
                            random_crop, random_flip, read_cifar, write_idx)
 from turnpike.data._augment import _crop_at
 
-NO_DOWNLOAD = "CIFAR cannot be fetched here; try --dataset fashion-mnist"
+NO_DOWNLOAD = "CIFAR cannot be fetched here; available here: --dataset mnist (the embedded 5,000-image subset, always)"
 
 
 # --- tiny CIFAR batches in the official format -------------------------------------------------
@@ -421,3 +421,21 @@ def test_the_same_code_runs_on_cuda():
     cpu_order = torch.cat(batch_indices(50, 7, seed=2, epoch=4))
     gpu_batches = batch_indices(50, 7, seed=2, epoch=4, device="cuda")
     assert gpu_batches[0].is_cuda and torch.equal(torch.cat(gpu_batches).cpu(), cpu_order)
+
+
+def test_missing_data_suggests_what_this_machine_has(tmp_path, monkeypatch):
+    """The embedded MNIST always; Fashion-MNIST where it is found, else the command that installs it."""
+    from turnpike.data import _images
+
+    monkeypatch.setattr(_images, "FASHION_MNIST_DIR", tmp_path / "fashion")
+    with pytest.raises(ValueError) as error:
+        load_image_tensors("cifar10", None)
+    assert "--dataset mnist (the embedded" in str(error.value)
+    assert "after `apt-get install dataset-fashion-mnist`" in str(error.value)
+    with pytest.raises(ValueError, match="apt-get install dataset-fashion-mnist"):
+        load_image_tensors("fashion-mnist", None)
+    (tmp_path / "fashion").mkdir()
+    (tmp_path / "fashion" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        load_image_tensors("cifar10", None)
+    assert f"--dataset fashion-mnist (found in {tmp_path / 'fashion'})" in str(error.value)

@@ -270,7 +270,7 @@ def test_resnet54_cli_writes_a_run_folder_and_resumes(tmp_path, capsys):
     assert main(["resnet54", "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
     assert main(argv[:-4] + ["--out", str(tmp_path / "e"), "--eps-fraction", "0", "--quiet"]) == 2
-    assert "eps_fraction: expected a number > 0" in capsys.readouterr().err
+    assert "--eps-fraction: expected a number > 0" in capsys.readouterr().err
 
 
 def test_resnet54_tensorboard_scalars_and_a_clear_error_without_the_package(tmp_path, monkeypatch, capsys):

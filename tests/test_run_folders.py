@@ -28,7 +28,7 @@ def test_a_finished_run_is_refused_without_resume_or_overwrite(finished, capsys)
     assert main(["resnet54", *TINY, "--variant", "standard", "--out", str(finished)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "Traceback" not in error
-    assert f"{finished}, which holds a run (variant ws, dataset mnist, status max_steps)" in error
+    assert f"{finished}, which holds a resnet54 run (variant ws, dataset mnist, status max_steps)" in error
     assert "--resume continues it, --overwrite replaces it" in error
     assert _files(finished) == before
 

@@ -16,6 +16,16 @@ def is_numpy(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
+def as_array(name: str, x):
+    """``x`` itself if it is an array or tensor, else a float64 numpy array of it (a list of numbers)."""
+    if hasattr(x, "shape"):
+        return x
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an array of numbers, got {x!r:.60}") from None
+
+
 # numpy reduces a short last axis row by row, about 50x slower than a matrix product
 # or an elementwise op for the (layers, batch, classes) arrays of the stacked costs;
 # these helpers take the fast route for the few columns a classifier has.

@@ -6,13 +6,15 @@ user reading a traceback knows what to change without opening the source.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Real
 
 import numpy as np
 
 
 def _describe(value) -> str:
-    if isinstance(value, np.ndarray) or hasattr(value, "shape"):
+    if isinstance(value, np.ndarray) or (hasattr(value, "shape") and hasattr(value, "dtype")
+                                         and not isinstance(value, type)):     # not the class np.float32
         return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -36,12 +38,14 @@ def real(name: str, value, *, minimum=None, maximum=None, strict_min=False, stri
     return value
 
 
-def integer(name: str, value, *, minimum=None) -> int:
+def integer(name: str, value, *, minimum=None, maximum=None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         fail(name, "an integer", value)
     value = int(value)
     if minimum is not None and value < minimum:
         fail(name, f"an integer >= {minimum}", value)
+    if maximum is not None and value > maximum:
+        fail(name, f"an integer <= {maximum}", value)
     return value
 
 
@@ -52,21 +56,53 @@ def boolean(name: str, value) -> bool:
 
 
 def choice(name: str, value, options) -> str:
-    if value not in options:
+    try:
+        known = value in options
+    except TypeError:              # unhashable (a list for a name): not one of them either
+        known = False
+    if not known:
         fail(name, f"one of {sorted(options)}", value)
     return value
 
 
-def finite_array(name: str, value, *, ndim: int | None = None, dtype=np.float64) -> np.ndarray:
-    """Convert to a numpy array, rejecting NaN/inf and the wrong number of dimensions."""
+def instance(name: str, value, kinds, expected: str):
+    """``value`` if it is an instance of ``kinds``; else fail naming ``expected`` (e.g. "a turnpike cost")."""
+    if not isinstance(value, kinds):
+        fail(name, expected, value)
+    return value
+
+
+def function(name: str, value, expected: str, *, optional: bool = True):
+    """A callable (or None when ``optional``)."""
+    if not (callable(value) or (optional and value is None)):
+        fail(name, expected, value)
+    return value
+
+
+def names(name: str, value, count: int, expected: str) -> tuple:
+    """A tuple of ``count`` entries from a list or tuple (a string is one name, not a sequence of them)."""
+    if not isinstance(value, (tuple, list)) or len(value) != count:
+        fail(name, expected, value)
+    return tuple(value)
+
+
+def finite_array(name: str, value, *, ndim: int | None = None, min_ndim: int | None = None, nonempty: bool = False,
+                 dtype=np.float64) -> np.ndarray:
+    """Convert to a numpy array, rejecting NaN/inf, the wrong number of dimensions and (``nonempty``) no entries."""
     if hasattr(value, "detach"):  # torch tensor
         value = value.detach().cpu().numpy()
+    if isinstance(value, (str, bytes)):
+        fail(name, "an array of numbers", value)
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
         fail(name, "an array of numbers", value)
     if ndim is not None and array.ndim != ndim:
         fail(name, f"an array with {ndim} dimension(s)", array)
+    if min_ndim is not None and array.ndim < min_ndim:
+        fail(name, f"an array with at least {min_ndim} dimension(s)", array)
+    if nonempty and array.size == 0:
+        fail(name, "a non-empty array", array)
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries "
@@ -75,9 +111,12 @@ def finite_array(name: str, value, *, ndim: int | None = None, dtype=np.float64)
 
 
 def labels(name: str, value, *, count: int, num_classes: int | None) -> np.ndarray:
+    """Integer class labels (B,) = (``count``,) in 0..num_classes-1 (any range for None), numpy or torch."""
     array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
     if array.ndim != 1 or array.shape[0] != count:
         fail(name, f"a 1-d array of {count} integer class labels", array)
+    if array.size and (array.dtype.kind not in "iuf"):     # bool, strings, objects: not class indices
+        fail(name, "integer class labels", array)
     if array.size and not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.equal(np.mod(array, 1), 0)):
             fail(name, "integer class labels", array)
@@ -89,10 +128,12 @@ def labels(name: str, value, *, count: int, num_classes: int | None) -> np.ndarr
 
 def options(name: str, given: dict, allowed: dict) -> dict:
     """Merge user options over defaults, refusing unknown keys with the list of valid ones."""
+    if given is not None and not isinstance(given, Mapping):
+        fail(name, f"a dict of options (valid ones: {sorted(allowed)})", given)
     given = dict(given or {})
-    unknown = sorted(set(given) - set(allowed))
+    unknown = sorted(set(given) - set(allowed), key=repr)
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {unknown}; valid options are {sorted(allowed)}")
+        raise ValueError(f"{name}: expected valid options {sorted(allowed)}, got unknown option(s) {unknown}")
     merged = dict(allowed)
     merged.update(given)
     return merged

@@ -33,6 +33,9 @@ class Cost:
     """A weighted sum of state and input terms: ``terms`` is a tuple of (weight, term)."""
 
     def __init__(self, terms):
+        if not isinstance(terms, (tuple, list)) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], _Term) for pair in terms):
+            _checks.fail("terms", "a tuple of (weight, term) pairs (or compose terms with + and *)", terms)
         self.terms = tuple(terms)
 
     # --- composition --------------------------------------------------------------
@@ -77,7 +80,7 @@ class Cost:
         """Σ w_i ℓ_i(x, y) per sample: shape x.shape[:-1]."""
         total = 0.0
         for weight, term in self.state_terms:
-            total = total + weight * term.per_sample(self._term_logits(x, term), labels)
+            total = total + weight * term._values(self._term_logits(x, term), labels)
         return total
 
     def state_gradient(self, x, labels):
@@ -132,22 +135,40 @@ class _Term(Cost):
 
     def per_sample(self, x, labels):
         """ℓ(x_i, y_i) per sample: shape x.shape[:-1]."""
+        return self._values(*self._checked(x, labels))
+
+    def gradient(self, x, labels):
+        """∂ℓ(x_i, y_i)/∂x_i per sample: shape x.shape."""
+        return self.per_sample_and_gradient(*self._checked(x, labels))[1]
+
+    def _values(self, x, labels):
+        """:meth:`per_sample` without the checks of its arguments (the solvers' own calls, every step)."""
         return self.per_sample_and_gradient(x, labels, gradient=False)[0]
+
+    def _checked(self, x, labels):
+        """The public calls' arguments: logits (..., B, width), numpy or torch, and B labels in range."""
+        if not hasattr(x, "shape"):
+            try:
+                x = np.asarray(x, dtype=np.float64)
+            except (TypeError, ValueError):
+                _checks.fail("x", f"logits of shape (..., B, {self.width})", x)
+        if x.ndim < 2:
+            _checks.fail("x", f"logits of shape (..., B, {self.width}) (a batch of B samples)", x)
+        self._check_logits(x)
+        if self.label_count is not None:
+            labels = _checks.labels("labels", labels, count=x.shape[-2], num_classes=self.label_count)
+        return x, labels
 
     def _check_logits(self, x):
         if x.ndim < 1 or x.shape[-1] != self.width:
             raise ValueError(f"x: expected logits of shape (..., {self.width}) for {self!r} (the system's "
                              f"readout, e.g. ocp.readout(states)), got shape {tuple(x.shape)}")
 
-    def gradient(self, x, labels):
-        """∂ℓ(x_i, y_i)/∂x_i per sample: shape x.shape."""
-        return self.per_sample_and_gradient(x, labels)[1]
-
     def check_state_dim(self, state_dim: int, argument: str) -> None:
         needed = self.width
         if needed is not None and state_dim < needed:
-            raise ValueError(f"{argument}: {self!r} needs a state with at least {needed} "
-                             f"components, got state_dim={state_dim}")
+            raise ValueError(f"{argument}: expected a cost the system's state (state_dim={state_dim}) can read "
+                             f"out, got {self!r}, which needs a state with at least {needed} components")
 
 
 class SoftCrossEntropy(_Term):
@@ -228,7 +249,7 @@ class L2Tracking(_Term):
     """
 
     def __init__(self, target):
-        target = _checks.finite_array("target", target)
+        target = _checks.finite_array("target", target, nonempty=True)
         if target.ndim not in (1, 2):
             _checks.fail("target", "a state (n,) or a per-class table (C, n)", target)
         self.target = target
@@ -245,8 +266,8 @@ class L2Tracking(_Term):
 
     def check_state_dim(self, state_dim: int, argument: str) -> None:
         if state_dim != self.state_dim:
-            raise ValueError(f"{argument}: {self!r} tracks states of dimension {self.state_dim}, "
-                             f"got state_dim={state_dim}")
+            raise ValueError(f"{argument}: expected a cost on states of the system's state_dim={state_dim}, "
+                             f"got {self!r}, which tracks states of dimension {self.state_dim}")
 
     def _difference(self, x, labels):
         target = self.target if self.target.ndim == 1 else self.target[np.asarray(labels)]

@@ -61,10 +61,10 @@ def init_distributed(device: str = "cpu", *, timeout_s: float = PROCESS_GROUP_TI
     that waits more than ``timeout_s`` seconds for a stalled rank fails the job with an error.
     """
     timeout_s = _checks.real("timeout_s", timeout_s, minimum=0.0, strict_min=True)
+    kind = _checks.device("device", device).type
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or torch.distributed.is_initialized():
         return device
-    kind = _checks.device("device", device).type
     if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -77,6 +77,7 @@ def init_distributed(device: str = "cpu", *, timeout_s: float = PROCESS_GROUP_TI
 def finish_distributed(*, wait: bool = True) -> None:
     """Leave the process group (if any), after every rank has arrived (``wait``; pass False
     on an error, when the other ranks may never arrive)."""
+    wait = _checks.boolean("wait", wait)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         if wait:
             torch.distributed.barrier()

@@ -12,6 +12,7 @@ backends and the theory, which both use it.
 from __future__ import annotations
 
 from . import _array, _checks
+from ._ocp import OCP
 from .systems._protocol import DifferentiableObjective, FlatSystem, Trajectories
 
 
@@ -56,6 +57,7 @@ def objective_tensor(ocp, theta, inputs=None, labels=None):
     """
     import torch
 
+    _checks.instance("ocp", ocp, OCP, "a turnpike.OCP")
     system = ocp.system
     if not isinstance(system, FlatSystem):
         _checks.fail("ocp.system", "a flat system (module systems own their parameters: use "

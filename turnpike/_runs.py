@@ -1,4 +1,11 @@
-"""Run folders: config, seed, version and metrics, written atomically."""
+"""Run folders: config, seed, version and metrics, written atomically.
+
+A run folder is a contract (:func:`claim_run_folder`): ``config.json`` is written once, when a run
+starts; a folder that holds a run is refused unless the run is resumed with the same settings or
+explicitly overwritten; ``metrics.json`` lists every file of the run (:func:`write_metrics`), so
+that a reader can tell a current file from a stale one; every file is written atomically, with
+the permissions the umask gives (a temporary file's 0600 would make results private by accident).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -33,19 +40,32 @@ def _jsonable(value):
     return value
 
 
+def _file_mode() -> int:
+    """What ``open()`` gives a new file under the process's umask (read without changing it for good)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomically(path, write, mode: str) -> Path:
     """Write through a temporary file in the same folder, then rename: a killed run never
     leaves a half-written file, only the old one or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         with os.fdopen(handle, mode) as stream:
             write(stream)
+        os.chmod(temporary, _file_mode())          # mkstemp's 0600 -> what a plain open() gives
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename in (None, temporary):   # name the file the user knows
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     return path
 
@@ -58,10 +78,42 @@ def write_json(path, data) -> Path:
     return write_atomically(path, write, "w")
 
 
-def write_run_config(out, config, **extra) -> Path:
-    """``out/config.json``: an experiment's config dataclass, its seed, package versions and extras."""
-    return write_json(Path(out) / "config.json", {"config": dataclasses.asdict(config), "seed": config.seed,
-                                                  **extra, "environment": environment()})
+def write_text(path, text: str) -> Path:
+    """A text file (a table, a report) atomically."""
+    return write_atomically(path, lambda stream: stream.write(text), "w")
+
+
+def read_json(path, what: str) -> dict:
+    """A JSON file of a run folder; a missing or corrupt one is a ValueError naming the path and
+    ``what`` the file should be (e.g. "the run's metrics, written when it finished")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: expected {what}, not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: expected {what}, got an unreadable file ({error})") from None
+
+
+def write_run_config(out, config, *, command: str, **extra) -> Path:
+    """``out/config.json``: the command that made the run, its config dataclass, its seed, package
+    versions and extras. Written once, when the run starts (see :func:`claim_run_folder`)."""
+    return write_json(Path(out) / "config.json", {"command": command, "config": dataclasses.asdict(config),
+                                                  "seed": config.seed, **extra, "environment": environment()})
+
+
+def run_files_present(out, run_files) -> list[str]:
+    """The files and folders of ``out`` that match the run's patterns, as sorted relative paths."""
+    out = Path(out)
+    return sorted({str(path.relative_to(out)) for pattern in run_files for path in out.glob(pattern)})
+
+
+def write_metrics(out, metrics: dict, run_files) -> Path:
+    """``out/metrics.json`` with ``"files"``: every file of the run in the folder (itself included),
+    so that a reader can tell the run's files from anything else there."""
+    out = Path(out)
+    files = sorted({*run_files_present(out, run_files), "metrics.json"})
+    return write_json(out / "metrics.json", {**metrics, "files": files})
 
 
 def environment() -> dict:
@@ -91,47 +143,92 @@ def read_npz(path) -> dict:
         raise ValueError(f"{path}: expected a readable .npz checkpoint, got a corrupt file ({error})") from None
 
 
-def claim_run_folder(out, config, *, resume: bool, overwrite: bool, resumable: tuple, run_files: tuple) -> None:
-    """Check the folder ``out`` before a run of ``config`` trains or writes anything there: a run
-    folder is a contract, and one run's results are never silently replaced or mixed with another's.
+def holds_run(out) -> bool:
+    """Whether the folder ``out`` holds a run (its ``config.json``)."""
+    return (Path(out) / "config.json").is_file()
 
-    - no run there (no ``config.json``): nothing to check;
+
+def check_writable_folder(name: str, out) -> Path:
+    """``out`` as a folder this process can write in (created if missing), before any work is done:
+    an output that is a file or a read-only folder fails now, not after hours of training."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{name}: expected a folder, got {out}, which is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{name}: expected a folder this process can write in, got {out} "
+                         f"({error.strerror or error})") from None
+    return out
+
+
+def check_writable_file(name: str, path) -> Path:
+    """``path`` as a file this process can write (its folder created if missing), before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}: expected a file name, got {path}, which is a folder")
+    check_writable_folder(name, path.parent)
+    return path
+
+
+def claim_run_folder(out, config, *, command: str, resume: bool, overwrite: bool, resumable: tuple,
+                     run_files: tuple, can_resume: bool = True, writes: bool = True) -> None:
+    """Check the folder ``out`` before a run of ``config`` (made by ``command``) trains or writes
+    anything there: a run folder is a contract, and one run's results are never silently replaced
+    or mixed with another's.
+
+    - ``out`` must be a folder this process can write in (created if missing), if it ``writes``
+      there (only rank 0 of a process group does);
+    - no run there (no ``config.json``): nothing more to check (``resume`` starts a new run: the
+      command line says so);
     - ``overwrite``: the run's files (``run_files``: names and glob patterns) are removed first, and
       nothing else in the folder;
-    - ``resume``: every setting of the stored config must equal ``config``'s, except those in
-      ``resumable`` (they do not change the result); refused with ``setting: stored there, given now``;
+    - ``resume``: the folder must hold a run of the same command, and every setting of the stored
+      config must equal ``config``'s, except those in ``resumable`` (they do not change the result);
+      refused with ``setting: stored there, given now``;
     - neither: refused, naming the folder and the run it holds.
     """
-    out = Path(out)
-    stored_path = out / "config.json"
-    if not stored_path.is_file():
+    if resume and overwrite:
+        raise ValueError("overwrite: expected it without resume (continue the run or replace it, not both), "
+                         "got both")
+    out = check_writable_folder("out", out) if writes else Path(out)
+    if not holds_run(out):
         return
     if overwrite:
-        for pattern in run_files:
-            for path in out.glob(pattern):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in (out / name for name in run_files_present(out, run_files)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         return
-    try:
-        stored = json.loads(stored_path.read_text())["config"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"out: expected a run folder with a readable config.json, got {stored_path} "
-                         f"({error}); --overwrite replaces it") from None
+    stored_file = read_json(out / "config.json", "a run's config.json (--overwrite replaces the run)")
+    stored = stored_file.get("config") if isinstance(stored_file, dict) else None
+    if not isinstance(stored, dict):
+        raise ValueError(f"{out / 'config.json'}: expected a run's config with a 'config' entry, got another "
+                         f"JSON file; --overwrite replaces it")
+    hint = "--resume continues it, --overwrite replaces it" if can_resume else "--overwrite replaces it"
     if not resume:
-        raise ValueError(f"out: expected an empty folder or resume/overwrite, got {out}, which holds "
-                         f"{_describe_run(out, stored)}; --resume continues it, --overwrite replaces it")
+        raise ValueError(f"out: expected an empty folder, got {out}, which holds "
+                         f"{_describe_run(out, stored_file)}; {hint} (or choose another --out)")
     given = json.loads(json.dumps(_jsonable(config)))          # as config.json stores it (tuples as lists)
+    stored_command = stored_file.get("command")
+    if stored_command not in (None, command) or set(stored) != set(given):
+        raise ValueError(f"resume: expected a run of `turnpike {command}` in {out}, got "
+                         f"{_describe_run(out, stored_file)}; choose another --out")
     changed = [name for name in given if name not in resumable and stored.get(name) != given[name]]
     if changed:
         raise ValueError("resume: expected the settings of the run in " + str(out) + ", got other ones: "
                          + "; ".join(f"{name}: {stored.get(name)!r} there, {given[name]!r} now" for name in changed)
-                         + f" (only {', '.join(resumable)} may change on resume)")
+                         + f" (only {', '.join(resumable) or 'nothing'} may change on resume)")
 
 
-def _describe_run(out: Path, stored: dict) -> str:
-    """'a run (variant ws, status time_limit)' from a folder's config and metrics."""
+def _describe_run(out: Path, stored_file: dict) -> str:
+    """'a resnet54 run (variant ws, status time_limit)' from a folder's config and metrics."""
+    stored = stored_file.get("config", {})
     details = [f"{key} {stored[key]}" for key in ("variant", "dataset") if key in stored]
     try:
         details.append(f"status {json.loads((out / 'metrics.json').read_text())['status']}")
     except (OSError, ValueError, KeyError, TypeError):
         details.append("not finished")
-    return f"a run ({', '.join(details)})"
+    command = stored_file.get("command")
+    return f"a {command + ' ' if command else ''}run ({', '.join(details)})"

@@ -8,6 +8,7 @@ backend the system declares (:mod:`turnpike.backends`).
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from . import _checks
+from ._ocp import OCP
 from .results import Status
 from .backends import make_backend
 from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
@@ -39,8 +41,7 @@ def _plan(backend, method, steps, options, batch_size, seed) -> "_Run":
     if not names:
         _checks.fail("method", "at least one method name", method)
     for name in names:
-        if name not in backend.methods:
-            raise ValueError(f"method: expected one of {sorted(backend.methods)}, got {name!r}")
+        _checks.choice("method", name, backend.methods)
     methods = [backend.methods[name] for name in names]
     steps = [_checks.integer("steps", s, minimum=1) for s in _as_sequence(steps, len(methods), "steps")]
     options = [_checks.options(f"options for {m.name!r}", o, m.defaults)
@@ -324,8 +325,11 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         With ``status`` a :class:`Status` and ``message`` saying what happened and, on
         failure, what to change.
     """
-    seed = _checks.integer("seed", seed)
+    _checks.instance("ocp", ocp, OCP, "a turnpike.OCP(system, inputs, labels, ...)")
+    seed = _checks.integer("seed", seed, minimum=0)
     divergence_factor = _checks.real("divergence_factor", divergence_factor, minimum=1.0)
+    resume, progress = _checks.boolean("resume", resume), _checks.boolean("progress", progress)
+    _checks.function("callback", callback, "a callable callback(step, objective, parameters) or None")
     count = ocp.inputs.shape[0]
     if batch_size is not None:
         batch_size = min(_checks.integer("batch_size", batch_size, minimum=1), count)
@@ -445,9 +449,11 @@ def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, ch
 
 
 def _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count) -> _Checkpoints:
+    if checkpoint is not None and (not isinstance(checkpoint, (str, os.PathLike)) or Path(checkpoint).is_dir()):
+        _checks.fail("checkpoint", "None or the path of a file (a string or pathlib.Path, not a folder)", checkpoint)
     per_epoch = 1 if batch_size is None else -(-count // batch_size)
-    every = _checks.integer("checkpoint_every", checkpoint_every or (per_epoch if batch_size is not None else 100),
-                            minimum=1)
+    default = per_epoch if batch_size is not None else 100
+    every = _checks.integer("checkpoint_every", default if checkpoint_every is None else checkpoint_every, minimum=1)
     if resume and checkpoint is None:
         _checks.fail("resume", "a checkpoint path to resume from (checkpoint=...)", resume)
     if time_limit is not None:

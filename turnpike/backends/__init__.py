@@ -7,8 +7,11 @@
 
 The system chooses: :func:`make_backend` reads the ``backend`` it declares.
 """
+from collections.abc import Mapping
 from dataclasses import fields
 
+from .. import _checks
+from .._ocp import OCP
 from .._objective import objective_tensor
 from ._engines import autograd_objective
 from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines
@@ -44,6 +47,15 @@ def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None
     ``settings``: the kind's own (``FlatSettings``, ``ModuleSettings``, by name); one of another kind
     is refused, naming it and the system, since it would do nothing there.
     """
+    _checks.instance("ocp", ocp, OCP, "a turnpike.OCP(system, inputs, labels, ...)")
+    seed = _checks.integer("seed", seed, minimum=0)
+    if batch_size is not None:
+        batch_size = _checks.integer("batch_size", batch_size, minimum=1)
+    device = _checks.device("device", device)
+    if test_data is not None and (not isinstance(test_data, (tuple, list)) or len(test_data) != 2):
+        _checks.fail("test_data", "a pair (inputs, labels)", test_data)
+    if settings is not None and not isinstance(settings, Mapping):
+        _checks.fail("settings", "a dict of the system kind's settings", settings)
     system = ocp.system
     backend = BACKENDS[system.backend]()
     settings = dict(settings or {})

@@ -30,7 +30,8 @@ import torch
 from .. import _checks
 from .._distributed import world
 from .._runs import write_atomically
-from ..data import batch_indices, normalise as normalise_images
+from ..data import batch_indices
+from ..data._augment import checked_statistics
 from ..results import ModuleSolution
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
@@ -82,6 +83,8 @@ class ModuleSettings:
     compile: str | None = None
 
     def __post_init__(self):
+        if self.normalise is not None:
+            _checks.names("normalise", self.normalise, 2, "a pair (mean, std) of per-channel statistics")
         if self.augment is not None and not callable(self.augment):
             _checks.fail("augment", "a callable augment(images, generator) -> images", self.augment)
         if self.exit_lr_factor is not None:
@@ -156,9 +159,11 @@ class ModuleBackend(Backend):
         self.eval_batch_size = settings.eval_batch_size
         self.inputs = ocp.inputs.to(device)
         if normalise is not None:
-            normalise_images(self.inputs[:1], *normalise)        # validates the statistics, clear errors
-            self._mean, self._std = (torch.as_tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-                                     for v in normalise)
+            if self.inputs.dtype != torch.uint8:
+                _checks.fail("normalise", "None for floating-point inputs (it scales and normalises uint8 "
+                                          "images; pass float images normalised already)", normalise)
+            self._mean, self._std = checked_statistics(*normalise, self.inputs.shape[1], device=device,
+                                                       dtype=torch.float32)
         self.labels = torch.as_tensor(ocp.labels, device=device)
         self.count = self.inputs.shape[0]
         self.test_data = self._check_test_data(test_data)
@@ -213,6 +218,9 @@ class ModuleBackend(Backend):
         if test_data is None:
             return None
         images = _checks.image_batch("test_data[0]", test_data[0], self.ocp.system.input_shape)
+        if (images.dtype == torch.uint8) != (self.inputs.dtype == torch.uint8):   # prepared like the inputs
+            kind = "uint8" if self.inputs.dtype == torch.uint8 else "floating-point"
+            _checks.fail("test_data[0]", f"{kind} images like the training inputs", images)
         labels = _checks.labels("test_data[1]", np.asarray(test_data[1]), count=images.shape[0],
                                 num_classes=self.ocp.num_classes)
         return images, labels

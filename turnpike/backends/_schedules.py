@@ -80,6 +80,8 @@ def _check_schedule(where: str, options: dict, steps: int) -> None:
     if "milestones" not in options:
         return
     _checks.real(f"{where}['decay']", options["decay"], minimum=0.0, maximum=1.0, strict_min=True)
+    if not isinstance(options["milestones"], (list, tuple)):
+        _checks.fail(f"{where}['milestones']", "a list of steps", options["milestones"])
     milestones = [_checks.integer(f"{where}['milestones']", m, minimum=0) for m in options["milestones"]]
     if schedule == "multistep" and not milestones:
         _checks.fail(f"{where}['milestones']", "at least one step for the multistep schedule (or schedule="

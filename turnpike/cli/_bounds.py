@@ -17,11 +17,11 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from .._runs import write_json
+    from .._runs import check_writable_file, write_json
     from ..experiments._depth_bounds import depth_bounds_from_runs
 
-    result = depth_bounds_from_runs(args.network, args.subresnets)
-    out = Path(args.out) if args.out else Path(args.network) / "depth_bounds.json"
+    result = depth_bounds_from_runs(args.network, args.subresnets)      # (reads the run folders: fast)
+    out = check_writable_file("--out", Path(args.out) if args.out else Path(args.network) / "depth_bounds.json")
     write_json(out, result)
     print(f"ResNet-{result['depth']} with stage cost γ = {result['gamma']:g}, weight decay λ = "
           f"{result['weight_decay']:g} on the residual branches\n")

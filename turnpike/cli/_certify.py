@@ -127,7 +127,7 @@ def _print(report: dict) -> None:
 
 
 def run(args) -> int:
-    from .._runs import write_json
+    from .._runs import check_writable_file, write_json
 
     eps_values = None
     if args.eps is not None:
@@ -137,9 +137,10 @@ def run(args) -> int:
             raise ValueError(f"--eps: expected comma-separated positive numbers, got {args.eps!r}") from None
         if not all(np.isfinite(v) and v > 0 for v in eps_values):
             raise ValueError(f"--eps: expected comma-separated positive numbers, got {args.eps!r}")
-    report = certify(load_run(args.run_dir), eps_values)
+    solutions = load_run(args.run_dir)          # RUN_DIR checked before --json (whose default is inside it)
+    path = check_writable_file("--json", Path(args.json) if args.json else Path(args.run_dir) / "certificate.json")
+    report = certify(solutions, eps_values)
     _print(report)
-    path = Path(args.json) if args.json else Path(args.run_dir) / "certificate.json"
     write_json(path, report)
     print(f"\nwrote {path}")
     return 0

@@ -1,10 +1,12 @@
 """``turnpike early-exit``: accuracy against blocks executed of a trained stage-cost ResNet, with timing."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ._args import float_list
+
+#: parameters behind the flags (errors name the flag the user typed)
+FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds": "--thresholds", "folder": "RUN"}
 
 
 def add_parser(sub):
@@ -16,7 +18,7 @@ def add_parser(sub):
     p.add_argument("run", help="run folder of the network (trained with the stage cost for useful exits)")
     p.add_argument("--compare", nargs="*", default=[], help="other run folders drawn as points (depth, test accuracy)")
     p.add_argument("--thresholds", type=float_list, default=[0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0],
-                   help="confidence thresholds τ in [0, 1], comma-separated (default %(default)s)")
+                   help="confidence thresholds τ in [0, 1], comma-separated (default 0,0.5,0.8,0.9,0.95,0.99,1)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
@@ -26,14 +28,18 @@ def add_parser(sub):
 def run(args) -> int:
     import torch
 
-    from .._runs import write_json
+    from .._runs import check_writable_folder, read_json, write_json
     from ..data import normalise
     from ..experiments._resnet54 import load_data, load_resnet54_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
+    # everything read and checked before the curve is computed: a bad input fails in a second
+    metrics = read_json(folder / "metrics.json", "the metrics of a finished `turnpike resnet54` run")
+    others = [(Path(other).name, read_json(Path(other) / "metrics.json", "the metrics of a finished run"))
+              for other in args.compare]
+    check_writable_folder("RUN", folder)
     network = load_resnet54_network(folder, device=args.device)
-    metrics = json.loads((folder / "metrics.json").read_text())
     data = load_data(run_config(folder))
     images = normalise(data.test_images, data.mean, data.std).to(args.device)
     if run_config(folder).channels_last:      # the network's own memory format (load_resnet54_network)
@@ -47,7 +53,6 @@ def run(args) -> int:
     for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["mean_compute"],
                    curve["images_per_s"]):
         print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>8.3f} {row[4]:>9.0f}")
-    others = [(Path(other).name, json.loads((Path(other) / "metrics.json").read_text())) for other in args.compare]
     write_json(folder / "early_exit.json", {**curve, "device": args.device})
     if not args.no_plots:
         from ..experiments._conv_plots import early_exit_figure

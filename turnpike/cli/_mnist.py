@@ -4,6 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._args import add_run_folder_arguments, resume_notice
+
+#: config fields whose flag is not the field's name (errors name the flag the user typed)
+FLAGS = {"data_dir": "--data", "train_subset": "--subset", "baseline_depths": "--baselines", "depth": "--depth"}
+
 
 def _comma_list(values) -> str:
     return ",".join(str(v) for v in values)
@@ -31,21 +36,26 @@ def add_parser(sub):
                    help="images per Adam step (default %(default)s)")
     p.add_argument("--lr", type=float, default=C.lr, help="Adam learning rate (default %(default)s)")
     p.add_argument("--subset", type=int, default=C.train_subset, help="train on the first n training images only")
-    p.add_argument("--out", default="runs/mnist", help="run folder (default %(default)s)")
     p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
     p.add_argument("--device", default=C.device,
                    help="cpu, cuda or cuda:N: where the adjoint sweep, Adam and the training data live "
                         "(default %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the run folder")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_folder_arguments(p, out="runs/mnist",
+                             resume="continue the run in --out from its checkpoints; every setting must match the "
+                                    "stored one except --data and --device")
     return p
 
 
 def _config(args):
     from ..experiments._mnist import MnistConfig
 
-    depths = tuple(int(d) for d in args.baselines.split(",") if d.strip())
+    try:
+        depths = tuple(int(d) for d in args.baselines.split(",") if d.strip())
+    except ValueError:
+        raise ValueError(f"baseline_depths: expected comma-separated depths or '' for none, got "
+                         f"{args.baselines!r}") from None
     return MnistConfig(dataset=args.dataset, data_dir=args.data, seed=args.seed, depth=args.depth,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_depths=depths,
                        train_subset=args.subset, device=args.device)
@@ -55,7 +65,8 @@ def run(args) -> int:
     from ..experiments._mnist import run_mnist
 
     config = _config(args)
-    m = run_mnist(config, Path(args.out), plots=not args.no_plots, resume=args.resume,
+    resume_notice("mnist", args)
+    m = run_mnist(config, Path(args.out), plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
                   progress=not args.quiet)
     print(f"\n{args.dataset}: ε = {m['eps']:.4f}, run folder {args.out}, {m['wall_time_s']:.1f} s")
     print(f"{'network':<26} {'train':>6} {'test':>6} {'turnpike':>9} {'time s':>8}")

@@ -5,7 +5,10 @@ import sys
 import time
 from pathlib import Path
 
-from ._args import float_list, int_list
+from ._args import add_run_folder_arguments, float_list, int_list, positive_float
+
+#: library names behind the flags (errors name the flag the user typed): the ODE scheme is `method`
+FLAGS = {"method": "--ode-method", "horizon": "--horizons", "horizons": "--horizons"}
 
 
 def _comma_list(values) -> str:
@@ -22,20 +25,19 @@ def add_parser(sub):
                        description="Train the neural ODE of architecture (26) on the two spirals for several "
                                    "horizons T (OCP (20)) and report the time spent away from the turnpike, "
                                    "μ[Θ_ε,T] (Prop. 16).")
-    p.add_argument("--out", default="runs/node-spirals", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
     p.add_argument("--horizons", type=float_list, default=C.horizons,
                    help=f"horizons T, comma-separated (default {_comma_list(C.horizons)})")
-    p.add_argument("--interval", type=float, default=C.interval,
+    p.add_argument("--interval", type=positive_float, default=C.interval,
                    help="length h of a control interval; K = T/h intervals (default %(default)s)")
     p.add_argument("--ode-method", default=C.ode_method,
                    help="ODE scheme (default %(default)s, trained through its exact adjoint; euler, midpoint "
                         "too; adaptive dopri5, bosh3, ... through torchdiffeq)")
     p.add_argument("--substeps", type=int, default=C.substeps,
                    help="fixed-grid methods: steps per interval (default %(default)s)")
-    p.add_argument("--rtol", type=float, default=C.rtol,
+    p.add_argument("--rtol", type=positive_float, default=C.rtol,
                    help="adaptive methods: relative tolerance (default %(default)s)")
-    p.add_argument("--atol", type=float, default=C.atol,
+    p.add_argument("--atol", type=positive_float, default=C.atol,
                    help="adaptive methods: absolute tolerance (default %(default)s)")
     p.add_argument("--step-bound", type=float, default=C.step_bound,
                    help="fixed-grid methods: substeps keep h·Lip(F) below this (default %(default)s; 0: off)")
@@ -59,6 +61,7 @@ def add_parser(sub):
                    help=f"Adam learning rate (default {adam_lr:g})")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_folder_arguments(p, out="runs/node-spirals", resume=None)
     return p
 
 
@@ -107,7 +110,8 @@ def run(args) -> int:
         if m["status"] not in ("converged", "max_steps"):
             print(f"warning (T={horizon:g}): {m['message']}", file=sys.stderr)
 
-    metrics = run_node_spirals(config, out, plots=not args.no_plots, progress=not args.quiet, callback=report)
+    metrics = run_node_spirals(config, out, plots=not args.no_plots, progress=not args.quiet, callback=report,
+                               overwrite=args.overwrite)
     print(f"\nε = {metrics['eps']:.4f} (= {config.eps_fraction} × initial RMS distance to X*_y); "
           f"max μ[Θ_ε,T] = {metrics['max_theta_measure']:.3f} over T = "
           f"{', '.join(f'{t:g}' for t in config.horizons)}; {time.perf_counter() - started:.1f} s, "

@@ -5,8 +5,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from ._args import int_list
+from ._args import int_list, int_list_or_none, non_negative_float, positive_float, resume_notice
+
+#: config fields whose flag is not the field's name (errors name the flag the user typed)
+FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs"}
 
 
 def add_parser(sub):
@@ -37,7 +41,8 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--dataset", default=C.dataset, choices=["cifar10", "cifar100", "mnist", "fashion-mnist"])
     p.add_argument("--data", default=C.data_dir, help="folder of the data set's files (CIFAR: pickle batches)")
     p.add_argument("--epochs", type=int, default=C.epochs)
-    p.add_argument("--milestones", type=int_list, default=C.milestones, help="lr ÷ 10 after these epochs")
+    p.add_argument("--milestones", type=int_list_or_none, default=C.milestones,
+                   help="lr ÷ 10 after these epochs, comma-separated ('' for none: a constant lr)")
     p.add_argument("--lr", type=float, default=C.lr)
     p.add_argument("--weight-decay", type=float, default=C.weight_decay, help="λ of λ/2‖w‖²")
     p.add_argument("--train-subset", type=int, default=C.train_subset)
@@ -49,7 +54,7 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--finetune-epochs", type=int, default=C.finetune_epochs, metavar="E",
                    help="train the SubResNet pruned at the turnpike E more epochs at the last lr (default %(default)s)")
     p.add_argument("--device", default=C.device)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU; on a CPU it is slower, and says so)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=C.channels_last,
                    help="channels-last memory format of the network and batches (default: %(default)s)")
     p.add_argument("--compile", default=C.compile, choices=COMPILE_MODES, metavar="MODE",
@@ -62,16 +67,18 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--seeds", type=int_list, default=None, help=seeds)
     p.add_argument("--out", default=out)
-    p.add_argument("--process-group-timeout", type=float, default=PROCESS_GROUP_TIMEOUT_S, metavar="SECONDS",
+    p.add_argument("--process-group-timeout", type=positive_float, default=PROCESS_GROUP_TIMEOUT_S,
+                   metavar="SECONDS",
                    help="under torchrun: a rank that waits this long for a stalled one fails the job "
                         f"(default {PROCESS_GROUP_TIMEOUT_S:g})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; every setting must match the stored one "
-                        "except --time-limit, --device, --data, --tensorboard and --compile")
+                        "except --time-limit, --device, --data, --tensorboard and --compile; with no run in "
+                        "--out, a new one starts (and the command says so)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (its run files are removed first; other files stay); without it "
                         "or --resume, a folder that holds a run is refused")
-    p.add_argument("--time-limit", type=float, default=C.time_limit_s, metavar="SECONDS",
+    p.add_argument("--time-limit", type=non_negative_float, default=C.time_limit_s, metavar="SECONDS",
                    help="stop the training, or the fine-tuning after it, at the first epoch end after this many "
                         "seconds, just after the checkpoint (metrics of the network so far are written; "
                         "--resume continues)")
@@ -129,6 +136,9 @@ def over_seeds(args, train) -> list:
 
     # under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank
     device = init_distributed(args.device, timeout_s=args.process_group_timeout)
+    if args.amp and str(device) == "cpu":
+        print(f"turnpike {args.command}: note: --amp on a CPU: bf16 autocast is applied, usually slower than "
+              "float32 there and less accurate", file=sys.stderr)
     seeds = args.seeds if args.seeds else [args.seed]
     deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
     results = []
@@ -152,6 +162,8 @@ def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
 
     config = training_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
                              subresnet=args.subresnet)
+    if is_main_process():
+        resume_notice("resnet54", SimpleNamespace(resume=args.resume, out=folder))
     metrics = run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
                            progress=not args.quiet and is_main_process())
     if is_main_process():

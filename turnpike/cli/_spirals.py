@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._args import int_list
+from ._args import add_run_folder_arguments, int_list, name_list, positive_float
 
 
 def _spirals_parser(sub):
@@ -19,22 +19,22 @@ def _spirals_parser(sub):
     p = sub.add_parser("spirals", help="the two-spirals turnpike (2024 paper, Sec. 6)",
                        description="Train architecture (26) on the two spirals with and without the "
                                    "soft cross-entropy stage cost and report the turnpike.")
-    p.add_argument("--out", default="runs/spirals", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=C.seed, help="random seed (default %(default)s)")
     p.add_argument("--seeds", type=int_list, default=None,
                    help="several seeds, e.g. 0-9 or 0,3,5: one sub-folder per seed and a summary table")
     p.add_argument("--depth", type=int, default=None, help=f"number of residual layers N (default {C.depth})")
-    p.add_argument("--method", default=None,
+    p.add_argument("--method", type=name_list, default=None,
                    help=f"optimiser(s), comma-separated and run in turn (default {','.join(schedule.method)}; "
                         f"choices: {', '.join(sorted(METHODS))})")
     p.add_argument("--steps", "--epochs", dest="steps", type=int_list, default=None,
                    help=f"steps per method, comma-separated (default {','.join(map(str, schedule.steps))})")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate of adam/sgd (default {SPIRALS_OPTIONS['adam']['lr']:g})")
-    p.add_argument("--turns", type=float, default=None, help=f"revolutions of each spiral (default {C.turns:g})")
+    p.add_argument("--turns", type=positive_float, default=None, help=f"revolutions of each spiral (default {C.turns:g})")
     p.add_argument("--no-baseline", action="store_true", help="skip the run without stage cost")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_folder_arguments(p, out="runs/spirals", resume=None)
     return p
 
 
@@ -50,7 +50,7 @@ def _config(args, seed):
     method = SpiralsConfig.method
     if args.method is not None:
         # steps and options left unset take the config's per-method defaults (one definition)
-        method = fields["method"] = tuple(m.strip() for m in args.method.split(","))
+        method = fields["method"] = tuple(args.method)
     if args.steps is not None:
         fields["steps"] = tuple(args.steps)
     if args.lr is not None:
@@ -74,14 +74,17 @@ HEADER = (f"{'run':<22} {'train':>5} {'test':>5} {'turnpike':>9} {'#Q_e':>5} {'|
 
 
 def _spirals(args) -> int:
-    from ..experiments._spirals import run_spirals
+    from ..experiments._spirals import claim_spirals_folder, run_spirals
 
     seeds = args.seeds if args.seeds is not None else [args.seed]
     out = Path(args.out)
+    folders = {seed: out if len(seeds) == 1 else out / f"seed-{seed}" for seed in seeds}
+    configs = {seed: _config(args, seed) for seed in seeds}
+    for seed in seeds:              # every folder checked before the first seed trains
+        claim_spirals_folder(folders[seed], configs[seed], command="spirals", overwrite=args.overwrite)
     rows = []
     for seed in seeds:
-        folder = out if len(seeds) == 1 else out / f"seed-{seed}"
-        config = _config(args, seed)
+        folder, config = folders[seed], configs[seed]
         started = time.perf_counter()
         metrics = run_spirals(config, folder, plots=not args.no_plots, progress=not args.quiet)
         rows.append((seed, metrics))

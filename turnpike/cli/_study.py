@@ -6,6 +6,9 @@ from pathlib import Path
 
 from ._args import int_list, name_list
 
+#: config fields whose flag is not the field's name (errors name the flag the user typed)
+FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs"}
+
 
 def add_parser(sub):
     from ._resnet54 import add_training_arguments
@@ -30,7 +33,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from .._distributed import is_main_process
-    from .._runs import write_json
+    from .._runs import write_json, write_text
     from ..experiments._resnet54_study import seeds_summary
     from ._resnet54 import exit_status, over_seeds
 
@@ -38,7 +41,7 @@ def run(args) -> int:
     if is_main_process() and len(studies) > 1 and all(s["status"] == "finished" for s in studies.values()):
         summary = seeds_summary(studies)
         write_json(Path(args.out) / "seeds.json", summary)
-        (Path(args.out) / "seeds.md").write_text(summary["markdown"])
+        write_text(Path(args.out) / "seeds.md", summary["markdown"])
         print("\n" + summary["markdown"])
     return exit_status(list(studies.values())[-1])
 

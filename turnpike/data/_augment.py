@@ -18,13 +18,14 @@ different streams, but each is deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._checks import device as checked_device
-from .._checks import fail, integer
+from .._checks import fail, integer, real
 
 
 def _check_batch(name: str, images) -> torch.Tensor:
@@ -46,20 +47,31 @@ def _check_generator(generator, device: torch.device):
     return generator
 
 
-def _channel_stats(name: str, values, channels: int, device, dtype) -> torch.Tensor:
-    """Per-channel statistics as a (1, C, 1, 1) tensor that broadcasts over a batch."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().tolist()
-    if not isinstance(values, Sequence) or len(values) != channels:
-        fail(name, f"{channels} per-channel values (one per image channel)", values)
-    return torch.tensor([float(v) for v in values], dtype=dtype, device=device).view(1, channels, 1, 1)
+def checked_statistics(mean, std, channels: int, *, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as (1, C, 1, 1) tensors that broadcast over a batch: each C per-channel values (a list,
+    tuple, numpy array or tensor) or one number for every channel; finite, and std > 0."""
+    return (_channel_stats("mean", mean, channels, device, dtype, positive=False),
+            _channel_stats("std", std, channels, device, dtype, positive=True))
+
+
+def _channel_stats(name: str, values, channels: int, device, dtype, *, positive: bool) -> torch.Tensor:
+    given = values
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        values = values.tolist()
+    if isinstance(values, (Real, np.number)) and not isinstance(values, bool):
+        values = [values] * channels
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != channels:
+        fail(name, f"{channels} per-channel values (one per image channel) or one number for all", given)
+    checked = [real(f"{name}[{i}]", v, minimum=0.0 if positive else None, strict_min=positive)
+               for i, v in enumerate(values)]
+    return torch.tensor(checked, dtype=dtype, device=device).view(1, channels, 1, 1)
 
 
 def normalise(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
     """``(images / 255 - mean) / std`` per channel: uint8 (B, C, H, W) → ``dtype`` (B, C, H, W).
 
     ``mean`` and ``std`` are the per-channel statistics of the training images in [0, 1]
-    (``ImageTensors.mean`` / ``.std``).
+    (``ImageTensors.mean`` / ``.std``): C values each, or one number for every channel.
     """
     _check_batch("images", images)
     if images.dtype != torch.uint8:
@@ -67,11 +79,7 @@ def normalise(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Ten
         fail("images", "uint8 pixel values 0..255", images)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         fail("dtype", "a floating-point torch dtype", dtype)
-    channels = images.shape[1]
-    mean_t = _channel_stats("mean", mean, channels, images.device, dtype)
-    std_t = _channel_stats("std", std, channels, images.device, dtype)
-    if not bool(torch.all(std_t > 0)):
-        fail("std", "positive per-channel standard deviations", std)
+    mean_t, std_t = checked_statistics(mean, std, images.shape[1], device=images.device, dtype=dtype)
     return images.to(dtype).div_(255).sub_(mean_t).div_(std_t)
 
 

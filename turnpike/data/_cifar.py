@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .._checks import device as checked_device
-from .._checks import fail, integer
-from ._images import load_raw_images
+from .._checks import fail, integer, real
+from ._images import available_data, load_raw_images
 
 try:
     from numpy._core import multiarray as _multiarray, numeric as _numeric
@@ -29,7 +29,6 @@ except ImportError:  # numpy < 2
 
 IMAGE_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
 CIFAR_DATASETS = ("cifar10", "cifar100")
-_NO_DOWNLOAD = "CIFAR cannot be fetched here; try --dataset fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -113,18 +112,19 @@ def _folder(directory, layout: _Layout) -> Path:
     """DIR itself or DIR/<official folder>, whichever holds the batches; all missing names in the error."""
     if directory is None:
         raise ValueError(f"data: expected a directory holding {layout.title}'s python batches "
-                         f"({layout.folder}/{', '.join(layout.train + layout.test)}), got None; {_NO_DOWNLOAD}")
+                         f"({layout.folder}/{', '.join(layout.train + layout.test)}), got None; "
+                         f"CIFAR cannot be fetched here; {available_data()}")
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"data: expected an existing directory holding {layout.folder}/, "
-                         f"got {str(directory)!r} (not found); {_NO_DOWNLOAD}")
+                         f"got {str(directory)!r} (not found); CIFAR cannot be fetched here; {available_data()}")
     nested = directory / layout.folder
     folder = nested if nested.is_dir() else directory
     missing = [name for name in layout.train + layout.test if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"data: expected {layout.title}'s python batches {', '.join(layout.train + layout.test)} "
                          f"in {directory} or {nested}, got {', '.join(missing)} missing from {folder}; "
-                         f"{_NO_DOWNLOAD}")
+                         f"CIFAR cannot be fetched here; {available_data()}")
     return folder
 
 
@@ -152,6 +152,10 @@ def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[f
     Exact: computed in float64 from each channel's 256-bin histogram, which needs no float copy
     of the whole data set.
     """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or len(images) == 0:
+        fail("images", "one or more uint8 images (D, C, H, W)", images)
     values = torch.arange(256, dtype=torch.float64) / 255
     means, stds = [], []
     for channel in range(images.shape[1]):
@@ -203,8 +207,17 @@ class ImageTensors:
         if self.test_images.shape[1:] != self.train_images.shape[1:]:
             fail("test_images", f"images of shape {tuple(self.train_images.shape[1:])} like the training set",
                  self.test_images)
-        if not len(self.mean) == len(self.std) == self.channels:
-            fail("mean, std", f"{self.channels} per-channel values each", (self.mean, self.std))
+        classes = integer("num_classes", self.num_classes, minimum=2)
+        for split in ("train", "test"):
+            labels = getattr(self, f"{split}_labels")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+                fail(f"{split}_labels", f"labels in 0..{classes - 1}",
+                     f"labels in {int(labels.min())}..{int(labels.max())}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not isinstance(values, (tuple, list)) or len(values) != self.channels:
+                fail(name, f"{self.channels} per-channel values", values)
+            for i, value in enumerate(values):
+                real(f"{name}[{i}]", value, minimum=0.0, strict_min=name == "std")
 
     @property
     def channels(self) -> int:

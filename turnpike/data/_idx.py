@@ -10,6 +10,7 @@ with an error naming the file.
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+def _path(name: str, value) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name}: expected a path (a string or pathlib.Path), got {value!r:.60}")
+    return Path(value)
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -37,7 +44,7 @@ def _open_bytes(path: Path) -> bytes:
 
 def read_idx(path) -> np.ndarray:
     """The array stored in the IDX file ``path`` (``.gz`` is decompressed)."""
-    path = Path(path)
+    path = _path("path", path)
     if not path.is_file():
         raise ValueError(f"path: expected an existing IDX file, got {str(path)!r} (not found)")
     raw = _open_bytes(path)
@@ -82,9 +89,9 @@ def _find(directory: Path, stem: str) -> Path:
 
 def load_idx_split(directory, split: str):
     """(images (D, rows, cols) uint8, labels (D,) int64) of ``split`` ("train" or "test")."""
-    if split not in SPLIT_FILES:
+    if not isinstance(split, str) or split not in SPLIT_FILES:
         raise ValueError(f"split: expected one of {sorted(SPLIT_FILES)}, got {split!r}")
-    directory = Path(directory)
+    directory = _path("directory", directory)
     if not directory.is_dir():
         raise ValueError(f"data directory: expected an existing directory, got {str(directory)!r}")
     image_path, label_path = (_find(directory, stem) for stem in SPLIT_FILES[split])

@@ -75,6 +75,16 @@ def _mnist_subset(train_per_class: int = 400):
     return (images[train], labels[train]), (images[test], labels[test]), str(path)
 
 
+def available_data() -> str:
+    """What image data this machine has right now, as a suggestion for an error message: the
+    embedded MNIST subset always; Fashion-MNIST where Debian's package put it, else how to get it."""
+    found = FASHION_MNIST_DIR.is_dir() and any(FASHION_MNIST_DIR.glob("train-images*"))
+    fashion = (f"--dataset fashion-mnist (found in {FASHION_MNIST_DIR})" if found else
+               "--dataset fashion-mnist after `apt-get install dataset-fashion-mnist` (or --data DIR with its "
+               "IDX files)")
+    return f"available here: --dataset mnist (the embedded 5,000-image subset, always), {fashion}"
+
+
 def load_raw_images(name: str = "mnist", directory=None):
     """The raw images of ``name``: ((train (D, 28, 28) uint8, labels (D,) int64), (test ..., ...), source).
 
@@ -88,8 +98,8 @@ def load_raw_images(name: str = "mnist", directory=None):
     else:
         folder = Path(directory) if directory is not None else FASHION_MNIST_DIR
         if directory is None and not folder.is_dir():
-            raise ValueError(f"data: expected Fashion-MNIST in {folder} (apt-get install dataset-fashion-mnist) "
-                             f"or --data DIR with its IDX files, got no such directory")
+            raise ValueError(f"data: expected Fashion-MNIST in {folder} or --data DIR with its IDX files, got no "
+                             f"such directory; {available_data()}")
         train_x, train_y = load_idx_split(folder, "train")
         test_x, test_y = load_idx_split(folder, "test")
         source = str(folder)

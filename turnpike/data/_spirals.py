@@ -34,6 +34,8 @@ def two_spirals(num_samples: int = 480, *, turns: float = 1.5, start: float = 1.
     turns = _checks.real("turns", turns, minimum=0.0, strict_min=True)
     start = _checks.real("start", start, minimum=0.0, maximum=1.0, strict_max=True)
     noise = _checks.real("noise", noise, minimum=0.0)
+    test = _checks.boolean("test", test)
+    seed = _checks.integer("seed", seed, minimum=0)
     per_class = num_samples // 2
     rng = np.random.default_rng([seed, 1 if test else 0])
     if test:

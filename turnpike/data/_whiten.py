@@ -22,16 +22,21 @@ class WhiteningTransform:
     scale: np.ndarray       # (k,): the components' standard deviations
 
     def __call__(self, inputs) -> np.ndarray:
-        inputs = np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1)
+        inputs = _samples("inputs", inputs)
         if inputs.shape[1] != self.mean.shape[0]:
             _checks.fail("inputs", f"samples of {self.mean.shape[0]} features", inputs)
         return (inputs - self.mean) @ self.basis / self.scale
 
 
+def _samples(name: str, inputs) -> np.ndarray:
+    """One or more finite samples (m, ...), flattened per sample to (m, p)."""
+    inputs = _checks.finite_array(name, inputs, min_ndim=2, nonempty=True)
+    return inputs.reshape(len(inputs), -1)
+
+
 def whitening(inputs, *, components: int = 10) -> WhiteningTransform:
     """Fit PCA whitening to ``inputs`` (m, ...) flattened per sample, keeping ``components``."""
-    inputs = np.asarray(inputs, dtype=np.float64)
-    inputs = inputs.reshape(len(inputs), -1)
+    inputs = _samples("inputs", inputs)
     components = _checks.integer("components", components, minimum=1)
     if components > min(inputs.shape):
         _checks.fail("components", f"at most min(samples, features) = {min(inputs.shape)}", components)
@@ -46,6 +51,7 @@ def whitening(inputs, *, components: int = 10) -> WhiteningTransform:
 
 def whitened_regression_data(images, labels, *, components: int = 10, classes: int = 10):
     """(X (m, components) whitened, Y (m, classes) one-hot) for the square networks of App. B."""
+    classes = _checks.integer("classes", classes, minimum=1)
     labels = _checks.labels("labels", labels, count=len(images), num_classes=classes)
     inputs = whitening(images, components=components)(images)
     return inputs, np.eye(classes)[labels]

@@ -12,25 +12,30 @@ J_N is the theorem's objective evaluated at the trained weights, not the trainin
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import _checks
+from .._runs import read_json
 from ..theory import ExitLosses, depth_bound_table, format_depth_bound_table
 
 #: settings a SubResNet run must share with the network run for the comparison of Theorem 1
 _SHARED = ("dataset", "arch", "width", "blocks_per_stage", "weight_decay", "train_subset")
 
 
-def _read_run(folder) -> tuple[dict, dict]:
+def _read_run(folder, name: str) -> tuple[dict, dict]:
+    """(config, metrics) of the finished resnet54 run in ``folder``; errors name the argument ``name``."""
     folder = Path(folder)
     paths = [folder / "config.json", folder / "metrics.json"]
     for path in paths:
         if not path.is_file():
-            _checks.fail("run folder", f"a finished `turnpike resnet54` run with {path.name}", str(folder))
-    config, metrics = (json.loads(path.read_text()) for path in paths)
+            _checks.fail(name, f"a finished `turnpike resnet54` run folder with {path.name}", str(folder))
+    config = read_json(paths[0], "the config.json of a `turnpike resnet54` run")
+    metrics = read_json(paths[1], "the metrics.json of a finished `turnpike resnet54` run")
+    if not isinstance(config, dict) or config.get("command", "resnet54") != "resnet54" \
+            or not isinstance(config.get("config"), dict) or "exit_train_loss" not in metrics:
+        _checks.fail(name, "a finished `turnpike resnet54` run folder", f"{folder}, a run of another command")
     return config["config"], metrics
 
 
@@ -46,7 +51,7 @@ def depth_bounds_from_runs(network, subresnets) -> dict:
     Returns ``{"depth", "gamma", "weight_decay", "rows": [...], "table": Markdown}``; each row has
     M, L̄, J_N(w^N), J̄_N, L_avg, L̄_avg, C and the two gaps (see :class:`turnpike.theory.DepthBoundRow`).
     """
-    config, metrics = _read_run(network)
+    config, metrics = _read_run(network, "network")
     if config["variant"] == "standard" or config["subresnet"] is not None:
         _checks.fail("network", "a run trained with the stage cost (--variant ws or full, no --subresnet)",
                      f"{network} (variant {config['variant']}, subresnet {config['subresnet']})")
@@ -55,7 +60,7 @@ def depth_bounds_from_runs(network, subresnets) -> dict:
         _checks.fail("subresnets", "one or more SubResNet run folders", folders)
     subs = []
     for folder in folders:
-        sub_config, sub_metrics = _read_run(folder)
+        sub_config, sub_metrics = _read_run(folder, "subresnets")
         if sub_config["variant"] != "standard" or sub_config["subresnet"] is None:
             _checks.fail("subresnets", "runs of --variant standard --subresnet M (trained from scratch)",
                          f"{folder} (variant {sub_config['variant']}, subresnet {sub_config['subresnet']})")

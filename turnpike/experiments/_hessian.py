@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import _checks
-from .._runs import _jsonable, write_json, write_run_config
+from .._runs import claim_run_folder, holds_run, write_json, write_metrics, write_run_config
 from ..backends import autograd_objective
 from .._solve import solve_ocp
 from ..data import DATASETS, load_raw_images, whitened_regression_data
@@ -97,9 +97,9 @@ class HessianConfig:
         self.families, self.learning_rates = tuple(self.families), tuple(self.learning_rates)
         for family in self.families:
             per_unit = FAMILIES[family].shortcut_depth or 2    # plain networks pair their layers
-            for depth in (*self.depths, self.path_depth):
+            for name, depth in (*(("depths", d) for d in self.depths), ("path_depth", self.path_depth)):
                 if depth % per_unit:
-                    _checks.fail("depths", f"multiples of {per_unit} for family {family!r}", depth)
+                    _checks.fail(name, f"multiples of {per_unit} for family {family!r}", depth)
         for rate in self.learning_rates:
             _checks.real("learning_rates", rate, minimum=0.0, strict_min=True)
         _checks.real("perturbation", self.perturbation, minimum=0.0)
@@ -114,22 +114,27 @@ def _draw(config, family_name: str, depth: int, run: int):
 
 
 class _Partial:
-    """Finished pieces of work, saved after each one (``partial.json``) so a killed run resumes."""
+    """Finished pieces of work, saved after each one (``partial.json``) so a killed run resumes.
 
-    def __init__(self, path: Path, config, resume: bool):
-        self.path, self.key = path, asdict(config)
-        saved = json.loads(path.read_text()) if resume and path.is_file() else {}
-        self.done = saved.get("done", {}) if saved.get("config") == _jsonable_config(self.key) else {}
+    The run folder's contract (``claim_run_folder``) has checked a resumed run's settings, so the
+    pieces stored there are pieces of this run."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        if resume and path.is_file():
+            try:
+                self.done = json.loads(path.read_text())["done"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}: expected the finished pieces of the run, got an unreadable file "
+                                 f"({error}); --overwrite starts the run again") from None
+        else:
+            self.done = {}
 
     def get(self, name: str, compute):
         if name not in self.done:
             self.done[name] = compute()
-            write_json(self.path, {"config": self.key, "done": self.done})
+            write_json(self.path, {"done": self.done})
         return self.done[name]
-
-
-def _jsonable_config(key: dict) -> dict:
-    return json.loads(json.dumps(_jsonable(key)))
 
 
 def initial_conditioning(config, summary, partial) -> dict:
@@ -224,18 +229,33 @@ def load_regression_data(config):
     return inputs, targets, source
 
 
-def run_hessian(config: HessianConfig | None = None, out=None, *, plots: bool = True, resume: bool = False) -> dict:
-    """Run the three experiments into the run folder ``out``; returns the metrics."""
+#: what a hessian run writes in its folder (``overwrite`` removes these, nothing else)
+RUN_FILES = ("config.json", "partial.json", "metrics.json", "*.png")
+#: settings a resumed run may change: they do not change its result
+RESUMABLE = ("data_dir", "threads")
+
+
+def run_hessian(config: HessianConfig | None = None, out=None, *, plots: bool = True, resume: bool = False,
+                overwrite: bool = False) -> dict:
+    """Run the three experiments into the run folder ``out``; returns the metrics.
+
+    A folder that holds a run is refused unless ``resume`` (keep its finished pieces and compute the
+    rest; every setting but :data:`RESUMABLE` must match) or ``overwrite`` (its run files are
+    removed first)."""
     config = config or HessianConfig()
     out = Path(out or "runs/hessian")
+    continues = resume and holds_run(out)
+    claim_run_folder(out, config, command="hessian", resume=resume, overwrite=overwrite, resumable=RESUMABLE,
+                     run_files=RUN_FILES)
     start = time.perf_counter()
     inputs, targets, source = load_regression_data(config)
     if config.components != 10:
         raise ValueError(f"components: expected 10 (one-hot targets of the 10 classes need square 10×10 layers), "
                          f"got {config.components}")
     summary = least_squares_summary(inputs, targets)
-    write_run_config(out, config, data_source=source, samples=len(inputs))
-    partial = _Partial(out / "partial.json", config, resume)
+    if not continues:                       # config.json is written once, when the run starts
+        write_run_config(out, config, command="hessian", data_source=source, samples=len(inputs))
+    partial = _Partial(out / "partial.json", continues)
     metrics = {"samples": len(inputs), "data_source": source, "optimal_loss": summary.optimal_loss,
                "theorem2_condition_number": theorem2_condition_number(inputs, targets)}
     data = (summary.inputs, summary.targets)
@@ -248,9 +268,9 @@ def run_hessian(config: HessianConfig | None = None, out=None, *, plots: bool = 
     finally:
         torch.set_num_threads(threads)
     metrics["wall_time_s"] = time.perf_counter() - start
-    write_json(out / "metrics.json", metrics)
+    write_metrics(out, metrics, RUN_FILES)            # before the figures: a plotting error loses no result
     if plots:
         from ._hessian_plots import hessian_figures
         metrics["figures"] = hessian_figures(metrics, out)
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics, RUN_FILES)
     return metrics

@@ -17,7 +17,7 @@ import numpy as np
 from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
 from .._ocp import OCP
-from .._runs import write_run_config, write_json
+from .._runs import claim_run_folder, holds_run, write_metrics, write_run_config
 from ..results import layer_statistics, turnpike_layer_of
 from .._solve import solve_ocp
 from ..systems._resnet import TwoLayerResNet
@@ -92,18 +92,31 @@ def _layer_metrics(solution, data, soft) -> dict:
             "control_norm_per_layer": solution.control_norms()}
 
 
+#: what an mnist run writes in its folder (``overwrite`` removes these, nothing else)
+RUN_FILES = ("config.json", "metrics.json", "checkpoints", "*.png")
+#: settings a resumed run may change: they do not change its result
+RESUMABLE = ("data_dir", "device")
+
+
 def run_mnist(config: MnistConfig | None = None, out=None, *, plots: bool = True, resume: bool = False,
-              progress: bool = False) -> dict:
-    """Train the stage-cost network and the baselines; return (and write) the metrics."""
+              progress: bool = False, overwrite: bool = False) -> dict:
+    """Train the stage-cost network and the baselines; return (and write) the metrics.
+
+    A folder that holds a run is refused unless ``resume`` (continue it from its checkpoints; every
+    setting but :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
     config = config or MnistConfig()
     started = time.perf_counter()
+    continues = resume and out is not None and holds_run(out)
+    if out is not None:
+        claim_run_folder(out, config, command="mnist", resume=resume, overwrite=overwrite, resumable=RESUMABLE,
+                         run_files=RUN_FILES)
     data = load_images(config.dataset, config.data_dir)
     if config.train_subset is not None:
         from dataclasses import replace
         data = replace(data, train_inputs=data.train_inputs[: config.train_subset],
                        train_labels=data.train_labels[: config.train_subset])
-    if out is not None:
-        write_run_config(out, config, data=repr(data))
+    if out is not None and not continues:          # config.json is written once, when the run starts
+        write_run_config(out, config, command="mnist", data=repr(data))
     soft = SoftCrossEntropy(num_classes=10, p_d=config.p_d)
     name, solution = _train(config, data, config.depth, True, out, resume, progress)
     metrics = _layer_metrics(solution, data, soft)
@@ -132,9 +145,10 @@ def run_mnist(config: MnistConfig | None = None, out=None, *, plots: bool = True
         metrics["pruned"] = None
     metrics["wall_time_s"] = time.perf_counter() - started
     if out is not None:
-        write_json(Path(out) / "metrics.json", metrics)
+        write_metrics(out, metrics, RUN_FILES)        # before the figure: a plotting error loses no result
         if plots:
             from ._plots import mnist_figure
             metrics["figures"] = [str(mnist_figure(metrics, Path(out) / "fig5_loss_over_layers.png"))]
+            write_metrics(out, metrics, RUN_FILES)
     metrics["solutions"] = networks
     return metrics

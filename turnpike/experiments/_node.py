@@ -23,9 +23,9 @@ from .._costs import InputPenalty, SoftCrossEntropy
 from ..systems._node import ODE_METHODS, NeuralODE
 from .._ocp import OCP
 from ..backends import method_schedule
-from .._runs import write_json
+from .._runs import write_metrics
 from .._solve import solve_ocp
-from ._spirals import SPIRALS_OPTIONS, solution_summary, spirals_run_start
+from ._spirals import RUN_FILES, SPIRALS_OPTIONS, solution_summary, spirals_run_start
 from ..results import Network, exceedance_intervals
 from ..theory import distance_to_minimisers
 
@@ -206,17 +206,17 @@ def a_posteriori_check(solution, config, eps: float, scheme_measure: float | Non
 
 
 def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | None = None, *,
-                     plots: bool = True, progress: bool = False, callback=None) -> dict:
+                     plots: bool = True, progress: bool = False, callback=None, overwrite: bool = False) -> dict:
     """Train the neural ODE for every horizon in ``config.horizons``; return the metrics.
 
     ``callback(horizon, metrics)`` is called after each horizon (the CLI prints from it).
     With ``out`` the run folder receives ``config.json``, ``metrics.json`` (rewritten after
     every horizon, atomically) and, with ``plots``, the figures. The solutions are returned
-    under ``"solutions"`` (keyed by T).
+    under ``"solutions"`` (keyed by T). A folder that holds a run is refused unless ``overwrite``.
     """
     config = config or NodeSpiralsConfig()
     start = time.perf_counter()
-    inputs, labels, test, out = spirals_run_start(config, out)
+    inputs, labels, test, out = spirals_run_start(config, out, command="node-spirals", overwrite=overwrite)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)
     initial = float(np.sqrt((distance_to_minimisers(inputs, labels, 2, soft.p_d) ** 2).mean()))
     eps = config.eps_fraction * initial
@@ -242,13 +242,13 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
         _collect(metrics)
         metrics["wall_time_s"] = time.perf_counter() - start
         if out is not None:
-            write_json(out / "metrics.json", metrics)
+            write_metrics(out, metrics, RUN_FILES)
         if callback is not None:
             callback(horizon, metrics["per_horizon"][f"{horizon:g}"])
     if out is not None and plots:
         from ._node_plots import node_figures
         metrics["figures"] = [str(p) for p in node_figures(solutions, metrics, out, config.resolution)]
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics, RUN_FILES)
     metrics["solutions"] = solutions
     return metrics
 

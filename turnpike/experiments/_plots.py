@@ -17,8 +17,11 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
+    from .._runs import write_atomically
+
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    # atomically, as every file of a run folder: a killed run leaves the old figure or the new one
+    write_atomically(path, lambda stream: fig.savefig(stream, dpi=130, format=Path(path).suffix[1:] or "png"), "wb")
     _pyplot().close(fig)
     return path
 

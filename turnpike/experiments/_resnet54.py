@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +33,7 @@ from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
-from .._runs import claim_run_folder, write_atomically, write_json, write_run_config
+from .._runs import claim_run_folder, holds_run, read_json, write_atomically, write_metrics, write_run_config
 from ..results import Status
 from .._solve import solve_ocp
 from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
@@ -237,8 +238,13 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     out = Path(out) if out is not None else None
     if resume and overwrite:
         _checks.fail("overwrite", "False with resume=True (continue the run or replace it, not both)", overwrite)
+    if config.sync_batchnorm and world()[1] == 1:
+        _checks.fail("sync_batchnorm", "it only inside a process group of several ranks (torchrun "
+                     "--nproc-per-node K > 1)", "it in one process")
+    continues = resume and out is not None and holds_run(out)     # config.json is written once, at the start
     if out is not None and (is_main_process() or not overwrite):    # rank 0 alone removes an overwritten run's files
-        claim_run_folder(out, config, resume=resume, overwrite=overwrite, resumable=RESUMABLE, run_files=RUN_FILES)
+        claim_run_folder(out, config, command="resnet54", resume=resume, overwrite=overwrite, resumable=RESUMABLE,
+                         run_files=RUN_FILES, writes=is_main_process())
     started = time.perf_counter()              # the time limit covers training and fine-tuning
     data = load_data(config)
     net = build_network(config, data)
@@ -252,8 +258,8 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
     log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, len(data.train_labels),
                      resume, tensorboard, previous=_objective_history(out / "checkpoint.pt") if resume else ())
            if writes else None)
-    if writes:
-        write_run_config(out, config, parameters=net.parameter_count(), world_size=world()[1])
+    if writes and not continues:
+        write_run_config(out, config, command="resnet54", parameters=net.parameter_count(), world_size=world()[1])
     solution = solve_ocp(
         ocp, method="sgd", steps=config.epochs * per_epoch, options=options,
         checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
@@ -279,11 +285,11 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
         tensorboard.close()
     if writes:
         _save_network(out / "network.pt", solution.network, data)
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics, RUN_FILES)
         if plots:
             from ._conv_plots import resnet54_figures
             metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
-            write_json(out / "metrics.json", metrics)
+            write_metrics(out, metrics, RUN_FILES)
     return metrics
 
 
@@ -342,7 +348,14 @@ def _run_file(folder, name: str) -> Path:
 
 def run_config(folder) -> ResNet54Config:
     """The config a ``turnpike resnet54`` run folder was trained with (its ``config.json``)."""
-    settings = json.loads(_run_file(folder, "config.json").read_text())["config"]
+    path = _run_file(folder, "config.json")
+    stored = read_json(path, "the config.json of a `turnpike resnet54` run")
+    settings = stored.get("config") if isinstance(stored, dict) else None
+    fields = {field.name for field in dataclasses.fields(ResNet54Config)}
+    if not isinstance(settings, dict) or stored.get("command", "resnet54") != "resnet54" or set(settings) != fields:
+        made_by = stored.get("command", "another command") if isinstance(stored, dict) else "another program"
+        _checks.fail("folder", "a `turnpike resnet54` run folder", f"{folder}, whose config.json was written by "
+                     f"{made_by}")
     settings["milestones"] = tuple(settings["milestones"])
     return ResNet54Config(**settings)
 
@@ -350,12 +363,27 @@ def run_config(folder) -> ResNet54Config:
 def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
     """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode and the run's
     memory format, as evaluated for its metrics: e.g. for :func:`turnpike.early_exit_predict` or
-    :meth:`PreActResNet.subresnet`."""
+    :meth:`PreActResNet.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
+    another network, is a ValueError naming the file."""
+    device = _checks.device("device", device)
     config = run_config(folder)
-    state = torch.load(_run_file(folder, "network.pt"), map_location=device, weights_only=True)
+    path = _run_file(folder, "network.pt")
+    saved = "the network a finished `turnpike resnet54` run saved"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:                         # noqa: BLE001 (truncated, not a torch file, ...)
+        raise ValueError(f"{path}: expected {saved}, got an unreadable file ({type(error).__name__}: "
+                         f"{error})") from None
+    if not isinstance(state, dict) or not {"state_dict", "channels", "num_classes"} <= set(state):
+        raise ValueError(f"{path}: expected {saved} (a dict with state_dict, channels and num_classes), got "
+                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
     shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
     network = build_network(config, shape).to(device)
-    network.load_state_dict(state["state_dict"])
+    try:
+        network.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: expected the weights of the network its config.json describes, got others "
+                         f"({str(error).splitlines()[0]})") from None
     if config.channels_last:         # as it was trained: channels-last inference is 1.6x NCHW's on a CPU
         network.to(memory_format=torch.channels_last)
     return network.eval()

@@ -25,14 +25,13 @@ continues there, keeping the runs already finished (their settings are checked a
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .. import _checks
 from .._distributed import is_main_process
-from .._runs import claim_run_folder, write_json
+from .._runs import claim_run_folder, read_json, write_json, write_text
 from ._depth_bounds import depth_bounds_from_runs
 from ._resnet54 import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, ResNet54Config, load_resnet54_network, run_resnet54
 
@@ -82,8 +81,9 @@ def _finished(folder: Path, config: ResNet54Config) -> dict | None:
     paths = folder / "config.json", folder / "metrics.json"
     if not all(p.is_file() for p in paths):
         return None
-    claim_run_folder(folder, config, resume=True, overwrite=False, resumable=RESUMABLE, run_files=RUN_FILES)
-    metrics = json.loads(paths[1].read_text())
+    claim_run_folder(folder, config, command="resnet54", resume=True, overwrite=False, resumable=RESUMABLE,
+                     run_files=RUN_FILES)
+    metrics = read_json(paths[1], "the run's metrics")
     return None if metrics["status"] in RESUMABLE_STOPS else metrics
 
 
@@ -139,7 +139,7 @@ def _summarise(base: ResNet54Config, out: Path, runs: dict, subresnets: list, *,
     study = {"status": "finished", "runs": list(runs), "depth": depth, "table1": table1, "depth_bounds": bounds,
              "figures": figures}
     write_json(out / "study.json", study)
-    (out / "study.md").write_text(study_markdown(base, study))
+    write_text(out / "study.md", study_markdown(base, study))
     return study
 
 

@@ -15,7 +15,7 @@ from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
 from .._ocp import OCP
 from ..backends import method_schedule
-from .._runs import write_run_config, write_json, write_npz
+from .._runs import claim_run_folder, write_metrics, write_npz, write_run_config
 from .._solve import solve_ocp
 from ..systems._resnet import TwoLayerResNet
 from ..data import two_spirals
@@ -25,14 +25,28 @@ from ..data import two_spirals
 SPIRALS_OPTIONS = {"adam": {"lr": 0.02}, "sgd": {"lr": 0.02}}
 
 
-def spirals_run_start(config, out):
+#: what a spirals or node-spirals run writes in its folder (``--overwrite`` removes these, nothing else)
+RUN_FILES = ("config.json", "metrics.json", "controls.npz", "*.png")
+
+
+def claim_spirals_folder(out, config, *, command: str, overwrite: bool) -> None:
+    """The run-folder contract of ``turnpike spirals`` / ``node-spirals`` runs (minutes long, so
+    without resume): a folder holding a run is refused unless ``overwrite``."""
+    claim_run_folder(out, config, command=command, resume=False, overwrite=overwrite, resumable=(),
+                     run_files=RUN_FILES, can_resume=False)
+
+
+def spirals_run_start(config, out, *, command: str, overwrite: bool):
     """The train and test spirals of ``config`` (num_train, num_test, turns, seed), and the run
-    folder ``out`` as a Path with ``config.json`` written in it (None stays None)."""
+    folder ``out`` as a Path, claimed (:func:`claim_spirals_folder`) with ``config.json`` written
+    in it (None stays None)."""
+    if out is not None:
+        out = Path(out)
+        claim_spirals_folder(out, config, command=command, overwrite=overwrite)
     inputs, labels = two_spirals(config.num_train, turns=config.turns, seed=config.seed)
     test = two_spirals(config.num_test, turns=config.turns, seed=config.seed, test=True)
     if out is not None:
-        out = Path(out)
-        write_run_config(out, config)
+        write_run_config(out, config, command=command)
     return inputs, labels, test, out
 
 
@@ -117,15 +131,16 @@ def summarise(solution, eps: float) -> dict:
 
 
 def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = None, *,
-                plots: bool = True, progress: bool = False) -> dict:
+                plots: bool = True, progress: bool = False, overwrite: bool = False) -> dict:
     """Train with and without the soft-CE stage cost; return the metrics.
 
-    With ``out`` the run folder receives ``config.json``, ``metrics.json`` and, with
-    ``plots``, the figures; the solutions are returned under ``"solutions"`` as well.
+    With ``out`` the run folder receives ``config.json``, ``metrics.json``, ``controls.npz`` and,
+    with ``plots``, the figures; the solutions are returned under ``"solutions"`` as well. A folder
+    that holds a run is refused unless ``overwrite`` (its run files are removed first).
     """
     config = config or SpiralsConfig()
     start = time.perf_counter()
-    inputs, labels, test, out = spirals_run_start(config, out)
+    inputs, labels, test, out = spirals_run_start(config, out, command="spirals", overwrite=overwrite)
     solve = dict(method=config.method, steps=config.steps, options=config.options, seed=config.seed,
                  init_scale=config.init_scale, test_data=test, progress=progress)
     solution = solve_ocp(_problem(config, inputs, labels, with_stage_cost=True), **solve)
@@ -138,10 +153,11 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
         solutions["baseline"] = baseline
     metrics["wall_time_s"] = time.perf_counter() - start
     if out is not None:
-        write_json(out / "metrics.json", metrics)
         write_npz(out / "controls.npz", **{name: s.controls for name, s in solutions.items()})
+        write_metrics(out, metrics, RUN_FILES)        # before the figures: a plotting error loses no result
         if plots:
             from ._plots import spirals_figures
             metrics["figures"] = [str(p) for p in spirals_figures(solutions, eps, out)]
+            write_metrics(out, metrics, RUN_FILES)
     metrics["solutions"] = solutions
     return metrics

@@ -116,7 +116,8 @@ class ModuleSolution(SolutionOutcome):
         _checks.choice("split", split, ("train", "test"))
         key = f"{split}_{kind}"
         if key not in self.exit_metrics:
-            raise ValueError("split: no test data was given to solve_ocp (pass test_data=(images, labels))")
+            raise ValueError("split: expected 'train' (no test data was given to solve_ocp: pass "
+                             "test_data=(images, labels)), got 'test'")
         return self.exit_metrics[key]
 
     def loss_per_layer(self, split: str = "train") -> np.ndarray:

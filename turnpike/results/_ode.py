@@ -20,7 +20,9 @@ def exceedance_intervals(times, values, eps: float) -> np.ndarray:
     samples are located by linear interpolation (error O(Δt²) for a smooth v). Its total
     length is the Lebesgue measure used in Prop. 16.
     """
-    times = _checks.finite_array("times", times, ndim=1)
+    times = _checks.finite_array("times", times, ndim=1, nonempty=True)
+    if np.any(np.diff(times) <= 0):
+        _checks.fail("times", "strictly increasing times", times)
     values = _checks.finite_array("values", values, ndim=1)
     if values.shape != times.shape:
         _checks.fail("values", f"one value per time, shape {times.shape}", values)
@@ -97,6 +99,7 @@ class ODESolution(Solution):
         if soft is None:
             raise ValueError("the turnpike set X*_y is defined by a SoftCrossEntropy cost; this OCP has none")
         _checks.choice("split", split, ("train", "test"))
+        include_controls = _checks.boolean("include_controls", include_controls)
         times = self.system.dense_times(resolution) if times is None else \
             _checks.finite_array("times", times, ndim=1)
         labels = self.ocp.labels if split == "train" else self.test_labels

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _checks
-from ..systems._protocol import Trajectories
+from .. import _array, _checks
+from .._costs import Cost, SoftCrossEntropy
+from ..systems._protocol import FlatSystem, Trajectories
 from ..theory._soft_ce import distance_to_minimisers
 
 
@@ -63,6 +64,14 @@ class Network:
     system: object
     controls: np.ndarray        # flat θ, see the system's ``unpack``
 
+    def __post_init__(self):
+        system = _checks.instance("system", self.system, FlatSystem, "a flat turnpike system (SingleLayerResNet, "
+                                  "TwoLayerResNet, ShortcutNetwork, NeuralODE, ...)")
+        controls = _array.to_numpy(_array.as_array("controls", self.controls))
+        if controls.shape != (system.parameter_count,):
+            _checks.fail("controls", f"a flat vector of the system's {system.parameter_count} controls", controls)
+        object.__setattr__(self, "controls", controls)
+
     @property
     def depth(self) -> int:
         return self.system.depth
@@ -85,6 +94,7 @@ class Network:
 
     def predict(self, inputs, num_classes: int) -> np.ndarray:
         """Class predictions: argmax of the first ``num_classes`` components of x_N."""
+        num_classes = _checks.integer("num_classes", num_classes, minimum=1, maximum=self.system.state_dim)
         return self.system.readout(self(inputs), num_classes).argmax(axis=1)
 
     def prune(self, depth: int) -> "Network":
@@ -143,7 +153,8 @@ class Solution(SolutionOutcome):
         if split == "train":
             return self.train_states, self.ocp.labels
         if self.test_states is None:
-            raise ValueError("split: no test data was given to solve_ocp (pass test_data=(inputs, labels))")
+            raise ValueError("split: expected 'train' (no test data was given to solve_ocp: pass "
+                             "test_data=(inputs, labels)), got 'test'")
         return self.test_states, self.test_labels
 
     def _classes(self) -> int:
@@ -162,6 +173,10 @@ class Solution(SolutionOutcome):
         states, labels = self._split(split)
         if cost is None:
             cost = self.ocp.soft_cross_entropy() or self.ocp.terminal_cost
+        _checks.instance("cost", cost, Cost, "a turnpike cost (e.g. SoftCrossEntropy(...)) or None")
+        if not cost.state_terms:
+            _checks.fail("cost", "a cost with a state term (the input penalty reads no states)", cost)
+        self.network.system.check_readout(cost.logit_width, "cost")
         logits = self.network.system.readout(states, cost.logit_width)
         return np.asarray(cost.state_per_sample(logits, labels)).mean(axis=1)
 
@@ -212,9 +227,23 @@ def layer_statistics(network: Network, inputs, labels, *, num_classes: int, soft
     (a SoftCrossEntropy) gives the loss and the distance; without it only accuracy is
     computed. Returns arrays of N+1 values under ``accuracy``, ``loss`` and ``distance``.
     """
+    _checks.instance("network", network, Network, "a turnpike Network (solution.network)")
     inputs = _checks.finite_array("inputs", inputs, ndim=2)
+    if inputs.shape[0] < 1 or inputs.shape[1] != network.system.state_dim:
+        _checks.fail("inputs", f"at least one sample of shape ({network.system.state_dim},) (the system's "
+                               f"state_dim)", inputs)
+    num_classes = _checks.integer("num_classes", num_classes, minimum=1, maximum=network.system.state_dim)
     labels = _checks.labels("labels", labels, count=inputs.shape[0], num_classes=num_classes)
+    if soft_cross_entropy is not None and not (isinstance(soft_cross_entropy, SoftCrossEntropy)
+                                               and soft_cross_entropy.num_classes == num_classes):
+        _checks.fail("soft_cross_entropy", f"None or a SoftCrossEntropy with num_classes={num_classes}",
+                     soft_cross_entropy)
     chunk = _checks.integer("chunk", chunk, minimum=1)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        _checks.fail("dtype", "np.float32 or np.float64", dtype)
+    _checks.choice("dtype", dtype.name, ("float32", "float64"))
     controls = network.controls.astype(dtype)
     correct = loss = squared = 0.0
     for begin in range(0, inputs.shape[0], chunk):
@@ -223,7 +252,7 @@ def layer_statistics(network: Network, inputs, labels, *, num_classes: int, soft
         logits = network.system.readout(states, num_classes)                # (N+1, chunk, C)
         correct = correct + (logits.argmax(axis=-1) == y).sum(axis=1)
         if soft_cross_entropy is not None:
-            loss = loss + soft_cross_entropy.per_sample(logits, y).astype(np.float64).sum(axis=1)
+            loss = loss + soft_cross_entropy._values(logits, y).astype(np.float64).sum(axis=1)
             distance = distance_to_minimisers(logits, y, num_classes, soft_cross_entropy.p_d)
             squared = squared + (distance ** 2).sum(axis=1)
     count = inputs.shape[0]

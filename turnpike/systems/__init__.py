@@ -18,7 +18,10 @@ from ._protocol import (BufferedLayerMap, DifferentiableObjective, FixedStepSche
                         ModuleSystem, OwnGradient, System, Trajectories)
 from ._resnet import SingleLayerResNet, TwoLayerResNet
 from ._shortcut import ShortcutNetwork
+from ._residual import ResidualBlock, ResidualNetwork
+from ._residual_adapters import residual_network
 
 __all__ = ["BufferedLayerMap", "DifferentiableObjective", "EXIT_VARIANTS", "FixedStepScheme", "FlatSystem",
            "LayerMapSystem", "ModuleSystem", "NeuralODE", "OwnGradient", "PreActResNet", "ShortcutNetwork",
            "SingleLayerResNet", "System", "Trajectories", "TwoLayerResNet"]
+__all__ += ["ResidualBlock", "ResidualNetwork", "residual_network"]

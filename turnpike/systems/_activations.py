@@ -118,6 +118,6 @@ ACTIVATIONS = {
 def get_activation(name: str, argument: str = "activation") -> Activation:
     if isinstance(name, Activation):
         return name
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"{argument}: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]

@@ -13,24 +13,54 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
-from .._checks import fail, real
+from .._checks import boolean, fail, image_batch, integer, labels as class_labels, real
 from ._conv import PreActResNet
 
 
-def _checked(network, threshold):
-    if not isinstance(network, PreActResNet):
-        fail("network", "a PreActResNet (exits are what early exit needs)", network)
-    return real("threshold", threshold, minimum=0.0, maximum=1.0)
+def _checked_network(network):
+    """A network with exits: the toolkit's PreActResNet or any ResidualNetwork (skip-path exits)."""
+    from ._residual import ResidualNetwork
+
+    if not isinstance(network, (PreActResNet, ResidualNetwork)):
+        fail("network", "a PreActResNet or ResidualNetwork (exits are what early exit needs)", network)
+    return network
+
+
+def _checked_threshold(name: str, threshold) -> float:
+    return real(name, threshold, minimum=0.0, maximum=1.0)
+
+
+def _checked_images(network: PreActResNet, images) -> torch.Tensor:
+    """At least one finite float image (B, in_channels, H, W), numpy or torch, on the network's device; as
+    a tensor of the network's dtype. uint8 images are refused: the network wants them prepared as in
+    training (scaled and normalised by the training set's statistics, which it does not know)."""
+    tensor = network._check_images(image_batch("images", images, network.input_shape))
+    if tensor.shape[0] < 1:
+        fail("images", "at least one image", tensor)
+    parameter = next(network.parameters())
+    if tensor.device != parameter.device:
+        raise ValueError(f"images: expected images on the network's device {parameter.device}, "
+                         f"got images on {tensor.device}")
+    return tensor.to(parameter.dtype)
 
 
 @torch.no_grad()
 def early_exit_predict(network: PreActResNet, images: torch.Tensor, threshold: float) -> tuple:
     """(predicted classes (B,), exit index per image (B,)): each image stops at the first exit whose
-    softmax confidence exceeds ``threshold``, at exit N otherwise. Runs in eval mode (restored after)."""
-    threshold = _checked(network, threshold)
+    softmax confidence exceeds ``threshold``, at exit N otherwise. Runs in eval mode (restored after).
+
+    ``images``: float images (B, in_channels, H, W) prepared as in training, numpy or torch, on the
+    network's device."""
+    network = _checked_network(network)
+    threshold = _checked_threshold("threshold", threshold)
+    return _predict(network, _checked_images(network, images), threshold)
+
+
+@torch.no_grad()
+def _predict(network: PreActResNet, images: torch.Tensor, threshold: float) -> tuple:
+    """:func:`early_exit_predict` on checked arguments (the timed loop of :func:`early_exit_curve`)."""
     was_training = network.training
     network.eval()
     try:
@@ -53,6 +83,14 @@ def early_exit_predict(network: PreActResNet, images: torch.Tensor, threshold: f
         network.train(was_training)
 
 
+def _checked_thresholds(thresholds) -> list:
+    values = thresholds.tolist() if hasattr(thresholds, "tolist") else thresholds
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if not values:
+        fail("thresholds", "at least one confidence threshold in [0, 1]", thresholds)
+    return [_checked_threshold(f"thresholds[{i}]", t) for i, t in enumerate(values)]
+
+
 @torch.no_grad()
 def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.Tensor, thresholds, *,
                      batch_size: int = 256, measure_speed: bool = False) -> dict:
@@ -66,7 +104,12 @@ def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.
     (:meth:`PreActResNet.exit_costs`: the blocks run and every head evaluated on the way; above 1
     when few images stop early, since the plain network evaluates one head).
     """
-    thresholds = [_checked(network, t) for t in np.atleast_1d(np.asarray(thresholds, dtype=np.float64))]
+    network = _checked_network(network)
+    images = _checked_images(network, images)
+    labels = torch.as_tensor(class_labels("labels", labels, count=images.shape[0], num_classes=network.num_classes))
+    thresholds = _checked_thresholds(thresholds)
+    batch_size = integer("batch_size", batch_size, minimum=1)
+    measure_speed = boolean("measure_speed", measure_speed)
     was_training = network.training
     network.eval()
     try:
@@ -95,7 +138,7 @@ def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.
         if measure_speed:
             start = time.perf_counter()
             for begin in range(0, images.shape[0], batch_size):
-                early_exit_predict(network, images[begin:begin + batch_size], threshold)
+                _predict(network, images[begin:begin + batch_size], threshold)
             if images.device.type == "cuda":
                 torch.cuda.synchronize(images.device)
             result["images_per_s"].append(images.shape[0] / (time.perf_counter() - start))

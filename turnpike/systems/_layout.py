@@ -12,7 +12,14 @@ import math
 
 import numpy as np
 
+from .. import _array, _checks
 from ._protocol import FlatSystem, LayerMapSystem
+
+
+def check_draw(rng, scale) -> float:
+    """The arguments of ``initial_controls``: a numpy Generator and a scale >= 0."""
+    _checks.instance("rng", rng, np.random.Generator, "a numpy Generator (np.random.default_rng(seed))")
+    return _checks.real("scale", scale, minimum=0.0)
 
 
 class ControlLayout(FlatSystem):
@@ -29,6 +36,7 @@ class ControlLayout(FlatSystem):
 
     def unpack(self, theta) -> dict:
         """Views ``{name: array of shape (num_controls, *shape)}`` into the flat vector θ."""
+        theta = _array.as_array("theta", theta)
         if tuple(theta.shape) != (self.parameter_count,):
             raise ValueError(f"theta: expected a flat vector of {self.parameter_count} controls "
                              f"for {self!r}, got shape {tuple(theta.shape)}")
@@ -55,6 +63,7 @@ class ControlLayout(FlatSystem):
         give a well-conditioned start. Each weight is N(0, (scale / sqrt(fan_in))^2),
         biases start at zero.
         """
+        check_draw(rng, scale)
         blocks = {}
         for name, shape in self.fields:
             if len(shape) == 2:

@@ -52,7 +52,7 @@ import numpy as np
 
 from ._layout import ControlLayout
 from ._protocol import FixedStepScheme, OwnGradient, Trajectories
-from .. import _checks
+from .. import _array, _checks
 from ._activations import get_activation
 from ._rk import TABLEAUS, refine, scheme_objective, scheme_states
 from ._resnet import SingleLayerResNet, TwoLayerResNet
@@ -151,16 +151,13 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         else:
             h = _checks.integer("hidden_dim", self.hidden_dim, minimum=1)
             acts = ("tanh", "identity") if self.activations is None else self.activations
-            if isinstance(acts, str) or len(tuple(acts)) != 2:
-                _checks.fail("activations", "a pair (σ1, σ2) for the two-layer field (26)", acts)
-            acts = tuple(acts)
+            acts = _checks.names("activations", acts, 2, "a pair (σ1, σ2) for the two-layer field (26)")
             for position, name in zip(("activations[0]", "activations[1]"), acts):
                 get_activation(name, position)
             object.__setattr__(self, "activations", acts)
             object.__setattr__(self, "fields", (("A1", (h, n)), ("b1", (h,)), ("A2", (n, h)), ("b2", (n,))))
         _checks.choice("parametrisation", self.parametrisation, PARAMETRISATIONS)
-        if self.method not in ODE_METHODS:
-            _checks.fail("method", f"a torchdiffeq method, one of {sorted(ODE_METHODS)}", self.method)
+        _checks.choice("method", self.method, ODE_METHODS)
         _checks.integer("substeps", self.substeps, minimum=1)
         if self.step_bound is not None:
             _checks.real("step_bound", self.step_bound, minimum=0.0, strict_min=True)
@@ -168,7 +165,10 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         _checks.real("atol", self.atol, minimum=0.0, strict_min=True)
         if not isinstance(self.adjoint, bool):
             _checks.fail("adjoint", "True or False", self.adjoint)
-        options = dict(self.options or {})
+        try:                 # a dict, or the sorted (key, value) pairs it is stored as
+            options = dict(self.options or {})
+        except (TypeError, ValueError):
+            _checks.fail("options", "a dict of torchdiffeq options", self.options)
         reserved = sorted(set(options) & {"grid_constructor", "perturb", "jump_t", "step_size"})
         if reserved:
             _checks.fail("options", f"torchdiffeq options other than {reserved} (set by NeuralODE from "
@@ -205,14 +205,14 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         Horizon T = N τ with N the depth and τ the ResNet's ``step_size``; the method is
         "euler" unless ``settings`` says otherwise.
         """
+        if not isinstance(resnet, (SingleLayerResNet, TwoLayerResNet)):
+            _checks.fail("resnet", "a SingleLayerResNet or TwoLayerResNet", resnet)
         settings.setdefault("method", "euler")
         settings.setdefault("horizon", resnet.depth * resnet.step_size)
         if isinstance(resnet, SingleLayerResNet):
             return cls(state_dim=resnet.state_dim, depth=resnet.depth, activations=resnet.activation, **settings)
-        if isinstance(resnet, TwoLayerResNet):
-            return cls(state_dim=resnet.state_dim, depth=resnet.depth, hidden_dim=resnet.hidden_dim,
-                       activations=resnet.activations, **settings)
-        _checks.fail("resnet", "a SingleLayerResNet or TwoLayerResNet", resnet)
+        return cls(state_dim=resnet.state_dim, depth=resnet.depth, hidden_dim=resnet.hidden_dim,
+                   activations=resnet.activations, **settings)
 
     def to_resnet(self):
         """The ResNet (1)/(26) with ``step_size = h``: this ODE's explicit Euler scheme."""
@@ -253,9 +253,12 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         """‖u(t)‖ at the given times, shape (len(times),)."""
         blocks = self.unpack(np.asarray(theta, dtype=np.float64))
         flat = np.concatenate([b.reshape(self.num_controls, -1) for b in blocks.values()], axis=1)
+        times = _checks.finite_array("times", times, min_ndim=1)
+        if times.size and (times.min() < 0 or times.max() > self.horizon * (1 + 1e-12)):
+            _checks.fail("times", f"times in [0, T={self.horizon:g}]", times)
         nodes = self._nodes()
         out = []
-        for t in np.asarray(times, dtype=np.float64).reshape(-1):
+        for t in times.reshape(-1):
             k, s = self._locate(nodes, float(t))
             u = flat[k] if s is None else (1.0 - s) * flat[k] + s * flat[k + 1]
             out.append(np.sqrt(u @ u))
@@ -325,7 +328,7 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         as_numpy = isinstance(x, np.ndarray)
         theta_t = torch.as_tensor(np.asarray(theta) if as_numpy else theta)
         x_t = torch.as_tensor(x)
-        value = self._field(self.unpack(theta_t))(float(t), x_t)
+        value = self._field(self.unpack(theta_t))(_checks.real("t", t), x_t)
         return value.numpy() if as_numpy else value
 
     def interval_substeps(self, theta) -> list:
@@ -413,6 +416,7 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         numpy in, numpy out (evaluated without gradients); torch tensors keep the graph.
         """
         torch = _torch()
+        theta, x0 = _array.as_array("theta", theta), _array.as_array("x0", x0)
         if x0.ndim != 2 or x0.shape[1] != self.state_dim:
             raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
         if isinstance(x0, np.ndarray) or isinstance(theta, np.ndarray):

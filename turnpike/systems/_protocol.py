@@ -76,6 +76,11 @@ class FlatSystem(System):
 
     def readout(self, states, width: int):
         """Logits of every layer: the first ``width`` state components (Remark 4), shape (..., width)."""
+        if states.shape[-1:] != (self.state_dim,):
+            raise ValueError(f"states: expected states of shape (..., {self.state_dim}) (the system's state_dim), "
+                             f"got shape {tuple(states.shape)}")
+        if width > self.state_dim:
+            raise ValueError(f"width: expected at most state_dim={self.state_dim} components, got {width}")
         return states[..., :width]
 
     @property
@@ -112,6 +117,7 @@ class LayerMapSystem(Trajectories):
 
     def rollout(self, theta, x0):
         """All states x_0..x_N for the batch ``x0`` (B, n): shape (N+1, B, n), by :meth:`step`."""
+        theta, x0 = _array.as_array("theta", theta), _array.as_array("x0", x0)
         if x0.ndim != 2 or x0.shape[1] != self.state_dim:
             raise ValueError(f"x0: expected shape (batch, {self.state_dim}), got {tuple(x0.shape)}")
         # unbound per layer: under autograd, indexing layer k's block out of θ adds a full-size zero

@@ -162,9 +162,8 @@ class TwoLayerResNet(_ResidualSystem):
     def __post_init__(self):
         super().__post_init__()
         _checks.integer("hidden_dim", self.hidden_dim, minimum=1)
-        if len(tuple(self.activations)) != 2:
-            _checks.fail("activations", "a pair (σ1, σ2)", self.activations)
-        object.__setattr__(self, "activations", tuple(self.activations))
+        object.__setattr__(self, "activations", _checks.names("activations", self.activations, 2,
+                                                              "a pair (σ1, σ2) of activation names"))
         for position, name in zip(("activations[0]", "activations[1]"), self.activations):
             get_activation(name, position)
         n, h = self.state_dim, self.hidden_dim

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _checks
 from ._activations import get_activation
-from ._layout import LayerMap
+from ._layout import LayerMap, check_draw
 
 INITIALISATIONS = ("xavier", "orthogonal", "zero")
 ACTIVATION_POSITIONS = ("pre", "mid", "post")
@@ -56,9 +56,8 @@ class ShortcutNetwork(LayerMap):
         _checks.integer("state_dim", self.state_dim, minimum=1)
         _checks.integer("units", self.units, minimum=1)
         _checks.integer("shortcut_depth", self.shortcut_depth, minimum=1)
-        if isinstance(self.activations, str) or len(tuple(self.activations)) != 3:
-            _checks.fail("activations", "a triple (σ_pre, σ_mid, σ_post) of activation names", self.activations)
-        object.__setattr__(self, "activations", tuple(self.activations))
+        object.__setattr__(self, "activations", _checks.names("activations", self.activations, 3,
+                                                              "a triple (σ_pre, σ_mid, σ_post) of activation names"))
         for position, name in zip(ACTIVATION_POSITIONS, self.activations):
             get_activation(name, f"activations ({position})")
         if not isinstance(self.shortcut, bool):
@@ -88,6 +87,7 @@ class ShortcutNetwork(LayerMap):
     # --- initialisation ------------------------------------------------------------
     def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
         """θ from ``initialisation``, every matrix multiplied by ``scale``."""
+        check_draw(rng, scale)
         d, count = self.state_dim, self.units * self.shortcut_depth
         if self.initialisation == "zero":
             matrices = np.zeros((count, d, d))

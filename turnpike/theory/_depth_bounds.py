@@ -54,6 +54,10 @@ class ExitLosses:
         return 0.0 if self.weight_norms_sq is None else float(self.weight_norms_sq.sum())
 
 
+def _exit_losses(name: str, value) -> ExitLosses:
+    return _checks.instance(name, value, ExitLosses, "an ExitLosses (per-exit training losses of a network)")
+
+
 def _gamma(gamma, *, at_most_one=False):
     gamma = _checks.real("gamma", gamma, minimum=0.0, strict_min=True)
     if at_most_one and gamma > 1.0:
@@ -63,6 +67,7 @@ def _gamma(gamma, *, at_most_one=False):
 
 def stage_cost_objective(network: ExitLosses, *, gamma: float, decay: float = 0.0) -> float:
     r"""J_N(w^N) = Σ_{k<N}[γ L(ŷ_k) + λ/2 ‖w_{F,k}‖²] + L(ŷ_N): objective (3) with weight decay."""
+    network = _exit_losses("network", network)
     gamma = _gamma(gamma)
     decay = _checks.real("decay", decay, minimum=0.0)
     losses = network.losses
@@ -71,7 +76,7 @@ def stage_cost_objective(network: ExitLosses, *, gamma: float, decay: float = 0.
 
 def average_exit_loss(network: ExitLosses) -> float:
     """L_avg = (1/(N+1)) Σ_{k=0}^N L(ŷ_k^N), the left side of (5)."""
-    return float(network.losses.mean())
+    return float(_exit_losses("network", network).losses.mean())
 
 
 def _depth(depth, sub):
@@ -83,6 +88,7 @@ def _depth(depth, sub):
 
 def objective_bound(sub: ExitLosses, *, gamma: float, depth: int, decay: float = 0.0) -> float:
     r"""J̄_N of Theorem 1 from a SubResNet-M: Σ_{k<M}[γ L(ŷ_k^M) + λ/2‖w_{F,k}^M‖²] + (1 + γ(N-M)) L̄."""
+    sub = _exit_losses("sub", sub)
     gamma = _gamma(gamma)
     depth = _depth(depth, sub)
     decay = _checks.real("decay", decay, minimum=0.0)
@@ -93,6 +99,7 @@ def objective_bound(sub: ExitLosses, *, gamma: float, depth: int, decay: float =
 
 def average_loss_constant(sub: ExitLosses, *, gamma: float) -> float:
     r"""C of Theorem 2: Σ_{k<M} L(ŷ_k^M) + (1 - γ - γM)/γ · L̄."""
+    sub = _exit_losses("sub", sub)
     gamma = _gamma(gamma, at_most_one=True)
     m = sub.depth
     return float(sub.losses[:-1].sum() + (1.0 - gamma - gamma * m) / gamma * sub.output_loss)
@@ -100,7 +107,7 @@ def average_loss_constant(sub: ExitLosses, *, gamma: float) -> float:
 
 def average_loss_bound(sub: ExitLosses, *, gamma: float, depth: int) -> float:
     r"""L̄_avg = L̄ + C/(N+1) of Theorem 2, eq. (5)."""
-    depth = _depth(depth, sub)
+    depth = _depth(depth, _exit_losses("sub", sub))
     return float(sub.output_loss + average_loss_constant(sub, gamma=gamma) / (depth + 1))
 
 
@@ -138,6 +145,8 @@ def depth_bound_table(network: ExitLosses, subs, *, gamma: float, decay: float =
     """Rows of Tables 2-3: ``network`` is the stage-cost ResNet-N, ``subs`` the SubResNets (any order)."""
     if isinstance(network, dict) or not isinstance(network, ExitLosses):
         _checks.fail("network", "an ExitLosses of the trained ResNet-N", network)
+    if not isinstance(subs, (dict, list, tuple)):
+        _checks.fail("subs", "a list (or dict) of ExitLosses of SubResNets", subs)
     subs = list(subs.values()) if isinstance(subs, dict) else list(subs)
     if not subs or not all(isinstance(s, ExitLosses) for s in subs):
         _checks.fail("subs", "one or more ExitLosses of SubResNets", subs)
@@ -153,6 +162,9 @@ def depth_bound_table(network: ExitLosses, subs, *, gamma: float, decay: float =
 
 def format_depth_bound_table(rows) -> str:
     """A Markdown table in the layout of Tables 2-3 (three decimals, as printed in the paper)."""
+    rows = list(rows) if isinstance(rows, (list, tuple)) else rows
+    if not isinstance(rows, list) or not all(isinstance(r, DepthBoundRow) for r in rows):
+        _checks.fail("rows", "a list of DepthBoundRow (depth_bound_table's rows)", rows)
     lines = ["| SubResNet depth M | L̄ | J_N(w^N) | J̄_N | J̄_N − J_N | L_avg | L̄_avg | L̄_avg − L_avg |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

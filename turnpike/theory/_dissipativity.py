@@ -31,6 +31,9 @@ from .. import _checks
 from ._lower_bound import soft_ce_lower_bound
 from ._soft_ce import distance_to_minimisers
 from .._costs import Cost, CrossEntropy, L2Tracking, SoftCrossEntropy
+from .._ocp import OCP
+from ..systems._layout import LayerMap
+from ..systems._protocol import FlatSystem
 
 
 # --- optimal steady pairs ------------------------------------------------------------------
@@ -68,6 +71,14 @@ NO_MINIMISER = ("the plain cross-entropy (7) has no minimiser (Lemma 2): its inf
                 "as the correct logit minus the others goes to +infinity, so the optimal steady set is empty "
                 "(pushed to infinity) and (10b) cannot hold with α_ℓ ∈ K∞; use the soft cross-entropy (13), "
                 "whose minimum 0 is attained on the lines X*_y (Lemma 3)")
+
+
+def checked_solution(solution):
+    """``solution`` if it is the result of a flat system's solve (its OCP's system is a FlatSystem)."""
+    ocp = getattr(solution, "ocp", None)
+    if not isinstance(ocp, OCP) or not isinstance(ocp.system, FlatSystem) or not hasattr(solution, "network"):
+        _checks.fail("solution", "the Solution of turnpike.solve_ocp on a flat system", solution)
+    return solution
 
 
 def _state_terms(cost):
@@ -145,6 +156,7 @@ class StageCostLowerBound:
 
 def stage_cost_lower_bound(stage_cost, num_samples: int, *, stage_weight: float = 1.0) -> StageCostLowerBound:
     """α_ℓ of a soft-CE or L2-tracking stage cost (plus r‖u‖²) on ``num_samples`` samples."""
+    _checks.instance("stage_cost", stage_cost, Cost, "a turnpike cost (e.g. SoftCrossEntropy(...) + InputPenalty(r))")
     kinds, weight, (CrossEntropy, L2Tracking, SoftCrossEntropy) = _state_terms(stage_cost)
     num_samples = _checks.integer("num_samples", num_samples, minimum=1)
     stage_weight = _checks.real("stage_weight", stage_weight, minimum=0.0)
@@ -205,9 +217,11 @@ def dissipation_margins(solution, *, storage: Callable | None = None, split: str
     with α_ℓ from :func:`stage_cost_lower_bound`; (10b) holds along the solution iff every margin
     is >= 0. ``min_sample_margin`` checks the per-sample Lemma 8 bound on every state as well.
     """
-    ocp = solution.ocp
+    ocp = checked_solution(solution).ocp
+    _checks.function("storage", storage, "a callable storage(states) -> number, or None")
+    tolerance = _checks.real("tolerance", tolerance, minimum=0.0)
     if ocp.stage_cost is None:
-        raise ValueError("solution: its OCP has no stage cost, so (10b) has no ℓ to check")
+        raise ValueError("solution: expected a solution whose OCP has a stage cost ((10b) needs ℓ), got none")
     states, labels = solution._split(split)
     states = np.asarray(states, dtype=np.float64)
     steady = optimal_steady_set(ocp.stage_cost)
@@ -245,7 +259,7 @@ SOLVERS = ("CLARABEL", "SCS")
 
 def huber_template(s):
     """φ(s) = s²/2 for s <= 1, s - 1/2 beyond: the K∞ shape of α_ℓ = t·φ in the search (cf. Lemma 8)."""
-    s = np.asarray(s, dtype=np.float64)
+    s = _checks.finite_array("s", s)
     return np.where(s <= 1.0, 0.5 * s * s, s - 0.5)
 
 
@@ -330,9 +344,17 @@ def search_storage_function(system, stage_cost, states, controls, labels, *, bas
     cross-entropy there is none: the result is not certified and says why (Lemma 2), with the
     loss along a ray to infinity as evidence.
     """
+    _checks.instance("system", system, LayerMap, "a layer-map system (SingleLayerResNet, TwoLayerResNet, "
+                     "ShortcutNetwork)")
+    _checks.instance("stage_cost", stage_cost, Cost, "a turnpike cost (e.g. SoftCrossEntropy(...) + InputPenalty(r))")
+    if steady_set is not None:
+        _checks.instance("steady_set", steady_set, SteadySet, "a SteadySet or None")
     states = _checks.finite_array("states", states, ndim=3)
     controls = _checks.finite_array("controls", controls, ndim=2)
-    labels = np.asarray(labels)
+    tolerance = _checks.real("tolerance", tolerance, minimum=0.0)
+    max_violations = _checks.integer("max_violations", max_violations, minimum=0)
+    label_count = max((t.label_count or 0 for _, t in stage_cost.state_terms), default=0) or None
+    labels = _checks.labels("labels", labels, count=states.shape[1], num_classes=label_count)
     if states.shape[0] != controls.shape[0]:
         _checks.fail("controls", f"{states.shape[0]} rows, one per sampled state", controls)
     if states.shape[0] < 1:
@@ -341,8 +363,6 @@ def search_storage_function(system, stage_cost, states, controls, labels, *, bas
         _checks.fail("states", f"shape (S, D, {system.state_dim})", states)
     if controls.shape[1] != system.layer_parameter_count:
         _checks.fail("controls", f"shape (S, {system.layer_parameter_count}) (one layer's controls)", controls)
-    if labels.shape != (states.shape[1],):
-        _checks.fail("labels", f"shape ({states.shape[1]},) to match the states", labels)
     _checks.choice("basis", basis, STORAGE_BASES)
     _checks.choice("solver", solver, SOLVERS)
     stage_weight = _checks.real("stage_weight", stage_weight, minimum=0.0)

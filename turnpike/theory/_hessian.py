@@ -24,17 +24,20 @@ import torch
 
 from .. import _checks
 from .._objective import objective_tensor
+from .._ocp import OCP
 
 # memory for the forward tangents of one vmap chunk of Hessian-vector products
 _CHUNK_BYTES = 256 * 2 ** 20
 
 
 def _objective_function(ocp):
+    _checks.instance("ocp", ocp, OCP, "a turnpike.OCP of a flat system")
     inputs = torch.as_tensor(ocp.inputs, dtype=torch.float64)
     return lambda theta: objective_tensor(ocp, theta, inputs, ocp.labels)
 
 
 def _controls(ocp, theta) -> torch.Tensor:
+    _checks.instance("ocp", ocp, OCP, "a turnpike.OCP of a flat system")
     theta = _checks.finite_array("theta", theta, ndim=1)
     if theta.shape != (ocp.system.parameter_count,):
         _checks.fail("theta", f"a flat vector of the system's {ocp.system.parameter_count} controls", theta)
@@ -104,6 +107,8 @@ def extreme_eigenvalues(ocp, theta, *, count: int = 6, which: str = "both_ends",
     theta = _controls(ocp, theta)
     size = theta.numel()
     count = _checks.integer("count", count, minimum=1)
+    tolerance = _checks.real("tolerance", tolerance, minimum=0.0)
+    seed = _checks.integer("seed", seed, minimum=0)
     if count >= size:
         _checks.fail("count", f"fewer eigenvalues than the {size} controls (use hessian() for all)", count)
     product = _hessian_vector_product(_objective_function(ocp), theta)
@@ -121,12 +126,19 @@ class HessianSpectrum:
 
     eigenvalues: np.ndarray
 
+    def __post_init__(self):
+        values = _checks.finite_array("eigenvalues", self.eigenvalues, ndim=1, nonempty=True)
+        object.__setattr__(self, "eigenvalues", values)
+
     @classmethod
     def of(cls, matrix) -> "HessianSpectrum":
         """The spectrum of a symmetric matrix (e.g. :func:`hessian`'s)."""
         matrix = _checks.finite_array("matrix", matrix, ndim=2)
-        if matrix.shape[0] != matrix.shape[1]:
-            _checks.fail("matrix", "a square matrix", matrix)
+        if matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
+            _checks.fail("matrix", "a non-empty square matrix", matrix)
+        scale = float(np.abs(matrix).max())
+        if float(np.abs(matrix - matrix.T).max()) > 1e-6 * scale:
+            _checks.fail("matrix", "a symmetric matrix (symmetrise it: (H + H.T) / 2)", matrix)
         # torch's LAPACK follows torch.set_num_threads: on a busy 2-core machine one thread takes
         # 1.7 s for 3,200 × 3,200 where numpy's and scipy's thread pools spin for 10-25 s
         return cls(torch.linalg.eigvalsh(torch.from_numpy(matrix)).numpy())

@@ -39,6 +39,20 @@ def _check(num_classes, p_d):
     return num_classes, p_d
 
 
+def _check_search(random_starts, full_random_starts, seed) -> dict:
+    """The search settings of :func:`curvature_bound` and :func:`tangent_slope`."""
+    return dict(random_starts=_checks.integer("random_starts", random_starts, minimum=0),
+                full_random_starts=_checks.integer("full_random_starts", full_random_starts, minimum=0),
+                seed=_checks.integer("seed", seed, minimum=0))
+
+
+def _distances(s) -> np.ndarray:
+    s = _checks.finite_array("s", s)
+    if np.any(s < 0):
+        _checks.fail("s", "distances >= 0", s)
+    return s
+
+
 def _softmax(x):
     z = np.exp(x - x.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
@@ -214,6 +228,7 @@ def curvature_bound(num_classes: int, p_d: float, *, random_starts: int = 2, ful
     found (and never more than the value at x̃*_y itself).
     """
     num_classes, p_d = _check(num_classes, p_d)
+    _check_search(random_starts, full_random_starts, seed)
     centre = minimiser_points(num_classes, p_d)[0]
     found = min(_smallest_curvature(centre)[0],
                 _reduced_search(lambda d, x, k: _group_curvature(x, k), num_classes, p_d, sphere=False,
@@ -234,6 +249,7 @@ def tangent_slope(num_classes: int, p_d: float, *, random_starts: int = 2, full_
     x = x̃* + d is (p(x) - q̃)ᵀd; minimised over the unit sphere of X_T as in :func:`curvature_bound`.
     """
     num_classes, p_d = _check(num_classes, p_d)
+    _check_search(random_starts, full_random_starts, seed)
     centre = minimiser_points(num_classes, p_d)[0]
     targets = np.full(num_classes, (1.0 - p_d) / (num_classes - 1))
     targets[0] = p_d
@@ -274,15 +290,13 @@ class SoftCELowerBound:
     slope: float           # m
 
     def __call__(self, s):
-        s = np.asarray(s, dtype=np.float64)
-        if np.any(s < 0):
-            raise ValueError("s: expected distances >= 0, got a negative value")
+        s = _distances(s)
         value = np.where(s <= 1.0, 0.5 * self.curvature * s * s, 0.5 * self.curvature + self.slope * (s - 1.0))
         return value if value.ndim else float(value)
 
     def paper_form(self, s):
         """The printed α of Lemma 8: λ/2 s² for s <= 1 and m s + λ/2 beyond (not a lower bound)."""
-        s = np.asarray(s, dtype=np.float64)
+        s = _distances(s)
         value = np.where(s <= 1.0, 0.5 * self.curvature * s * s, self.slope * s + 0.5 * self.curvature)
         return value if value.ndim else float(value)
 
@@ -301,7 +315,9 @@ def soft_ce_lower_bound(num_classes: int, p_d: float, *, random_starts: int = 2,
     The keyword arguments are passed to :func:`curvature_bound` and :func:`tangent_slope`.
     """
     num_classes, p_d = _check(num_classes, p_d)
-    return _cached_lower_bound(num_classes, p_d, random_starts, full_random_starts, seed)
+    search = _check_search(random_starts, full_random_starts, seed)
+    return _cached_lower_bound(num_classes, p_d, search["random_starts"], search["full_random_starts"],
+                               search["seed"])
 
 
 @functools.lru_cache(maxsize=256)

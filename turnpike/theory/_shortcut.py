@@ -45,10 +45,17 @@ def _derivatives_at_zero(name: str, position: str) -> tuple:
 
 
 def _data(inputs, targets):
-    inputs = _checks.finite_array("inputs", inputs, ndim=2)
+    inputs = _checks.finite_array("inputs", inputs, ndim=2, nonempty=True)
     targets = _checks.finite_array("targets", targets, ndim=2)
     if targets.shape != inputs.shape:
         _checks.fail("targets", f"shape {inputs.shape} like inputs (square layers: d_y = d_x)", targets)
+    return inputs, targets
+
+
+def _system_data(system, inputs, targets):
+    inputs, targets = _data(inputs, targets)
+    if inputs.shape[1] != system.state_dim:
+        _checks.fail("inputs", f"shape (m, {system.state_dim}) for the system's state_dim", inputs)
     return inputs, targets
 
 
@@ -108,6 +115,7 @@ def theorem2_matrix(inputs, targets, activations=("identity", "identity", "ident
     eigenvalues ± the singular values of M.
     """
     inputs, targets = _data(inputs, targets)
+    activations = _checks.names("activations", activations, 3, "a triple (σ_pre, σ_mid, σ_post) of activation names")
     pre = get_activation(activations[0], "activations (pre)")
     slope = _derivatives_at_zero(activations[1], "mid")[0] * _derivatives_at_zero(activations[2], "post")[0]
     return slope * (inputs - targets).T @ pre.value(inputs) / len(inputs)
@@ -122,9 +130,7 @@ def theorem2_condition_number(inputs, targets, activations=("identity", "identit
 def theorem2_hessian(system, inputs, targets) -> np.ndarray:
     """The Hessian at zero of :func:`regression_ocp`'s loss in closed form (P, P), θ's layout."""
     system = _shortcut_system(system)
-    inputs, targets = _data(inputs, targets)
-    if inputs.shape[1] != system.state_dim:
-        _checks.fail("inputs", f"shape (m, {system.state_dim}) for the system's state_dim", inputs)
+    inputs, targets = _system_data(system, inputs, targets)
     d, units, n = system.state_dim, system.units, system.shortcut_depth
     hessian = np.zeros((system.parameter_count,) * 2)
     size = d * d
@@ -180,12 +186,14 @@ def leading_derivative(system, inputs, targets, direction) -> float:
     c = σ'_post(0)σ'_mid(0)^{n−1}: the first derivative that does not vanish (Theorem 2.1).
     """
     system = _shortcut_system(system)
-    inputs, targets = _data(inputs, targets)
+    inputs, targets = _system_data(system, inputs, targets)
     n = system.shortcut_depth
     slope = _derivatives_at_zero(system.activations[2], "post")[0]
     if n > 1:
         slope *= _derivatives_at_zero(system.activations[1], "mid")[0] ** (n - 1)
     direction = _checks.finite_array("direction", direction, ndim=1)
+    if direction.shape != (system.parameter_count,):
+        _checks.fail("direction", f"a vector of the system's {system.parameter_count} controls", direction)
     blocks = system.unpack(direction)
     s = get_activation(system.activations[0]).value(inputs)                   # (m, d)
     total = 0.0

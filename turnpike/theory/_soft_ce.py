@@ -50,18 +50,16 @@ def minimiser_points(num_classes: int, p_d: float) -> np.ndarray:
 
 def project_mean_zero(x) -> np.ndarray:
     """T x = x - mean(x) over the last axis: the projection onto X_T (Lemma 5)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = _checks.finite_array("x", x, min_ndim=1)
     return x - x.mean(axis=-1, keepdims=True)
 
 
 def distance_to_minimisers(x, labels, num_classes: int, p_d: float) -> np.ndarray:
     """dist(x_i, X*_{y_i}) per sample, for states (..., B, n) with n >= C and labels (B,)."""
     num_classes, p_d = _check(num_classes, p_d)
-    x = np.asarray(x, dtype=np.float64)
+    x = _checks.finite_array("x", x, min_ndim=2)
     if x.shape[-1] < num_classes:
-        _checks.fail("x", f"states with at least num_classes={num_classes} components", x)
-    labels = np.asarray(labels)
-    if labels.shape != x.shape[-2:-1]:
-        _checks.fail("labels", f"shape {x.shape[-2:-1]} to match the states", labels)
+        _checks.fail("x", f"states (..., B, n) with at least num_classes={num_classes} components", x)
+    labels = _checks.labels("labels", labels, count=x.shape[-2], num_classes=num_classes)
     difference = project_mean_zero(x[..., :num_classes]) - minimiser_points(num_classes, p_d)[labels]
     return np.sqrt((difference * difference).sum(axis=-1))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _checks
-from ._dissipativity import optimal_steady_set, stage_cost_lower_bound
+from ._dissipativity import checked_solution, optimal_steady_set, stage_cost_lower_bound
 from ._lower_bound import lipschitz_constant
 from .._costs import SoftCrossEntropy
 
@@ -118,7 +118,7 @@ def _soft_terms(cost):
 
 def layer_distances(solution, split: str = "train") -> np.ndarray:
     """Stacked dist((x_k, u_k), Z̄*) for k = 0..N-1 and the state distance at k = N: shape (N+1,)."""
-    states, labels = solution._split(split)
+    states, labels = checked_solution(solution)._split(split)
     steady = optimal_steady_set(solution.ocp.stage_cost)
     if not steady.exists:
         raise ValueError(f"solution: no optimal steady set: {steady.reason}")
@@ -138,7 +138,7 @@ def turnpike_bound(solution, eps: float, *, beta: float | None = None, rho: floa
     Requires the Prop. 12 setting: stage cost a·soft CE + r‖u‖² (a > 0), terminal cost None or
     b·soft CE with the same C and p_d. Units: module docstring.
     """
-    ocp = solution.ocp
+    ocp = checked_solution(solution).ocp
     eps = _checks.real("eps", eps, minimum=0.0, strict_min=True)
     a, stage_soft = _soft_terms(ocp.stage_cost)
     b, terminal_soft = _soft_terms(ocp.terminal_cost)

@@ -1,0 +1,541 @@
+"""Image folders: one sub-folder per class, images decoded by Pillow (no torchvision needed).
+
+The layout is torchvision's ``ImageFolder``::
+
+    flowers/daisy/0001.jpg, flowers/daisy/0002.png, ..., flowers/tulip/0001.jpg, ...
+
+Class names are the sub-folders' names, sorted; a class's label is its position in that order.
+Every file whose name ends in one of :data:`IMAGE_EXTENSIONS` (any case), in the class folder or
+below it, is an image of the class; hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``)
+and other files (``README.txt``, ``labels.csv``) are skipped. Images are converted to RGB (3
+channels) or grey (1) the way torchvision's loader does — ``Image.convert`` drops an alpha channel,
+palettes are looked up — after turning them upright by their EXIF orientation; 16-bit grey images
+keep their top 8 bits.
+
+Two ways to use a folder:
+
+- :func:`image_folder` decodes every image once, resized to one size, into an
+  :class:`ImageFolderTensors`: the :class:`~turnpike.data.ImageTensors` that ``load_image_tensors``
+  returns (uint8 train/test tensors (D, C, H, W), labels, the training split's per-channel mean and
+  std), plus the class names. It is used exactly like CIFAR's: moved to the GPU once and augmented
+  there.
+- :class:`ImageFolderDataset` is a ``torch.utils.data.Dataset`` that decodes each image when it is
+  read, for folders that do not fit in memory, with an optional random-resized-crop and horizontal
+  flip drawn from (seed, epoch, index) alone: the same epoch gives the same images after a resume,
+  in any order and with any number of ``DataLoader`` workers. :func:`image_folder_datasets` splits a
+  folder into a training and a test ``Dataset`` exactly as :func:`image_folder` splits it.
+
+Splits: ``train/`` + ``val/`` (or ``validation/``, ``valid/``, ``test/``) sub-folders with the same
+classes, two folders named explicitly, or one folder of classes of which a fraction of each class is
+held out. That choice is by a hash of (seed, file path), not by a random permutation: each image's
+side depends only on its own name and its class's size, so adding images to a class moves few others.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._checks import boolean, choice, fail, integer, real
+from ._cifar import ImageTensors, channel_statistics
+
+#: the file endings read as images (compared in lower case); every other file is skipped
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+#: how an image becomes ``size``: "crop" scales it to cover ``size`` and cuts out the centre (keeps the
+#: aspect ratio, like torchvision's Resize + CenterCrop); "stretch" resizes it to ``size`` as it is
+FITS = ("crop", "stretch")
+#: the held-out folder next to ``train/`` that ``split=None`` looks for
+TEST_FOLDERS = ("val", "validation", "valid", "test")
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_AUGMENT_STREAM = 0x41554731          # "AUG1": keeps the augmentation's seeds apart from any other stream
+
+
+def _pillow():
+    """Pillow's ``Image`` and ``ImageOps`` modules, or an ImportError that says how to install them."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise ImportError("Pillow: expected the Pillow package to decode image files (`pip install pillow`), "
+                          "got no module named PIL") from None
+    return Image, ImageOps
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+def _size(value) -> tuple[int, int]:
+    """``size`` as (height, width): one positive integer for a square, or a pair of them."""
+    def positive(entry):
+        return isinstance(entry, (int, np.integer)) and not isinstance(entry, bool) and entry >= 1
+
+    pair = (value, value) if positive(value) else value
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(positive(entry) for entry in pair)):
+        fail("size", "a positive integer or a pair (height, width) of positive integers", value)
+    return int(pair[0]), int(pair[1])
+
+
+def _folder(name: str, value) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        fail(name, "a folder path (str or pathlib.Path)", value)
+    folder = Path(value)
+    if not folder.is_dir():
+        state = "a file, not a folder" if folder.exists() else "not found"
+        # not fail(): it shortens long values, and the path is the point here
+        raise ValueError(f"{name}: expected an existing folder of images (one sub-folder per class), got "
+                         f"{str(folder)!r} ({state})")
+    return folder
+
+
+def _pair(name: str, value, *, low: float, high: float | None, expected: str) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        fail(name, expected, value)
+    first, second = (real(f"{name}[{i}]", entry, minimum=low, maximum=high, strict_min=True)
+                     for i, entry in enumerate(value))
+    if first > second:
+        fail(name, expected, value)
+    return first, second
+
+
+def _workers(value) -> int:
+    if value is None:
+        return max(1, min(8, os.cpu_count() or 1))
+    return integer("workers", value, minimum=1)
+
+
+# --- finding the images ------------------------------------------------------------------------
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _images_under(folder: Path) -> tuple[list[Path], list[str]]:
+    """(image files under ``folder``, sorted by relative path; names of the other files skipped).
+
+    Follows links to folders like torchvision does, each real folder once (a link loop ends).
+    """
+    images, skipped, seen = [], [], set()
+    for here, folders, files in os.walk(folder, followlinks=True):
+        real_here = os.path.realpath(here)
+        if real_here in seen:
+            folders[:] = []
+            continue
+        seen.add(real_here)
+        folders[:] = sorted(name for name in folders if _visible(name))
+        for name in files:
+            if _visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                images.append(Path(here) / name)
+            else:
+                skipped.append(name)
+    images.sort(key=lambda path: path.relative_to(folder).as_posix())
+    return images, sorted(skipped)
+
+
+def _scan(root: Path) -> tuple[tuple[str, ...], list[list[Path]]]:
+    """(class names, sorted; each class's image files) of a folder with one sub-folder per class."""
+    classes = tuple(sorted(entry.name for entry in os.scandir(root) if _visible(entry.name) and entry.is_dir()))
+    if not classes:
+        loose = [entry.name for entry in os.scandir(root)
+                 if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS]
+        hint = (f" (but {len(loose)} image file(s) directly in it: put each class's images in a sub-folder "
+                f"named after the class)" if loose else "")
+        raise ValueError(f"{root}: expected one sub-folder per class holding its images, got no sub-folders{hint}")
+    files = []
+    for name in classes:
+        images, skipped = _images_under(root / name)
+        if not images:
+            others = (f" (skipped {len(skipped)} other file(s): {', '.join(skipped[:3])}"
+                      f"{', ...' if len(skipped) > 3 else ''})" if skipped else "")
+            raise ValueError(f"{root / name}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) in class "
+                             f"folder {name!r}, got none{others}")
+        files.append(images)
+    return classes, files
+
+
+def _same_classes(train: Path, train_classes, test: Path, test_classes) -> None:
+    if tuple(test_classes) != tuple(train_classes):
+        missing = sorted(set(train_classes) - set(test_classes))
+        extra = sorted(set(test_classes) - set(train_classes))
+        raise ValueError(f"{test}: expected the class folders of {train} {list(train_classes)}, got "
+                         f"{list(test_classes)} (missing: {missing}; extra: {extra})")
+
+
+def _held_out(files: list[Path], folder: Path, fraction: float, seed: int) -> set[int]:
+    """Indices of the round(fraction * count) files (never all of them) held out of one class.
+
+    Files are ranked by a hash of (seed, path relative to the split folder): the choice is the
+    same on every machine and file system, and adding a file moves at most a few others.
+    """
+    count = min(math.floor(fraction * len(files) + 0.5), len(files) - 1)
+    keys = [hashlib.blake2b(f"{seed}/{path.relative_to(folder).as_posix()}".encode(), digest_size=8).digest()
+            for path in files]
+    return set(sorted(range(len(files)), key=keys.__getitem__)[:count])
+
+
+Samples = list[tuple[Path, int]]
+
+
+def _split(path, split, seed) -> tuple[tuple[str, ...], Samples, Samples, Path, Path]:
+    """(classes, train samples, test samples, train folder, test folder) of ``path`` split by ``split``."""
+    root = _folder("path", path)
+    seed = integer("seed", seed, minimum=0)
+    if split is None:
+        present = [name for name in TEST_FOLDERS if (root / name).is_dir()]
+        if not (root / "train").is_dir() or len(present) != 1:
+            got = (f"None for {root}, which has train/ and {', '.join(name + '/' for name in present)}"
+                   if present and (root / "train").is_dir() else
+                   f"None for {root}, which has no train/ and val/ (or test/) sub-folders")
+            raise ValueError("split: expected a fraction of each class to hold out (e.g. 0.2) for one folder of "
+                             "classes, or (train_dir, test_dir) naming two folders (None looks for train/ and "
+                             f"one of {', '.join(name + '/' for name in TEST_FOLDERS)}), got {got}")
+        split = ("train", present[0])
+    if isinstance(split, (tuple, list)):
+        if len(split) != 2 or not all(isinstance(entry, (str, os.PathLike)) for entry in split):
+            fail("split", "a pair of folders (train_dir, test_dir), relative to path or absolute", split)
+        train_dir, test_dir = (_folder(f"split[{i}]", root / entry) for i, entry in enumerate(split))
+        classes, train_files = _scan(train_dir)
+        test_classes, test_files = _scan(test_dir)
+        _same_classes(train_dir, classes, test_dir, test_classes)
+        train = [(file, label) for label, files in enumerate(train_files) for file in files]
+        test = [(file, label) for label, files in enumerate(test_files) for file in files]
+        return classes, train, test, train_dir, test_dir
+    if isinstance(split, bool) or not isinstance(split, (float, int, np.floating, np.integer)) \
+            or not 0 < float(split) < 1:
+        fail("split", "None, a fraction in (0, 1) of each class to hold out, or a pair (train_dir, test_dir)", split)
+    fraction = float(split)
+    classes, files = _scan(root)
+    train, test = [], []
+    for label, class_files in enumerate(files):
+        held = _held_out(class_files, root, fraction, seed)
+        for index, file in enumerate(class_files):
+            (test if index in held else train).append((file, label))
+    if not test:
+        fail("split", f"a fraction that holds out at least one image (each class rounds its share; "
+             f"{sum(map(len, files))} images in {len(classes)} classes)", split)
+    return classes, train, test, root, root
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+def _decode(path: Path, channels: int):
+    """The image at ``path`` as a Pillow image in mode RGB (3 channels) or L (1), upright."""
+    Image, ImageOps = _pillow()
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as error:
+        raise ValueError(f"{path}: expected a readable image file, got {type(error).__name__}: {error}") from None
+    if empty:
+        raise ValueError(f"{path}: expected an image file, got an empty file (0 bytes)")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened
+            try:
+                image = ImageOps.exif_transpose(opened)
+            except Exception:                      # noqa: BLE001 (a damaged EXIF block: keep the pixels as stored)
+                image = opened.copy()
+        if image.mode in _SIXTEEN_BIT:
+            image = Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+        if image.mode in ("P", "PA") and (image.mode == "PA" or "transparency" in image.info):
+            image = image.convert("RGBA")          # the palette's transparency, without Pillow's warning
+        return image.convert("RGB" if channels == 3 else "L")
+    except Exception as error:                     # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError...)
+        raise ValueError(f"{path}: expected an image file Pillow can decode, got a corrupt or unsupported file "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def _centre_box(width: int, height: int, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The largest centred box of the output's aspect ratio in a width × height image."""
+    target = size[1] / size[0]                     # width / height
+    if width / height > target:
+        cut = height * target
+        return ((width - cut) / 2, 0.0, (width + cut) / 2, float(height))
+    cut = width / target
+    return (0.0, (height - cut) / 2, float(width), (height + cut) / 2)
+
+
+def _fitted(image, size: tuple[int, int], fit: str):
+    Image, _ = _pillow()
+    box = _centre_box(*image.size, size) if fit == "crop" else None
+    return image.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+
+
+def _random_box(rng: np.random.Generator, width: int, height: int, scale, ratio) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box: a random area fraction in ``scale`` and width/height ratio in
+    ``ratio`` (log-uniform), ten tries, else the centred crop nearest to ``ratio``; (left, top, right, bottom)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        crop_w = int(round(math.sqrt(target * aspect)))
+        crop_h = int(round(math.sqrt(target / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+            return left, top, left + crop_w, top + crop_h
+    aspect = width / height
+    crop_w, crop_h = width, height
+    if aspect < ratio[0]:
+        crop_h = max(1, int(round(width / ratio[0])))
+    elif aspect > ratio[1]:
+        crop_w = max(1, int(round(height * ratio[1])))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return left, top, left + crop_w, top + crop_h
+
+
+def _array(image) -> np.ndarray:
+    """A Pillow RGB / L image as a writable uint8 array (C, H, W)."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None])
+
+
+def _each(function, count: int, workers: int) -> None:
+    """``function(i)`` for i in 0..count-1 on ``workers`` threads (Pillow decodes and resizes without the
+    GIL); the first failure in index order is raised, and the work not yet started is cancelled."""
+    if workers == 1 or count < 2:
+        for index in range(count):
+            function(index)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(workers, count))
+    try:
+        for _ in pool.map(function, range(count)):
+            pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode_all(samples: Samples, size, channels: int, fit: str, workers: int) -> torch.Tensor:
+    images = np.empty((len(samples), channels, *size), dtype=np.uint8)
+
+    def one(index):
+        images[index] = _array(_fitted(_decode(samples[index][0], channels), size, fit))
+
+    _each(one, len(samples), workers)
+    return torch.from_numpy(images)
+
+
+# --- resident tensors --------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ImageFolderTensors(ImageTensors):
+    """An :class:`~turnpike.data.ImageTensors` read from an image folder, with its class names
+    (``classes[label]``); ``subset`` and ``to`` keep them."""
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.classes, tuple) or len(self.classes) != self.num_classes \
+                or not all(isinstance(name, str) for name in self.classes):
+            fail("classes", f"a tuple of {self.num_classes} class names (one per label)", self.classes)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        _, _, fields = super().__repr__().partition("(")
+        return f"{type(self).__name__}({fields[:-1]}, classes=[{shown}])"
+
+
+def image_folder(path, *, size, split=None, seed: int = 0, channels: int = 3, fit: str = "crop", name=None,
+                 workers: int | None = None) -> ImageFolderTensors:
+    """The images of a folder with one sub-folder per class, decoded and resized, as uint8 tensors.
+
+    ``size`` is the images' (height, width), or one integer for square images; ``fit`` how each image
+    gets there (see :data:`FITS`; bilinear, antialiased when shrinking). ``split`` says which images
+    test:
+
+    - None: ``path`` holds ``train/`` and one of ``val/``, ``validation/``, ``valid/``, ``test/``, each
+      with the same class sub-folders;
+    - (train_dir, test_dir): those two folders (relative to ``path``, or absolute);
+    - a fraction in (0, 1): ``path`` holds the class folders, and round(fraction × count) images of each
+      class (never all) test, chosen by a hash of (``seed``, file path): see the module docstring.
+
+    ``channels`` is 3 (RGB) or 1 (grey). Returns an :class:`ImageFolderTensors` on the CPU: images
+    (D, channels, H, W) uint8 in class order (then file path), int64 labels (the sorted class names'
+    positions), the training images' per-channel mean and std in [0, 1], ``classes`` and
+    ``num_classes``; ``name`` (default: the folder's name) and ``source`` (the folder). ``workers``
+    threads decode (default: up to 8). Any image that cannot be decoded is a ValueError naming it.
+    """
+    size = _size(size)
+    channels = choice("channels", channels, (1, 3))
+    fit = choice("fit", fit, FITS)
+    workers = _workers(workers)
+    if name is not None and not isinstance(name, str):
+        fail("name", "a str naming the data set, or None for the folder's name", name)
+    _pillow()
+    classes, train, test, train_dir, _ = _split(path, split, seed)
+    root = Path(path)
+    if len(classes) < 2:
+        raise ValueError(f"{train_dir}: expected at least 2 class sub-folders (a classifier needs two classes), "
+                         f"got 1 ({classes[0]!r})")
+    train_images = _decode_all(train, size, channels, fit, workers)
+    test_images = _decode_all(test, size, channels, fit, workers)
+    mean, std = channel_statistics(train_images)
+    labels = [torch.tensor([label for _, label in samples], dtype=torch.int64) for samples in (train, test)]
+    return ImageFolderTensors(name if name is not None else root.resolve().name, train_images, labels[0],
+                              test_images, labels[1], len(classes), mean, std, str(root), classes)
+
+
+# --- streamed dataset --------------------------------------------------------------------------
+
+def _settings(size, channels, fit, augment, crop_scale, crop_ratio, flip, seed) -> dict:
+    """An ImageFolderDataset's settings, checked (Pillow's presence too)."""
+    settings = dict(
+        size=_size(size), channels=choice("channels", channels, (1, 3)), fit=choice("fit", fit, FITS),
+        augment=boolean("augment", augment),
+        crop_scale=None if crop_scale is None else _pair(
+            "crop_scale", crop_scale, low=0.0, high=1.0,
+            expected="None or (low, high) area fractions, 0 < low <= high <= 1"),
+        crop_ratio=_pair("crop_ratio", crop_ratio, low=0.0, high=None,
+                         expected="(low, high) width/height ratios, 0 < low <= high"),
+        flip=boolean("flip", flip), seed=integer("seed", seed, minimum=0))
+    _pillow()
+    return settings
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """A ``torch.utils.data.Dataset`` of (uint8 image (C, H, W), label) read from an image folder as
+    each item is asked for, for folders that do not fit in memory.
+
+    ``path`` holds one sub-folder per class (see :func:`image_folder`; ``classes``, if given, are the
+    class names it must hold, e.g. the training folder's for a test folder). Without ``augment``
+    each image is resized as ``fit`` says, the same pixels :func:`image_folder` returns. With it,
+    each item is a random-resized-crop of the image (area fraction in ``crop_scale``, width/height
+    in ``crop_ratio``, torchvision's recipe; ``crop_scale=None`` resizes as ``fit`` says instead),
+    then mirrored with probability 1/2 if ``flip``. Its randomness is drawn from (``seed``, epoch,
+    index) alone: call :meth:`set_epoch` before each epoch's ``iter(loader)`` (as with a
+    ``DistributedSampler``), and any number of ``DataLoader`` workers — persistent ones too, since
+    the epoch lives in shared memory — in any order give the same images, after a resume too.
+
+    A file that cannot be decoded is a ValueError naming it when its item is read.
+    """
+
+    def __init__(self, path, *, size, channels: int = 3, fit: str = "crop", augment: bool = False,
+                 crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip: bool = True, seed: int = 0,
+                 classes=None):
+        self._configure(_settings(size, channels, fit, augment, crop_scale, crop_ratio, flip, seed))
+        root = _folder("path", path)
+        found, files = _scan(root)
+        if classes is not None:
+            if not isinstance(classes, Sequence) or isinstance(classes, str) \
+                    or not all(isinstance(entry, str) for entry in classes):
+                fail("classes", "a list of class names, or None", classes)
+            if tuple(classes) != found:
+                raise ValueError(f"{root}: expected the class folders {list(classes)} (classes=), got "
+                                 f"{list(found)} (missing: {sorted(set(classes) - set(found))}; extra: "
+                                 f"{sorted(set(found) - set(classes))})")
+        self.root = root
+        self.classes = found
+        self.samples = [(file, label) for label, class_files in enumerate(files) for file in class_files]
+
+    @classmethod
+    def _from_samples(cls, root: Path, classes, samples: Samples, settings: dict) -> ImageFolderDataset:
+        dataset = cls.__new__(cls)
+        dataset._configure(settings)
+        dataset.root, dataset.classes, dataset.samples = root, tuple(classes), list(samples)
+        return dataset
+
+    def _configure(self, settings: dict) -> None:
+        for key, value in settings.items():
+            setattr(self, key, value)
+        # shared memory: DataLoader workers (persistent ones too) read the epoch set in the main process
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def targets(self) -> list[int]:
+        """Every item's label, in item order (torchvision's name)."""
+        return [label for _, label in self.samples]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next reads draw (before ``iter(loader)`` for that epoch)."""
+        self._epoch.fill_(integer("epoch", epoch, minimum=0))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index) -> tuple[torch.Tensor, int]:
+        try:
+            position = operator.index(index)
+        except TypeError:
+            fail("index", "an integer", index)
+        if position < 0:
+            position += len(self.samples)
+        if not 0 <= position < len(self.samples):
+            raise IndexError(f"index: expected an integer in -{len(self.samples)}..{len(self.samples) - 1}, "
+                             f"got {index}")
+        path, label = self.samples[position]
+        image = _decode(path, self.channels)
+        if not self.augment:
+            return torch.from_numpy(_array(_fitted(image, self.size, self.fit))), label
+        Image, _ = _pillow()
+        rng = np.random.default_rng(np.random.SeedSequence([_AUGMENT_STREAM, self.seed, self.epoch, position]))
+        if self.crop_scale is None:
+            image = _fitted(image, self.size, self.fit)
+        else:
+            box = _random_box(rng, *image.size, self.crop_scale, self.crop_ratio)
+            image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR, box=box)
+        if self.flip and rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return torch.from_numpy(_array(image)), label
+
+    def statistics(self, workers: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] of the images resized as ``fit`` says (not augmented), exact:
+        one pass over the folder that keeps a 256-bin histogram per channel, never the images. For a
+        training set, :func:`image_folder` gives the same numbers."""
+        workers = _workers(workers)
+        counts, lock = np.zeros((self.channels, 256), dtype=np.int64), threading.Lock()
+
+        def one(index):
+            pixels = _array(_fitted(_decode(self.samples[index][0], self.channels), self.size, self.fit))
+            histograms = [np.bincount(plane.ravel(), minlength=256) for plane in pixels]
+            with lock:
+                counts[:] += histograms
+
+        _each(one, len(self.samples), workers)
+        totals = torch.from_numpy(counts)                             # (C, 256)
+        # the same histogram arithmetic as channel_statistics, so the numbers agree to the last bit
+        values = torch.arange(256, dtype=torch.float64) / 255
+        means, stds = [], []
+        for channel in range(self.channels):
+            histogram = totals[channel].to(torch.float64)
+            mean = float((histogram * values).sum() / histogram.sum())
+            means.append(mean)
+            stds.append(float(((histogram * (values - mean) ** 2).sum() / histogram.sum()).sqrt()))
+        return tuple(means), tuple(stds)
+
+    def __repr__(self) -> str:
+        augment = (f"augment=(crop_scale={self.crop_scale}, crop_ratio={self.crop_ratio}, flip={self.flip}, "
+                   f"seed={self.seed}), " if self.augment else "")
+        return (f"ImageFolderDataset({str(self.root)!r}, images={len(self)}, classes={self.num_classes}, "
+                f"size={self.size}, channels={self.channels}, {augment}epoch={self.epoch})")
+
+
+def image_folder_datasets(path, *, size, split=None, seed: int = 0, channels: int = 3, fit: str = "crop",
+                          augment: bool = True, crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
+                          flip: bool = True) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """(train, test) :class:`ImageFolderDataset` of a folder, split as :func:`image_folder` splits it for
+    the same ``split`` and ``seed`` (the same images on each side, in the same order). The training set
+    is augmented if ``augment`` (from ``seed``); the test set never is."""
+    settings = _settings(size, channels, fit, augment, crop_scale, crop_ratio, flip, seed)
+    classes, train, test, train_dir, test_dir = _split(path, split, seed)
+    return (ImageFolderDataset._from_samples(train_dir, classes, train, settings),
+            ImageFolderDataset._from_samples(test_dir, classes, test, {**settings, "augment": False}))
+
+
+__all__ = ["FITS", "IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderTensors", "TEST_FOLDERS", "image_folder",
+           "image_folder_datasets"]

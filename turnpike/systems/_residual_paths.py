@@ -1,0 +1,361 @@
+r"""Skip-path exits of a :class:`~turnpike.ResidualNetwork`: the operations on the exit paths, applied to a
+stack of exits with per-exit statistics and (exits "full") per-exit parameters.
+
+Block k computes x_{k+1} = a_k(s_k(x_k) + F_k(x_k)) (a_k: the post-addition activation, or none). Its *skip path*
+is what it computes when F_k = 0, P_k = a_k ∘ s_k, and exit k is E_k(x_k) = H(P_{N-1}(⋯ P_k(x_k))) (see
+``theory/skip-path-exits.md``). An exit path is a list of operations (:class:`_Op`): the leaves of every
+non-identity skip s_q (an ``nn.Sequential`` is opened, nested ones too), each followed by the block's own
+activation a_q (shared by every exit, called out of place), and the leaves of the head H. Every operation acts
+on a *stack* (B, E, ...) holding E consecutive exits first..first+E-1:
+
+- ``"module"`` (anything but the three below, e.g. pooling, flatten, activations): one call on the (B·E, ...)
+  view, so it must act on every sample separately; an in-place activation is called out of place;
+- ``"norm"`` (a BatchNorm): one ``batch_norm`` on the (B, E·C, ...) view, each exit's channels with their own
+  statistics: rows of an :class:`_ExitStatistics` table, and the module's own buffers for the exit that is the
+  backbone's (exit N in the head; in "ws", exit q at the skip of block q, whose skip output is the block's own);
+- ``"conv"`` / ``"linear"``: shared weights as a module call on the (B·E, ...) view; per-exit copies ("full") as
+  one grouped convolution on the (B, E·C, ...) view or one batched product.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+
+
+class ResidualBlock(nn.Module):
+    r"""One residual block x_{k+1} = a(s(x_k) + F(x_k)): ``branch`` F, ``skip`` s (None: the identity) and the
+    post-addition ``activation`` a (None: none). Its skip path, what it computes when F = 0, is a ∘ s.
+
+    The modules are held, not copied: a block built from a user's modules trains their parameters.
+    """
+
+    def __init__(self, branch: nn.Module, skip: Optional[nn.Module] = None, activation: Optional[nn.Module] = None):
+        super().__init__()
+        for name, module, optional in (("branch", branch, False), ("skip", skip, True),
+                                       ("activation", activation, True)):
+            if not (isinstance(module, nn.Module) or (optional and module is None)):
+                raise ValueError(f"{name}: expected a torch.nn.Module{' or None' if optional else ''}, "
+                                 f"got {type(module).__name__}")
+        self.branch = branch
+        self.skip = nn.Identity() if skip is None else skip
+        self.activation = activation
+
+    @property
+    def projection(self) -> bool:
+        """Whether the skip is more than the identity (a projection, a subsampling, ...)."""
+        return not isinstance(self.skip, nn.Identity)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_parts(x)[0]
+
+    def forward_parts(self, x: Tensor) -> tuple:
+        """(x_{k+1}, s(x_k)): the block's output and its skip's output."""
+        skip = self.skip(x)
+        out = skip + self.branch(x)
+        return (out if self.activation is None else self.activation(out)), skip
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One operation of an exit path; ``path`` names its module inside the network, ``position`` is q for the
+    skip path of block q and N for the head; ``stats`` indexes ``exit_statistics`` (norms), ``copies`` maps a
+    parameter name to its index in ``exit_copies`` (full exits: row e, flattened, is exit e's copy)."""
+    kind: str
+    path: str
+    position: int
+    stats: Optional[int] = None
+    copies: tuple = ()
+
+
+class _Mode(NamedTuple):
+    batch_statistics: bool    # normalise by the batch's statistics (training, recalibration)
+    cumulative: bool          # running statistics as the exact average over the batches (momentum None)
+
+
+class _ExitStatistics(nn.Module):
+    """Running statistics of one BatchNorm for ``rows`` exits (row e: exit e), initialised as the module's own."""
+
+    def __init__(self, norm: _BatchNorm, rows: int):
+        super().__init__()
+        features = norm.num_features
+        mean = norm.running_mean if norm.running_mean is not None else torch.zeros(features)
+        var = norm.running_var if norm.running_var is not None else torch.ones(features)
+        self.register_buffer("running_mean", mean.detach().expand(rows, features).clone())
+        self.register_buffer("running_var", var.detach().expand(rows, features).clone())
+        self.register_buffer("num_batches_tracked", torch.zeros(rows, dtype=torch.long, device=mean.device))
+
+    def reset(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+
+def _leaves(module: nn.Module, prefix: str):
+    """(path, module) of the operations ``module`` applies in order: an ``nn.Sequential`` (exactly that class,
+    whose forward is known) is opened, nested ones too; anything else is one operation."""
+    if type(module) is nn.Sequential:
+        for name, child in module.named_children():
+            yield from _leaves(child, f"{prefix}.{name}")
+    else:
+        yield prefix, module
+
+
+def _out_of_place(module: nn.Module) -> nn.Module:
+    """``module`` itself, or a shallow copy with ``inplace=False`` (an exit path must not overwrite a state)."""
+    if getattr(module, "inplace", False) is True:
+        module = copy.copy(module)
+        module.inplace = False
+    return module
+
+
+class ExitPaths:
+    """The operations on the exit paths of a :class:`~turnpike.ResidualNetwork` and their batched application
+    (a mixin: it reads the network's blocks, head, ``exits``, ``exit_statistics`` and ``exit_copies``)."""
+
+    # ------------------------------------------------------------------------------ building the paths
+    def _build_exit_paths(self) -> None:
+        full = self.exits == "full"
+        self.exit_statistics = nn.ModuleList()
+        self.exit_copies = nn.ParameterList()
+        self._plain_modules = {}
+        paths = {}
+        for q, block in enumerate(self.blocks):
+            if block.projection:
+                paths[q] = tuple(self._ops_of(block.skip, f"blocks.{q}.skip", q, full))
+        paths[self.depth] = tuple(self._ops_of(self.head, "head", self.depth, full))
+        self._paths = paths
+
+    def _ops_of(self, module: nn.Module, prefix: str, position: int, full: bool) -> list:
+        return [self._op_of(leaf, path, position, full) for path, leaf in _leaves(module, prefix)]
+
+    def _op_of(self, module: nn.Module, path: str, position: int, full: bool) -> _Op:
+        if isinstance(module, _BatchNorm):
+            kind = "norm"
+        elif any(isinstance(m, _BatchNorm) for m in module.modules()):
+            raise ValueError(f"{path}: a {type(module).__name__} holding a BatchNorm on an exit path; every "
+                             f"BatchNorm there gets per-exit statistics, so it must be an entry of an nn.Sequential "
+                             f"(nested ones are opened), e.g. skip=nn.Sequential(conv, nn.BatchNorm2d(c))")
+        elif type(module) in _CONVS:
+            kind = "conv"
+        elif type(module) is nn.Linear:
+            kind = "linear"
+        else:
+            kind = "module"
+        own = dict(module.named_parameters(recurse=False)) if full and kind != "module" else {}
+        if full and kind == "module" and any(True for _ in module.parameters()):
+            raise ValueError(f"{path}: exits='full' gives every exit its own copy of the Conv, Linear and BatchNorm "
+                             f"layers on its path, and {type(module).__name__} has parameters; use exits='ws'")
+        if full and kind == "conv" and module.padding_mode != "zeros":
+            raise ValueError(f"{path}: exits='full' copies convolutions with padding_mode='zeros' only, "
+                             f"got {module.padding_mode!r}; use exits='ws'")
+        stats = None
+        if kind == "norm" and module.track_running_stats:
+            self.exit_statistics.append(_ExitStatistics(module, self._statistics_rows(position)))
+            stats = len(self.exit_statistics) - 1
+        copies = []
+        for name, parameter in own.items():
+            rows = self._copy_rows(position)
+            # flat rows (rows, numel): a (rows, C_out, C_in, k, k) copy would be refused by .to(channels_last)
+            self.exit_copies.append(nn.Parameter(parameter.detach().reshape(-1).expand(rows, -1).clone()))
+            copies.append((name, len(self.exit_copies) - 1))
+        return _Op(kind, path, position, stats, tuple(copies))
+
+    def _statistics_rows(self, position: int) -> int:
+        """Exits 0..rows-1 have their own statistics on path ``position``; the others use the module's own
+        (exit N in the head; in "ws", exit q at the skip of block q, the block's own skip output)."""
+        return min(position + 1, self.depth) if self.exits == "full" else position
+
+    def _copy_rows(self, position: int) -> int:
+        """Exits 0..rows-1 have their own parameters on path ``position`` (full only)."""
+        return min(position + 1, self.depth) if self.exits == "full" else 0
+
+    def _plain(self, op: _Op) -> nn.Module:
+        module = self.get_submodule(op.path)
+        cached = self._plain_modules.get(op.path)
+        if cached is None or cached[0] is not module:
+            cached = self._plain_modules[op.path] = (module, _out_of_place(module))
+        return cached[1]
+
+    def _activation(self, k: int) -> Optional[nn.Module]:
+        activation = self.blocks[k].activation
+        return None if activation is None else self._plain(_Op("module", f"blocks.{k}.activation", k))
+
+    # ------------------------------------------------------------------------------ one operation on a stack
+    def _run(self, ops, stack: Tensor, first: int, mode: _Mode) -> Tensor:
+        for op in ops:
+            stack = self._apply_op(op, stack, first, mode)
+        return stack
+
+    def _apply_op(self, op: _Op, stack: Tensor, first: int, mode: _Mode) -> Tensor:
+        batch, exits = stack.shape[:2]
+        if op.kind == "norm":
+            return self._exit_norm(op, stack, first, mode)
+        own = 0 if op.kind == "module" else self._own(self._copy_rows(op.position), first, exits)
+        if own == 0:      # shared weights (or none): one call on all B·E samples
+            module = self._plain(op)
+            out = module(stack.reshape(batch * exits, *stack.shape[2:]))
+            self._count(op, module, stack, out)
+            return out.reshape(batch, exits, *out.shape[1:])
+        module = self.get_submodule(op.path)
+        weight = self._per_exit(op, module, "weight", first, exits)
+        bias = self._per_exit(op, module, "bias", first, exits)
+        if op.kind == "conv":      # one grouped convolution: exit e's channels are group e
+            flat = stack.reshape(batch, exits * stack.shape[2], *stack.shape[3:])
+            out = _CONV_FUNCTIONS[type(module)](flat, weight.reshape(-1, *weight.shape[2:]),
+                                                None if bias is None else bias.reshape(-1), module.stride,
+                                                module.padding, module.dilation, module.groups * exits)
+            out = out.reshape(batch, exits, -1, *out.shape[2:])
+        else:                      # linear: one batched product
+            middle = stack.reshape(batch, exits, -1, stack.shape[-1])
+            out = torch.einsum("bemi,eoi->bemo", middle, weight)
+            if bias is not None:
+                out = out + bias[None, :, None]
+            out = out.reshape(*stack.shape[:-1], weight.shape[1])
+        self._count(op, module, stack, out)
+        return out
+
+    @staticmethod
+    def _own(rows: int, first: int, exits: int) -> int:
+        """How many of exits first..first+exits-1 (a prefix of them) have their own row."""
+        return max(0, min(rows - first, exits))
+
+    def _per_exit(self, op: _Op, module: nn.Module, name: str, first: int, exits: int) -> Optional[Tensor]:
+        """Parameter ``name`` of exits first..first+exits-1: (exits, *shape), own copies first."""
+        base = getattr(module, name, None)
+        if base is None:
+            return None
+        own = self._own(self._copy_rows(op.position), first, exits)
+        shared = base.expand(exits - own, *base.shape)
+        if own == 0:
+            return shared
+        mine = self.exit_copies[dict(op.copies)[name]][first:first + own].view(own, *base.shape)
+        return mine if own == exits else torch.cat([mine, shared])
+
+    def _exit_norm(self, op: _Op, stack: Tensor, first: int, mode: _Mode) -> Tensor:
+        """One batch norm over the (B, E·C, ...) view: every exit's channels with that exit's statistics."""
+        norm = self.get_submodule(op.path)
+        batch, exits, channels = stack.shape[:3]
+        flat = stack.reshape(batch, exits * channels, *stack.shape[3:])
+        weight = self._per_exit(op, norm, "weight", first, exits)
+        bias = self._per_exit(op, norm, "bias", first, exits)
+        weight = None if weight is None else weight.reshape(-1)
+        bias = None if bias is None else bias.reshape(-1)
+        if op.stats is None:       # track_running_stats=False: always the batch's statistics
+            out = F.batch_norm(flat, None, None, weight, bias, True, 0.0, norm.eps)
+            return out.reshape(stack.shape)
+        table = self.exit_statistics[op.stats]
+        own = self._own(table.running_mean.shape[0], first, exits)
+        rest = exits - own
+        if not mode.batch_statistics:
+            mean = torch.cat([table.running_mean[first:first + own].reshape(-1), norm.running_mean.repeat(rest)])
+            var = torch.cat([table.running_var[first:first + own].reshape(-1), norm.running_var.repeat(rest)])
+            return F.batch_norm(flat, mean, var, weight, bias, False, 0.0, norm.eps).reshape(stack.shape)
+        # momentum 1 writes this batch's mean and unbiased variance into the scratch tensors
+        batch_mean = torch.zeros(exits * channels, dtype=table.running_mean.dtype, device=flat.device)
+        batch_var = torch.ones_like(batch_mean)
+        out = self._training_batch_norm(flat, batch_mean, batch_var, weight, bias, norm.eps)
+        with torch.no_grad():
+            if own:
+                counts = table.num_batches_tracked[first:first + own]
+                counts += 1
+                if mode.cumulative or self.exit_momentum is None:
+                    factor = (1.0 / counts.to(batch_mean.dtype)).repeat_interleave(channels).view(own, channels)
+                else:
+                    factor = self.exit_momentum
+                table.running_mean[first:first + own].lerp_(batch_mean[:own * channels].view(own, channels), factor)
+                table.running_var[first:first + own].lerp_(batch_var[:own * channels].view(own, channels), factor)
+            if rest and op.position == self.depth:    # exit N: the head's own statistics, as the module updates them
+                norm.num_batches_tracked += 1
+                cumulative = mode.cumulative or norm.momentum is None
+                factor = 1.0 / float(norm.num_batches_tracked) if cumulative else norm.momentum
+                norm.running_mean.lerp_(batch_mean[own * channels:], factor)
+                norm.running_var.lerp_(batch_var[own * channels:], factor)
+        return out.reshape(stack.shape)
+
+    def _training_batch_norm(self, flat, mean, var, weight, bias, eps: float) -> Tensor:
+        # synced in training only: recalibration (eval mode) runs the same whole batches on every rank
+        if self._synced_exit_statistics and self.training:
+            from .._distributed import synced_batch_norm
+            return synced_batch_norm(flat, mean, var, weight, bias, 1.0, eps)
+        return F.batch_norm(flat, mean, var, weight, bias, True, 1.0, eps)
+
+    def _count(self, op: _Op, module: nn.Module, stack: Tensor, out: Tensor) -> None:
+        """Multiply-adds per exit sample of a convolution or linear map (while ``exit_costs`` counts)."""
+        if self._counter is None or op.kind not in ("conv", "linear"):
+            return
+        samples = stack.shape[0] * stack.shape[1]
+        per_output = (module.in_channels // module.groups * math.prod(module.kernel_size)
+                      if op.kind == "conv" else module.in_features)
+        self._counter[0] += out.numel() // samples * per_output
+
+    # ------------------------------------------------------------------------------ all exits, batched
+    def _exit_logits_from(self, states: list, skips: dict, mode: _Mode) -> Tensor:
+        """Logits of exits 0..N, (N+1, B, C): the exits of a stage are stacked, every remaining skip path runs
+        once on the stack of all exits that pass it, and one head call serves every exit."""
+        stack = None
+        for start, stop, q in self._groups:
+            stack = self._enter(stack, states, start, stop)
+            if q is not None:
+                stack = self._project(stack, q, skips, mode)
+        return self._run(self._paths[self.depth], stack, 0, mode).transpose(0, 1)
+
+    def _enter(self, stack: Optional[Tensor], states: list, start: int, stop: int) -> Tensor:
+        """Exits 0..stop-1 in one stack: the carried ones and x_start..x_{stop-1}, exit k having passed the
+        activations of the identity blocks j = k..stop-2 (those before the next projection)."""
+        activations = [(j, self._activation(j)) for j in range(start, stop - 1)
+                       if self.blocks[j].activation is not None]
+        pieces = [] if stack is None else [stack]
+        if not activations:
+            return torch.cat(pieces + [torch.stack(states[start:stop], dim=1)], dim=1)
+        if all(type(a) is nn.ReLU for _, a in activations):
+            # ReLU∘ReLU = ReLU: exit k passes one ReLU iff an activated identity block j >= k remains
+            last = max(j for j, _ in activations)
+            whole = torch.cat(pieces + [torch.stack(states[start:stop], dim=1)], dim=1)
+            return torch.cat([F.relu(whole[:, :last + 1]), whole[:, last + 1:]], dim=1)
+        acting = dict(activations)
+        for j in range(start, stop - 1):   # any other activations: each applied to the exits that pass it
+            stack = states[j][:, None] if stack is None else torch.cat([stack, states[j][:, None]], dim=1)
+            if j in acting:
+                stack = self._stacked(acting[j], stack)
+        last = states[stop - 1][:, None]
+        return last if stack is None else torch.cat([stack, last], dim=1)
+
+    def _project(self, stack: Tensor, q: int, skips: dict, mode: _Mode) -> Tensor:
+        """The skip path P_q = a_q ∘ s_q of exits 0..q; in "ws"/"standard" exit q takes the block's own s_q(x_q)."""
+        if self.exits == "full":
+            out = self._run(self._paths[q], stack, 0, mode)
+        else:
+            own = skips[q][:, None]
+            out = own if q == 0 else torch.cat([self._run(self._paths[q], stack[:, :q], 0, mode), own], dim=1)
+        activation = self._activation(q)
+        return out if activation is None else self._stacked(activation, out)
+
+    @staticmethod
+    def _stacked(module: nn.Module, stack: Tensor) -> Tensor:
+        out = module(stack.reshape(-1, *stack.shape[2:]))
+        return out.reshape(*stack.shape[:2], *out.shape[1:])
+
+    # ------------------------------------------------------------------------------ one exit (reference)
+    def _exit_path(self, k: int, x_k: Tensor, mode: _Mode, *, head: bool) -> Tensor:
+        """P_{N-1}(⋯ P_k(x_k)) skip path by skip path, then the head if ``head``: (B, ...) for exit k alone."""
+        x = x_k[:, None]
+        for j in range(k, self.depth):
+            block = self.blocks[j]
+            if block.projection:
+                x = self._run(self._paths[j], x, k, mode)
+            activation = self._activation(j)
+            if activation is not None:
+                x = self._stacked(activation, x)
+        if head:
+            x = self._run(self._paths[self.depth], x, k, mode)
+        return x[:, 0]
