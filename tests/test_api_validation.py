@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import turnpike as tp
+from turnpike.experiments import _hessian as _hessian_experiment
 from turnpike import data, distributed, theory
 from turnpike.backends import make_backend
 from turnpike.experiments import ResNet54Config, load_resnet54_network
@@ -405,6 +406,10 @@ BAD = [
     ("init_distributed timeout 0", lambda: distributed.init_distributed("cpu", timeout_s=0), ValueError,
      "timeout_s"),
     ("finish_distributed wait a string", lambda: distributed.finish_distributed(wait="no"), ValueError, "wait"),
+    # --- experiments: the config is checked before any work --------------------------------------------
+    *((f"{run.__name__} config an int", (lambda run=run: run(5)), ValueError, "config")
+      for run in (tp.experiments.run_spirals, tp.experiments.run_node_spirals, tp.experiments.run_mnist,
+                  tp.experiments.run_resnet54, _hessian_experiment.run_hessian)),
 ]
 
 

@@ -89,3 +89,28 @@ def test_bad_arguments(kwargs, argument):
     arguments = {"num_samples": 10, **kwargs}
     with pytest.raises(ValueError, match=argument):
         two_spirals(**arguments)
+
+
+def test_whitening_signs_do_not_depend_on_blas_threads_or_scale():
+    """Each whitened component's largest |value| is positive (svd_flip): the same data whitened after
+    scaling, or with one or two BLAS threads (LAPACK flips signs between them), gives the same components."""
+    import subprocess
+    import sys
+
+    from turnpike.data import whitened_regression_data
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(300, 6, 6)).astype(np.uint8)
+    labels = rng.integers(0, 10, size=300)
+    X, _ = whitened_regression_data(images, labels)
+    scaled, _ = whitened_regression_data(images.astype(np.float64) / 255, labels)
+    np.testing.assert_allclose(scaled, X, atol=1e-9)
+    rows = np.abs(X).argmax(axis=0)
+    assert (X[rows, np.arange(X.shape[1])] > 0).all()
+    code = ("import numpy as np, sys; from turnpike.data import whitened_regression_data as w; "
+            "r = np.random.default_rng(3); i = r.integers(0, 256, size=(300, 6, 6)).astype(np.uint8); "
+            "l = r.integers(0, 10, size=300); sys.stdout.write(repr(w(i, l)[0][:3].round(9).tolist()))")
+    printed = {threads: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                       env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": threads}).stdout
+               for threads in ("1", "2")}
+    assert printed["1"] == printed["2"] == repr(X[:3].round(9).tolist())

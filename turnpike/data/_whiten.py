@@ -42,7 +42,12 @@ def whitening(inputs, *, components: int = 10) -> WhiteningTransform:
         _checks.fail("components", f"at most min(samples, features) = {min(inputs.shape)}", components)
     mean = inputs.mean(axis=0)
     # right singular vectors of the centred data are the principal directions
-    _, singular, directions = np.linalg.svd(inputs - mean, full_matrices=False)
+    samples, singular, directions = np.linalg.svd(inputs - mean, full_matrices=False)
+    # LAPACK's signs depend on the BLAS thread count and the input's scale, and the Hessian at zero of
+    # a shortcut network maps component i onto class i's target: fix them (each whitened component's
+    # largest |value| positive, scikit-learn's svd_flip) so that results do not change with the machine
+    signs = np.sign(samples[np.abs(samples).argmax(axis=0), np.arange(samples.shape[1])])
+    directions = directions * signs[:, None]
     scale = singular[:components] / np.sqrt(len(inputs))
     if scale[-1] <= 0:
         _checks.fail("components", f"at most the data's rank ({int(np.sum(singular > 0))})", components)

@@ -242,7 +242,7 @@ def run_hessian(config: HessianConfig | None = None, out=None, *, plots: bool = 
     A folder that holds a run is refused unless ``resume`` (keep its finished pieces and compute the
     rest; every setting but :data:`RESUMABLE` must match) or ``overwrite`` (its run files are
     removed first)."""
-    config = config or HessianConfig()
+    config = HessianConfig() if config is None else _checks.instance("config", config, HessianConfig, "a HessianConfig")
     out = Path(out or "runs/hessian")
     continues = resume and holds_run(out)
     claim_run_folder(out, config, command="hessian", resume=resume, overwrite=overwrite, resumable=RESUMABLE,

@@ -104,7 +104,7 @@ def run_mnist(config: MnistConfig | None = None, out=None, *, plots: bool = True
 
     A folder that holds a run is refused unless ``resume`` (continue it from its checkpoints; every
     setting but :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
-    config = config or MnistConfig()
+    config = MnistConfig() if config is None else _checks.instance("config", config, MnistConfig, "a MnistConfig")
     started = time.perf_counter()
     continues = resume and out is not None and holds_run(out)
     if out is not None:

@@ -214,7 +214,7 @@ def run_node_spirals(config: NodeSpiralsConfig | None = None, out: str | Path | 
     every horizon, atomically) and, with ``plots``, the figures. The solutions are returned
     under ``"solutions"`` (keyed by T). A folder that holds a run is refused unless ``overwrite``.
     """
-    config = config or NodeSpiralsConfig()
+    config = NodeSpiralsConfig() if config is None else _checks.instance("config", config, NodeSpiralsConfig, "a NodeSpiralsConfig")
     start = time.perf_counter()
     inputs, labels, test, out = spirals_run_start(config, out, command="node-spirals", overwrite=overwrite)
     soft = SoftCrossEntropy(num_classes=2, p_d=config.p_d)

@@ -234,7 +234,7 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
 
     A folder that holds a run is refused unless ``resume`` (continue it; every setting but
     :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
-    config = config or ResNet54Config()
+    config = ResNet54Config() if config is None else _checks.instance("config", config, ResNet54Config, "a ResNet54Config")
     out = Path(out) if out is not None else None
     if resume and overwrite:
         _checks.fail("overwrite", "False with resume=True (continue the run or replace it, not both)", overwrite)

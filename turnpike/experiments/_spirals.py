@@ -138,7 +138,7 @@ def run_spirals(config: SpiralsConfig | None = None, out: str | Path | None = No
     with ``plots``, the figures; the solutions are returned under ``"solutions"`` as well. A folder
     that holds a run is refused unless ``overwrite`` (its run files are removed first).
     """
-    config = config or SpiralsConfig()
+    config = SpiralsConfig() if config is None else _checks.instance("config", config, SpiralsConfig, "a SpiralsConfig")
     start = time.perf_counter()
     inputs, labels, test, out = spirals_run_start(config, out, command="spirals", overwrite=overwrite)
     solve = dict(method=config.method, steps=config.steps, options=config.options, seed=config.seed,
