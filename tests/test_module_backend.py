@@ -486,7 +486,7 @@ def test_finetuning_stops_at_its_time_limit_and_resumes_to_the_same_weights(tmp_
 
 
 def test_run_hands_its_remaining_time_to_the_finetuning_and_reports_its_stop(tmp_path, monkeypatch, capsys):
-    from turnpike.experiments import _resnet54
+    from turnpike.experiments import _training
 
     given = []
 
@@ -494,7 +494,7 @@ def test_run_hands_its_remaining_time_to_the_finetuning_and_reports_its_stop(tmp
         given.append(time_limit)
         return network, {"epochs": 3, "lr": 0.1, "test_accuracy": 0.5, "status": "time_limit", "epochs_done": 1}
 
-    monkeypatch.setattr(_resnet54, "finetune_pruned", limited)
+    monkeypatch.setattr(_training, "finetune_pruned", limited)
     out = tmp_path / "run"
     assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
                  "--epochs", "2", "--milestones", "1", "--train-subset", "128", "--test-subset", "32", "--batch-size",

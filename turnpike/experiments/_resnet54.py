@@ -1,231 +1,75 @@
 r"""The 2025 stage-cost paper's ResNet-54 experiments (Sec. 3, App. A.1), as one reusable run.
 
-A pre-activation ResNet (:class:`~turnpike.systems.PreActResNet`) trained through the same
-``OCP`` + ``solve_ocp`` as every other system, with objective (3):
-
-.. math:: J = \sum_{k=0}^{N-1} γ\,L(\hat y_k) + L(\hat y) + \frac{λ}{2}\|w\|^2,
-
-i.e. ``stage_cost = γ·CrossEntropy + InputPenalty(λ/2)``, ``terminal_cost = CrossEntropy``
-(2025 convention: γ on the loss only, the weight decay unscaled). ``variant="standard"``
-drops the stage loss (γ = 0; its exits are evaluated post hoc), ``"ws"`` shares the exits'
-weights with the backbone, ``"full"`` gives them their own (learning rate α/γ).
-``subresnet=M`` trains the SubResNet-M architecture from scratch (Definition 1).
-
-The paper's recipe is the default: SGD lr 0.1, momentum 0.9, batch 128, 165 epochs, lr ÷ 10
-after epochs 82 and 123, γ = 0.02, weight decay λ = 1e-4 (He et al.'s value for this
-network; the paper's Table 2–3 runs state λ = 1e-4). The run folder gets ``config.json``,
-``metrics.json``, ``log.jsonl`` (one line per epoch), ``checkpoint.pt`` (every epoch,
-atomic; ``resume=True`` continues a killed run) and the figures.
+A pre-activation ResNet (:class:`~turnpike.systems.PreActResNet`) trained by the shared run of
+:mod:`._training` (objective (3), the paper's recipe as :class:`TrainingRecipe`'s defaults).
+``subresnet=M`` trains the SubResNet-M architecture from scratch (Definition 1). He et al.'s
+weight decay λ = 1e-4 for this network is the paper's Table 2–3 value.
 """
 from __future__ import annotations
 
-import json
-import time
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 from .. import _checks
-from .._costs import CrossEntropy, InputPenalty
-from .._distributed import is_main_process, world
-from .._ocp import OCP
-from .._runs import claim_run_folder, holds_run, read_json, write_atomically, write_metrics, write_run_config
-from ..results import Status
-from .._solve import solve_ocp
-from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
-from ..data import IMAGE_DATASETS, augment, load_image_tensors, normalise
 from ..systems._conv import PreActResNet
-from ..systems._early_exit import early_exit_curve
+from ._training import (EARLY_EXIT_THRESHOLDS, RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe,
+                        finetune_pruned, load_run_network, problem, run_config, run_training)
 
-#: data sets of digits and clothes: no horizontal flip (a flipped digit is another symbol)
-_NO_FLIP = ("mnist", "fashion-mnist")
+__all__ = ["EARLY_EXIT_THRESHOLDS", "RESUMABLE", "RESUMABLE_STOPS", "RUN_FILES", "ResNet54Config", "build_network",
+           "finetune_pruned", "load_data", "load_resnet54_network", "problem", "run_config", "run_resnet54"]
+
 _DEFAULT_WIDTH = {"cifar10": 64, "cifar100": 64, "mnist": 32, "fashion-mnist": 32}
 
 
 @dataclass
-class ResNet54Config:
-    dataset: str = "cifar10"             # cifar10 | cifar100 | mnist | fashion-mnist
-    data_dir: str | None = None          # CIFAR: folder of the python-pickle batches
-    variant: str = "ws"                  # standard | ws | full
+class ResNet54Config(TrainingRecipe, command="resnet54"):
+    """A ``turnpike resnet54`` run: the recipe's settings and the pre-activation network's shape."""
+
     subresnet: int | None = None         # train the SubResNet-M architecture from scratch
     arch: str = "standard"               # standard (16/32/64) | homogeneous
     width: int | None = None             # homogeneous width (default 64 CIFAR, 32 MNIST-like)
     blocks_per_stage: int = 18           # 18 → ResNet-54 (He et al.'s ResNet-110)
-    epochs: int = 165
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    milestones: tuple = (82, 123)        # epochs after which the lr is divided by 10
-    gamma: float = 0.02                  # γ, the stage-cost weight
-    weight_decay: float = 1e-4           # λ of λ/2‖w‖²
-    train_subset: int | None = None
-    test_subset: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = False                    # bf16 autocast (GPU)
-    channels_last: bool = True           # channels-last memory format (1.3x the images/s of NCHW on a CPU)
-    compile: str | None = None           # torch.compile mode of the training forward pass (None: eager)
-    sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
-    tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
-    time_limit_s: float | None = None    # training + fine-tuning stop at the first epoch end past it (resume later)
-    eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
-    finetune_epochs: int = 0             # train the SubResNet pruned at the turnpike this many more epochs
 
     def __post_init__(self):
-        _checks.choice("dataset", self.dataset, IMAGE_DATASETS)
-        _checks.choice("variant", self.variant, ("standard", "ws", "full"))
+        super().__post_init__()
         _checks.choice("arch", self.arch, ("standard", "homogeneous"))
-        for name in ("blocks_per_stage", "epochs", "batch_size"):
-            _checks.integer(name, getattr(self, name), minimum=1)
-        _checks.integer("finetune_epochs", self.finetune_epochs, minimum=0)
-        for name in ("train_subset", "test_subset", "width", "subresnet"):
-            if getattr(self, name) is not None:
-                _checks.integer(name, getattr(self, name), minimum=0 if name == "subresnet" else 1)
-        _checks.real("gamma", self.gamma, minimum=0.0, strict_min=self.variant != "standard")
-        _checks.real("weight_decay", self.weight_decay, minimum=0.0)
-        _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
-        _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
-        if self.time_limit_s is not None:
-            _checks.real("time_limit_s", self.time_limit_s, minimum=0.0)
-        for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard"):
-            _checks.boolean(name, getattr(self, name))
-        if self.compile is not None:
-            _checks.choice("compile", self.compile, COMPILE_MODES)
-        self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
-        if self.subresnet is not None and self.variant != "standard":
-            _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
-                         "stage cost, Definition 1)", self.variant)
-        self.device = str(_checks.device("device", self.device))
+        _checks.integer("blocks_per_stage", self.blocks_per_stage, minimum=1)
+        if self.width is not None:
+            _checks.integer("width", self.width, minimum=1)
+        if self.subresnet is not None:
+            _checks.integer("subresnet", self.subresnet, minimum=0)
+            if self.variant != "standard":
+                _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
+                             "stage cost, Definition 1)", self.variant)
+
+    def build_network(self, data) -> PreActResNet:
+        """The configured network (seeded), or its SubResNet-M architecture."""
+        torch.manual_seed(self.seed)
+        common = dict(blocks_per_stage=self.blocks_per_stage, in_channels=data.channels,
+                      num_classes=data.num_classes, exits=self.variant)
+        if self.arch == "homogeneous":
+            net = PreActResNet.homogeneous(width=self.width or _DEFAULT_WIDTH[self.dataset], **common)
+        else:
+            net = PreActResNet.standard(**common)
+        if self.subresnet is not None:
+            if self.subresnet > net.depth:
+                _checks.fail("subresnet", f"a depth of at most {net.depth} blocks", self.subresnet)
+            net = net.subresnet_architecture(self.subresnet)
+        return net
+
+    def describe(self) -> dict:
+        return {"variant": self.variant, "subresnet": self.subresnet}
 
 
 def build_network(config: ResNet54Config, data) -> PreActResNet:
     """The configured network (seeded), or its SubResNet-M architecture."""
-    torch.manual_seed(config.seed)
-    common = dict(blocks_per_stage=config.blocks_per_stage, in_channels=data.channels,
-                  num_classes=data.num_classes, exits=config.variant)
-    if config.arch == "homogeneous":
-        net = PreActResNet.homogeneous(width=config.width or _DEFAULT_WIDTH[config.dataset], **common)
-    else:
-        net = PreActResNet.standard(**common)
-    if config.subresnet is not None:
-        if config.subresnet > net.depth:
-            _checks.fail("subresnet", f"a depth of at most {net.depth} blocks", config.subresnet)
-        net = net.subresnet_architecture(config.subresnet)
-    return net
+    return config.build_network(data)
 
 
-def problem(config: ResNet54Config, net, data) -> OCP:
-    """Objective (3): γ-weighted exit losses, output loss, weight decay λ/2‖w‖²."""
-    loss = CrossEntropy(num_classes=data.num_classes)
-    decay = InputPenalty(config.weight_decay / 2)
-    stage = decay if config.variant == "standard" else config.gamma * loss + decay
-    return OCP(net, data.train_images, data.train_labels.numpy(), stage_cost=stage, terminal_cost=loss)
-
-
-def _tensorboard_writer(folder: Path):
-    """``torch.utils.tensorboard.SummaryWriter`` on ``folder``; a clear error without the package."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        _checks.fail("tensorboard", "the tensorboard package installed (pip install tensorboard)",
-                     "it missing (the per-epoch log.jsonl is written without it)")
-    return SummaryWriter(log_dir=str(folder))
-
-
-class _EpochLog:
-    """Per-epoch JSON lines (objective, lr, time, images/s) from the solver's callback, and the
-    same scalars to TensorBoard when a writer is given.
-
-    One line per epoch, also across stops: a resumed run repeats the steps after its checkpoint, so
-    an epoch logged before the stop is logged again and its new line replaces the old one (the file is
-    rewritten atomically). ``previous`` is the checkpoint's J history: when a stop split an epoch,
-    the J of its steps before the stop come from there, so its mean is the uninterrupted run's."""
-
-    def __init__(self, path: Path, options: dict, steps: int, per_epoch: int, count: int, resume: bool,
-                 tensorboard=None, previous=()):
-        self.path, self.options, self.steps, self.per_epoch, self.count = path, options, steps, per_epoch, count
-        self.tensorboard, self.previous = tensorboard, list(previous)
-        if not resume and path.exists():
-            path.unlink()
-        self.values, self.started = [], time.perf_counter()
-
-    def __call__(self, step, value, module) -> None:
-        if not self.values and step % self.per_epoch:       # resumed inside an epoch: its earlier steps' J
-            self.values = self.previous[step - step % self.per_epoch:step]
-        self.values.append(value)
-        if (step + 1) % self.per_epoch:
-            return
-        seconds = time.perf_counter() - self.started
-        epoch = (step + 1) // self.per_epoch
-        line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
-                "lr": learning_rate(self.options, step, self.steps),     # the lr of the epoch's last step
-                "epoch_time_s": seconds, "images_per_s": self.count / seconds}
-        kept = [text for text in (self.path.read_text().splitlines() if self.path.exists() else [])
-                if json.loads(text)["epoch"] < epoch]
-        write_atomically(self.path, lambda stream: stream.write("".join(f"{text}\n" for text in
-                                                                       [*kept, json.dumps(line)])), "w")
-        if self.tensorboard is not None:
-            for key in ("objective", "lr", "epoch_time_s", "images_per_s"):
-                self.tensorboard.add_scalar(f"train/{key}", line[key], epoch)
-            self.tensorboard.flush()
-        self.values, self.started = [], time.perf_counter()
-
-
-def _objective_history(checkpoint: Path) -> list:
-    """J of every step before a run's checkpoint (empty without one)."""
-    try:
-        return list(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["objective"])
-    except Exception:     # noqa: BLE001 (none, or unreadable: the solve's resume says what is wrong with it)
-        return []
-
-
-def _evaluate_pruned(solution, depth, data, config) -> dict:
-    """Test accuracy and size of the SubResNet-``depth`` cut at the turnpike."""
-    sub = solution.prune(depth).to(config.device).eval()
-    correct = 0
-    with torch.no_grad():
-        for begin in range(0, len(data.test_labels), 512):
-            images = data.test_images[begin:begin + 512].to(config.device)
-            logits = sub(_normalised(images, data))
-            correct += int((logits.argmax(-1).cpu() == data.test_labels[begin:begin + 512]).sum())
-    return {"depth": depth, "test_accuracy": correct / len(data.test_labels), "parameters": sub.parameter_count(),
-            "multiply_adds": sub.exit_costs(*data.test_images.shape[2:])["network"]}
-
-
-def _normalised(images, data):
-    return normalise(images, data.mean, data.std)
-
-
-def _solve_settings(config: ResNet54Config, data) -> dict:
-    """What the run's training and its fine-tuning share: batches, augmentation, device and format."""
-    count = len(data.train_labels)
-    batch = min(config.batch_size, count)
-    flip = config.dataset not in _NO_FLIP
-    return dict(batch_size=batch, checkpoint_every=-(-count // batch), seed=config.seed, device=config.device,
-                test_data=(data.test_images, data.test_labels.numpy()), normalise=(data.mean, data.std),
-                augment=lambda images, generator: augment(images, flip=flip, generator=generator),
-                amp=config.amp, channels_last=config.channels_last, compile=config.compile,
-                sync_batchnorm=config.sync_batchnorm)
-
-
-def _sgd_options(config: ResNet54Config, per_epoch: int) -> dict:
-    """The paper's SGD schedule in steps, every option of the method given (the log reads the lr from it)."""
-    milestones = tuple(m * per_epoch for m in config.milestones)
-    return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum,
-            "schedule": "multistep" if milestones else "constant", "milestones": milestones}
-
-
-#: how a solve stops just after writing its checkpoint: the run is unfinished and --resume continues it
-RESUMABLE_STOPS = (Status.TIME_LIMIT, Status.INTERRUPTED)
-#: settings that may change when a run is resumed (they do not change its result)
-RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile")
-#: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
-RUN_FILES = ("config.json", "metrics.json", "log.jsonl", "checkpoint.pt", "finetune_checkpoint.pt", "network.pt",
-             "*.png", "early_exit.json", "tensorboard")
+def load_data(config: ResNet54Config):
+    """The run's images (its train/test subsets drawn from its seed), on the CPU."""
+    return config.load_data()
 
 
 def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
@@ -234,130 +78,9 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
 
     A folder that holds a run is refused unless ``resume`` (continue it; every setting but
     :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
-    config = ResNet54Config() if config is None else _checks.instance("config", config, ResNet54Config, "a ResNet54Config")
-    out = Path(out) if out is not None else None
-    if resume and overwrite:
-        _checks.fail("overwrite", "False with resume=True (continue the run or replace it, not both)", overwrite)
-    if config.sync_batchnorm and world()[1] == 1:
-        _checks.fail("sync_batchnorm", "it only inside a process group of several ranks (torchrun "
-                     "--nproc-per-node K > 1)", "it in one process")
-    continues = resume and out is not None and holds_run(out)     # config.json is written once, at the start
-    if out is not None and (is_main_process() or not overwrite):    # rank 0 alone removes an overwritten run's files
-        claim_run_folder(out, config, command="resnet54", resume=resume, overwrite=overwrite, resumable=RESUMABLE,
-                         run_files=RUN_FILES, writes=is_main_process())
-    started = time.perf_counter()              # the time limit covers training and fine-tuning
-    data = load_data(config)
-    net = build_network(config, data)
-    ocp = problem(config, net, data)
-    settings = _solve_settings(config, data)
-    per_epoch = settings["checkpoint_every"]
-    options = _sgd_options(config, per_epoch)
-    # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
-    writes = out is not None and is_main_process()
-    tensorboard = _tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
-    log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, len(data.train_labels),
-                     resume, tensorboard, previous=_objective_history(out / "checkpoint.pt") if resume else ())
-           if writes else None)
-    if writes and not continues:
-        write_run_config(out, config, command="resnet54", parameters=net.parameter_count(), world_size=world()[1])
-    solution = solve_ocp(
-        ocp, method="sgd", steps=config.epochs * per_epoch, options=options,
-        checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
-        time_limit=config.time_limit_s, progress=progress, callback=log, **settings)
-    metrics = summarise(solution, config, data, per_epoch)
-    if config.finetune_epochs and metrics["pruned"] and solution.status not in RESUMABLE_STOPS:
-        left = None if config.time_limit_s is None else max(0.0, config.time_limit_s - (time.perf_counter() - started))
-        _, tuned = finetune_pruned(
-            solution.prune(metrics["pruned"]["depth"]), config, data, out=out,   # every rank: the same checkpoints
-            resume=resume, progress=progress, time_limit=left)
-        metrics["pruned"]["finetuned"] = tuned
-        if tuned["status"] in RESUMABLE_STOPS:    # the run is not finished: --resume continues the fine-tuning
-            metrics["status"], metrics["signal"] = tuned["status"], tuned.get("signal")
-            why = "at the time limit" if tuned["status"] == Status.TIME_LIMIT else f"by {tuned['signal']}"
-            metrics["message"] = (f"fine-tuning stopped {why} after {tuned['epochs_done']} of "
-                                  f"{tuned['epochs']} epochs; the same command with --resume continues it")
-    if tensorboard is not None:
-        for key in ("test_accuracy", "train_accuracy"):
-            tensorboard.add_scalar(f"final/{key}", metrics[key], metrics["epochs_done"])
-        for k, (loss, accuracy) in enumerate(zip(metrics["exit_test_loss"], metrics["exit_test_accuracy"])):
-            tensorboard.add_scalar("exits/test_loss", loss, k)           # the curve of Fig. 2-3 over k
-            tensorboard.add_scalar("exits/test_accuracy", accuracy, k)
-        tensorboard.close()
-    if writes:
-        _save_network(out / "network.pt", solution.network, data)
-        write_metrics(out, metrics, RUN_FILES)
-        if plots:
-            from ._conv_plots import resnet54_figures
-            metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
-            write_metrics(out, metrics, RUN_FILES)
-    return metrics
-
-
-def finetune_pruned(network, config: ResNet54Config, data, *, out=None, resume=False, progress=False,
-                    time_limit=None) -> tuple:
-    """Train a pruned SubResNet ``config.finetune_epochs`` more epochs: plain cross-entropy and the run's
-    weight decay (standard training, Definition 1's objective), at the run's last learning rate, with
-    the run's batches and augmentation. Returns (the network, {"epochs", "lr", "test_accuracy", "status",
-    "epochs_done"}); ``time_limit`` (seconds) stops it at the first epoch end past it (status "time_limit").
-
-    Pruning at the turnpike drops the blocks whose residuals are small but not zero; a few epochs let
-    the kept blocks and the head absorb what they contributed (the outlook of the 2025 paper, Sec. 3).
-    ``out``: the run folder, which receives ``finetune_checkpoint.pt`` (``resume`` continues it).
-    """
-    settings = {**_solve_settings(config, data), "seed": config.seed + 1}
-    per_epoch = settings["checkpoint_every"]
-    steps = config.epochs * per_epoch          # the run's schedule at its last step (milestones past it never applied)
-    lr = learning_rate(_sgd_options(config, per_epoch), steps - 1, steps)
-    loss = CrossEntropy(num_classes=data.num_classes)
-    ocp = OCP(network.train(), data.train_images, data.train_labels.numpy(),
-              stage_cost=InputPenalty(config.weight_decay / 2), terminal_cost=loss)
-    solution = solve_ocp(
-        ocp, method="sgd", steps=config.finetune_epochs * per_epoch, options={"lr": lr, "momentum": config.momentum},
-        checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
-        time_limit=time_limit, progress=progress, **settings)
-    return solution.network, {"epochs": config.finetune_epochs, "lr": lr, "test_accuracy": solution.accuracy("test"),
-                              "status": str(solution.status), "signal": solution.extra.get("signal"),
-                              "epochs_done": _steps_taken(solution) // per_epoch}
-
-
-def _steps_taken(solution) -> int:
-    """The optimiser steps a solve took: a stop at a checkpoint evaluated (not updated) the next epoch's first."""
-    return len(solution.history["step"]) - (solution.status in RESUMABLE_STOPS)
-
-
-def _save_network(path, network, data) -> None:
-    """The evaluated network (its exits' statistics recalibrated where they were not trained), atomically."""
-    state = {"state_dict": network.state_dict(), "channels": data.channels, "num_classes": data.num_classes}
-    write_atomically(path, lambda stream: torch.save(state, stream), "wb")
-
-
-def load_data(config: ResNet54Config):
-    """The run's images (its train/test subsets drawn from its seed), on the CPU."""
-    data = load_image_tensors(config.dataset, config.data_dir)
-    if config.train_subset or config.test_subset:
-        data = data.subset(train=config.train_subset, test=config.test_subset, seed=config.seed)
-    return data
-
-
-def _run_file(folder, name: str) -> Path:
-    path = Path(folder) / name
-    if not path.is_file():
-        _checks.fail("folder", f"a finished `turnpike resnet54` run folder with {name}", str(folder))
-    return path
-
-
-def run_config(folder) -> ResNet54Config:
-    """The config a ``turnpike resnet54`` run folder was trained with (its ``config.json``)."""
-    path = _run_file(folder, "config.json")
-    stored = read_json(path, "the config.json of a `turnpike resnet54` run")
-    settings = stored.get("config") if isinstance(stored, dict) else None
-    fields = {field.name for field in dataclasses.fields(ResNet54Config)}
-    if not isinstance(settings, dict) or stored.get("command", "resnet54") != "resnet54" or set(settings) != fields:
-        made_by = stored.get("command", "another command") if isinstance(stored, dict) else "another program"
-        _checks.fail("folder", "a `turnpike resnet54` run folder", f"{folder}, whose config.json was written by "
-                     f"{made_by}")
-    settings["milestones"] = tuple(settings["milestones"])
-    return ResNet54Config(**settings)
+    config = ResNet54Config() if config is None else _checks.instance("config", config, ResNet54Config,
+                                                                      "a ResNet54Config")
+    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress)
 
 
 def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
@@ -365,64 +88,4 @@ def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
     memory format, as evaluated for its metrics: e.g. for :func:`turnpike.early_exit_predict` or
     :meth:`PreActResNet.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
     another network, is a ValueError naming the file."""
-    device = _checks.device("device", device)
-    config = run_config(folder)
-    path = _run_file(folder, "network.pt")
-    saved = "the network a finished `turnpike resnet54` run saved"
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:                         # noqa: BLE001 (truncated, not a torch file, ...)
-        raise ValueError(f"{path}: expected {saved}, got an unreadable file ({type(error).__name__}: "
-                         f"{error})") from None
-    if not isinstance(state, dict) or not {"state_dict", "channels", "num_classes"} <= set(state):
-        raise ValueError(f"{path}: expected {saved} (a dict with state_dict, channels and num_classes), got "
-                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
-    shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
-    network = build_network(config, shape).to(device)
-    try:
-        network.load_state_dict(state["state_dict"])
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ValueError(f"{path}: expected the weights of the network its config.json describes, got others "
-                         f"({str(error).splitlines()[0]})") from None
-    if config.channels_last:         # as it was trained: channels-last inference is 1.6x NCHW's on a CPU
-        network.to(memory_format=torch.channels_last)
-    return network.eval()
-
-
-#: confidence thresholds of the early-exit curve in a run's metrics (1: the full network)
-EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
-
-
-def summarise(solution, config, data, per_epoch) -> dict:
-    train_loss = solution.loss_per_layer("train")
-    eps = config.eps_fraction * max(float(train_loss[0] - train_loss.min()), 1e-12)
-    layer = solution.turnpike_layer(eps)
-    taken = _steps_taken(solution)
-    epochs = max(taken // per_epoch, 1)
-    metrics = {
-        "status": str(solution.status), "message": solution.message, "signal": solution.extra.get("signal"),
-        "objective": solution.objective,
-        "exit_train_loss": train_loss, "exit_test_loss": solution.loss_per_layer("test"),
-        "exit_train_accuracy": solution.accuracy_per_layer("train"),
-        "exit_test_accuracy": solution.accuracy_per_layer("test"),
-        "output_residual_norms": solution.output_residual_norms,
-        "branch_parameter_norms": solution.branch_parameter_norms,
-        "test_accuracy": solution.accuracy("test"), "train_accuracy": solution.accuracy("train"),
-        "parameters": solution.network.parameter_count(), "depth": solution.depth,
-        "multiply_adds": solution.network.exit_costs(*data.test_images.shape[2:])["network"],   # per image
-        "eps": eps, "turnpike_layer": layer,
-        "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
-        "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
-        "images_per_s": epochs * len(data.train_labels) / max(solution.wall_time_s, 1e-9),
-        "epochs": config.epochs, "epochs_done": taken // per_epoch,
-        "variant": config.variant, "subresnet": config.subresnet, "dataset": data.name,
-        "early_exit": _early_exit(solution.network, data, config.device),
-    }
-    return metrics
-
-
-def _early_exit(network, data, device) -> dict:
-    """Test accuracy against mean blocks executed and compute over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
-    images = _normalised(data.test_images, data).to(device)
-    curve = early_exit_curve(network, images, data.test_labels, EARLY_EXIT_THRESHOLDS, batch_size=512)
-    return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks", "mean_compute")}
+    return load_run_network(folder, device=device, command="resnet54")

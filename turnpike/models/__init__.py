@@ -1,0 +1,8 @@
+"""Example networks to bring to turnpike: torchvision's ResNet layout built without torchvision (so that
+:func:`turnpike.residual_network` and ``turnpike train --model resnet18`` work on any machine), and the
+registry of built-in models that ``--model`` names."""
+from ._torchvision_layout import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50, resnet101,
+                                  resnet152, resnext50_32x4d, wide_resnet50_2)
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+           "resnext50_32x4d", "wide_resnet50_2"]
