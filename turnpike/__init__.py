@@ -13,7 +13,7 @@ from ._allocator import retain_freed_memory
 from .systems._resnet import SingleLayerResNet, TwoLayerResNet
 from .systems._shortcut import ShortcutNetwork
 from .systems._activations import ACTIVATIONS
-from . import data, distributed, experiments, theory
+from . import data, distributed, experiments, models, theory
 
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "Network", "NeuralODE", "OCP", "ODESolution", "ODE_METHODS", "PARAMETRISATIONS", "PreActResNet", "ResidualBlock",
     "ResidualNetwork", "ShortcutNetwork", "SingleLayerResNet", "SoftCrossEntropy", "Solution", "Status",
     "TwoLayerResNet", "data", "early_exit_curve", "early_exit_predict", "exceedance_intervals", "layer_statistics",
-    "objective_tensor", "residual_network", "retain_freed_memory", "solve_ocp", "theory",
+    "models", "objective_tensor", "residual_network", "retain_freed_memory", "solve_ocp", "theory",
 ]
 
 #: names that moved out of the top level (deprecated here for one release): name -> its module now

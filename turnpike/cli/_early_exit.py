@@ -10,8 +10,9 @@ FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds"
 
 
 def add_parser(sub):
-    p = sub.add_parser("early-exit", help="early-exit inference of a trained resnet54 run: accuracy vs blocks",
-                       description="Run the test set of a `turnpike resnet54` run folder through its network with "
+    p = sub.add_parser("early-exit", help="early-exit inference of a trained run: accuracy vs blocks",
+                       description="Run the test set of a `turnpike resnet54` or `turnpike train` run folder "
+                                   "through its network with "
                                    "early exit (each image stops at the first exit whose softmax confidence "
                                    "exceeds τ) for several τ; report accuracy, mean blocks executed and images/s, "
                                    "with the run's pruned SubResNet and other runs (--compare) as points.")
@@ -30,19 +31,20 @@ def run(args) -> int:
 
     from .._runs import check_writable_folder, read_json, write_json
     from ..data import normalise
-    from ..experiments._resnet54 import load_data, load_resnet54_network, run_config
+    from ..experiments._training import load_run_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
     # everything read and checked before the curve is computed: a bad input fails in a second
-    metrics = read_json(folder / "metrics.json", "the metrics of a finished `turnpike resnet54` run")
+    metrics = read_json(folder / "metrics.json", "the metrics of a finished `turnpike resnet54` or `train` run")
     others = [(Path(other).name, read_json(Path(other) / "metrics.json", "the metrics of a finished run"))
               for other in args.compare]
     check_writable_folder("RUN", folder)
-    network = load_resnet54_network(folder, device=args.device)
-    data = load_data(run_config(folder))
+    network = load_run_network(folder, device=args.device)
+    config = run_config(folder)
+    data = config.load_data()
     images = normalise(data.test_images, data.mean, data.std).to(args.device)
-    if run_config(folder).channels_last:      # the network's own memory format (load_resnet54_network)
+    if config.channels_last:      # the network's own memory format (load_run_network)
         images = images.contiguous(memory_format=torch.channels_last)
     curve = early_exit_curve(network, images, data.test_labels, args.thresholds, batch_size=args.batch_size,
                              measure_speed=True)

@@ -24,6 +24,7 @@ COMMANDS = {
     "certify": "turnpike.cli._certify",
     "resnet54": "turnpike.cli._resnet54",
     "resnet54-study": "turnpike.cli._study",
+    "train": "turnpike.cli._train",
     "hessian": "turnpike.cli._hessian",
     "depth-bounds": "turnpike.cli._bounds",
     "early-exit": "turnpike.cli._early_exit",

@@ -31,15 +31,23 @@ def add_parser(sub):
 def add_training_arguments(p, *, out: str, seeds: str) -> None:
     """The options of one run's data, network, recipe, speed and seeds, shared by ``resnet54`` and
     ``resnet54-study``; ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
-    from .._distributed import PROCESS_GROUP_TIMEOUT_S
-    from ..backends import COMPILE_MODES
     from ..experiments._resnet54 import ResNet54Config as C
 
     p.add_argument("--arch", default=C.arch, choices=["standard", "homogeneous"])
     p.add_argument("--width", type=int, default=C.width, help="homogeneous width (default 64 CIFAR, 32 MNIST)")
     p.add_argument("--blocks-per-stage", type=int, default=C.blocks_per_stage)
-    p.add_argument("--dataset", default=C.dataset, choices=["cifar10", "cifar100", "mnist", "fashion-mnist"])
-    p.add_argument("--data", default=C.data_dir, help="folder of the data set's files (CIFAR: pickle batches)")
+    add_recipe_arguments(p, C, out=out, seeds=seeds,
+                         data="folder of the data set's files (CIFAR: pickle batches)")
+
+
+def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
+    """The options every training command shares (:class:`TrainingRecipe`'s fields, defaults from the
+    command's config class ``C``): data, recipe, speed, seeds, run folder; ``data`` says what --data is."""
+    from .._distributed import PROCESS_GROUP_TIMEOUT_S
+    from ..backends import COMPILE_MODES
+
+    p.add_argument("--dataset", default=C.dataset, choices=list(C.datasets))
+    p.add_argument("--data", default=C.data_dir, help=data)
     p.add_argument("--epochs", type=int, default=C.epochs)
     p.add_argument("--milestones", type=int_list_or_none, default=C.milestones,
                    help="lr ÷ 10 after these epochs, comma-separated ('' for none: a constant lr)")
@@ -86,19 +94,22 @@ def add_training_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def recipe_settings(args, device, *, seed: int, time_limit) -> dict:
+    """The :class:`TrainingRecipe` fields of the parsed options of :func:`add_recipe_arguments`."""
+    return dict(dataset=args.dataset, data_dir=args.data, epochs=args.epochs, milestones=args.milestones, lr=args.lr,
+                weight_decay=args.weight_decay, train_subset=args.train_subset, test_subset=args.test_subset,
+                batch_size=args.batch_size, gamma=args.gamma, eps_fraction=args.eps_fraction, device=device,
+                amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard, time_limit_s=time_limit,
+                finetune_epochs=args.finetune_epochs, seed=seed)
+
+
 def training_config(args, device, *, seed: int, time_limit, **settings):
     """The :class:`ResNet54Config` of the parsed training options (and ``settings``, e.g. the variant)."""
     from ..experiments._resnet54 import ResNet54Config
 
-    return ResNet54Config(dataset=args.dataset, data_dir=args.data, arch=args.arch, width=args.width,
-                          blocks_per_stage=args.blocks_per_stage, epochs=args.epochs,
-                          milestones=args.milestones, lr=args.lr, weight_decay=args.weight_decay,
-                          train_subset=args.train_subset, test_subset=args.test_subset,
-                          batch_size=args.batch_size, gamma=args.gamma,
-                          eps_fraction=args.eps_fraction, device=device, amp=args.amp,
-                          channels_last=args.channels_last, compile=args.compile,
-                          sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard,
-                          time_limit_s=time_limit, finetune_epochs=args.finetune_epochs, seed=seed, **settings)
+    return ResNet54Config(arch=args.arch, width=args.width, blocks_per_stage=args.blocks_per_stage,
+                          **recipe_settings(args, device, seed=seed, time_limit=time_limit), **settings)
 
 
 def run(args) -> int:
@@ -198,7 +209,8 @@ def _summarise_seeds(runs: list, out: Path) -> None:
 
 
 def report(m: dict, out) -> None:
-    print(f"\n{m['dataset']} {m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
+    model = f"{m['model']} " if m.get("model") else ""
+    print(f"\n{m['dataset']} {model}{m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
           f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {out}")
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "
           f"k=0: {m['exit_test_accuracy'][0]:.3f}, k=N: {m['exit_test_accuracy'][-1]:.3f}")

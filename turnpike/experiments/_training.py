@@ -99,7 +99,7 @@ class TrainingRecipe:
         _checks.real("weight_decay", self.weight_decay, minimum=0.0)
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
-        _checks.real("momentum", self.momentum, minimum=0.0, maximum=1.0)
+        _checks.real("momentum", self.momentum, minimum=0.0, maximum=1.0, strict_max=True)
         if self.time_limit_s is not None:
             _checks.real("time_limit_s", self.time_limit_s, minimum=0.0)
         for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard"):

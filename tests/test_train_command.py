@@ -1,0 +1,161 @@
+"""``turnpike train`` (issue 22): the user's residual network (built-in, MODULE:FACTORY, FILE.py:FACTORY, generic
+form) trained with stage costs through its skip-path exits on a built-in data set or an image folder, with the
+run folder, resume, early exit and errors of every training command."""
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import turnpike as tp
+from turnpike.cli._main import main
+from turnpike.data import load_image_tensors, normalise
+from turnpike.experiments import TrainConfig, load_run_network, run_config
+
+TINY = ["--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true", "--epochs", "2",
+        "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32", "--quiet"]
+
+FACTORY = '''
+import torch
+from torch import nn
+import turnpike as tp
+
+
+def branch(width):
+    return nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False))
+
+
+def build(num_classes, in_channels, width=3, blocks=3, exits="ws"):
+    """A pre-activation net given by its parts (not torchvision's layout)."""
+    stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+    head = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, num_classes))
+    return tp.residual_network(stem=stem, blocks=[(branch(width), None, None) for _ in range(blocks)], head=head,
+                               exits=exits)
+
+
+def no_classes():
+    return tp.models.resnet18(num_classes=7, in_channels=1, base=2, small_stem=True)
+
+
+def not_a_module(num_classes):
+    return "a network"
+'''
+
+
+@pytest.fixture()
+def factory_file(tmp_path):
+    path = tmp_path / "my_nets.py"
+    path.write_text(textwrap.dedent(FACTORY))
+    return path
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_a_built_in_model_trains_and_its_folder_serves_early_exit(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--no-plots"]) == 0
+    metrics = _metrics(out)
+    assert metrics["model"] == "resnet18" and metrics["variant"] == "ws" and metrics["depth"] == 8
+    assert len(metrics["exit_test_loss"]) == 9 and metrics["status"] == "max_steps"
+    config = run_config(out)
+    assert isinstance(config, TrainConfig) and config.model_options == {"base": 2, "small_stem": True}
+    # the saved network is the evaluated one: its exits reproduce the metrics
+    network = load_run_network(out)
+    assert isinstance(network, tp.ResidualNetwork) and not network.training
+    data = load_image_tensors("mnist").subset(train=64, test=32, seed=0)
+    with torch.no_grad():
+        logits = network.exit_logits(normalise(data.test_images, data.mean, data.std))
+    accuracy = (logits.argmax(-1) == data.test_labels[None]).double().mean(1)
+    np.testing.assert_allclose(accuracy.numpy(), metrics["exit_test_accuracy"], atol=1e-12)
+    assert main(["early-exit", str(out), "--no-plots", "--thresholds", "0,1"]) == 0
+    curve = json.loads((out / "early_exit.json").read_text())
+    assert curve["accuracy"][-1] == pytest.approx(metrics["test_accuracy"]) and curve["mean_blocks"][-1] == 8
+    assert "mnist resnet18 ws: N = 8" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_changed_model_option_and_resumes_the_same_settings(tmp_path, capsys):
+    split = tmp_path / "split"
+    first = [*TINY[:TINY.index("--epochs")], "--epochs", "1", *TINY[TINY.index("--epochs") + 2:]]
+    assert main(["train", *first, "--out", str(split), "--no-plots"]) == 0
+    before = {p.name: p.read_bytes() for p in split.iterdir()}
+    changed = [a if a != "base=2" else "base=3" for a in TINY]
+    assert main(["train", *changed, "--out", str(split), "--no-plots", "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "model_options" in error and "base" in error and "Traceback" not in error
+    assert {p.name: p.read_bytes() for p in split.iterdir()} == before          # nothing touched
+    finished = _metrics(split)
+    assert main(["train", *first, "--out", str(split), "--no-plots", "--resume"]) == 0   # the same settings: resumed
+    assert _metrics(split)["exit_test_loss"] == finished["exit_test_loss"]
+    assert main(["train", *first, "--out", str(split), "--no-plots"]) == 2               # neither: refused
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_a_factory_from_a_file_and_from_a_module_gives_the_same_run(tmp_path, factory_file, monkeypatch):
+    by_file, by_module = tmp_path / "file", tmp_path / "module"
+    common = ["--dataset", "mnist", "--epochs", "1", "--milestones", "", "--train-subset", "64", "--test-subset",
+              "32", "--batch-size", "32", "--quiet", "--no-plots", "--model-option", "blocks=2"]
+    assert main(["train", "--model", f"{factory_file}:build", *common, "--out", str(by_file)]) == 0
+    monkeypatch.chdir(factory_file.parent)          # MODULE:FACTORY is found in the current folder, as python -m
+    assert main(["train", "--model", "my_nets:build", *common, "--out", str(by_module)]) == 0
+    a, b = _metrics(by_file), _metrics(by_module)
+    assert a["depth"] == b["depth"] == 2 and a["exit_test_loss"] == b["exit_test_loss"]
+    assert run_config(by_file).model == f"{factory_file.resolve()}:build"      # absolute: rebuilt from anywhere
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_run_network(by_file).depth == 2
+
+
+def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("cats", "dogs")):
+        folder = tmp_path / "pets" / name
+        folder.mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 128, (12, 10, 3), dtype=np.uint8) + 100 * label     # two separable classes
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "pets"), "--test-fraction", "0.2", "--image-size", "8",
+                 "--model-option", "base=2", "--model-option", "small_stem=true", "--epochs", "3", "--milestones",
+                 "", "--batch-size", "8", "--lr", "0.05", "--quiet", "--no-plots", "--out", str(out)]) == 0
+    metrics = _metrics(out)
+    assert metrics["dataset"] == "pets" and len(metrics["exit_test_accuracy"]) == 9
+    assert run_config(out).flips                  # natural images: flipped unless --no-flip
+
+
+@pytest.mark.parametrize("arguments, names", [
+    (["--model", "resnet19"], ["--model", "resnet18, resnet34"]),
+    (["--model", "no_such_package.nets:build"], ["--model", "no module named 'no_such_package'"]),
+    (["--model", "FILE:missing"], ["--model", "FACTORY defined in"]),
+    (["--model", "FILE:not_a_module"], ["--model", "returned a str"]),
+    (["--model", "FILE:no_classes"], ["--model", "10 outputs"]),
+    (["--model", "FILE:build", "--variant", "full"], ["--variant", "exits='full'"]),
+    (["--model-option", "depth=3"], ["--model-option", "depth", "small_stem"]),
+    (["--model-option", "3d=1"], ["--model-option", "KEY=VALUE"]),
+    (["--dataset", "folder"], ["--data", "available here: --dataset mnist"]),
+    (["--data", "DIR/none", "--dataset", "folder"], ["none"]),
+    (["--test-fraction", "1"], ["--test-fraction", "< 1"]),
+    (["--image-channels", "2"], ["--image-channels"]),
+])
+def test_bad_train_arguments_are_one_line_errors_naming_the_flag(arguments, names, tmp_path, factory_file, capsys):
+    arguments = [a.replace("FILE", str(factory_file)).replace("DIR", str(tmp_path)) for a in arguments]
+    base = ["--dataset", "mnist", "--epochs", "1", "--train-subset", "32", "--test-subset", "16", "--quiet",
+            "--no-plots"] if "--dataset" not in arguments else ["--epochs", "1", "--quiet", "--no-plots"]
+    out = tmp_path / "run"
+    assert main(["train", *base, *arguments, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    last = error.strip().splitlines()[-1]           # argparse's own errors come after its usage lines
+    assert last.startswith("turnpike train: error: ") and "Traceback" not in error
+    for name in names:
+        assert name in last
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_train_help_shows_every_default(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for default in ("default: resnet18", "default: ws", "default: folder", "default: 165", "default: 0.02"):
+        assert default in " ".join(text.split())

@@ -1,0 +1,87 @@
+"""``turnpike train``: stage costs, turnpike, pruning and early exit for the user's own residual network."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from ._args import resume_notice
+
+#: config fields whose flag is not the field's name (errors name the flag the user typed)
+FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs",
+         "model_options": "--model-option"}
+
+
+def _option(text: str) -> tuple:
+    """KEY=VALUE -> (KEY, VALUE), VALUE read as JSON where it is JSON (16, true, 0.5, "a"), else as a string."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_parser(sub):
+    from ..experiments._train import TrainConfig as C    # defaults defined once, in the config
+    from ..models import BUILT_IN_MODELS
+    from ._resnet54 import add_recipe_arguments
+
+    p = sub.add_parser("train", help="your residual network with stage costs: exits, turnpike, pruning, early exit",
+                       description="Train a residual network (a built-in one, or yours: a factory returning a "
+                                   "module with torchvision's ResNet layout or a turnpike.ResidualNetwork) with "
+                                   "intermediate-output stage costs through its skip-path exits (or standard "
+                                   "training), on an image folder or a built-in data set; report per-exit losses, "
+                                   "the turnpike and the pruned network. Defaults are the 2025 paper's recipe.")
+    p.add_argument("--model", default=C.model, metavar="NAME|MODULE:FACTORY|FILE.py:FACTORY",
+                   help=f"a built-in model ({', '.join(BUILT_IN_MODELS)}), or a callable returning your "
+                        "nn.Module, imported from the current folder or sys.path (default: %(default)s)")
+    p.add_argument("--model-option", dest="model_options", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="a keyword of the model's factory (repeat; VALUE read as JSON, e.g. "
+                                             "base=16, small_stem=true); num_classes and in_channels come from "
+                                             "the data where the factory takes them")
+    p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"],
+                   help="exits sharing the network's weights (ws), with their own (full), or standard training "
+                        "(default: %(default)s)")
+    add_recipe_arguments(p, C, out="runs/train", seeds="several seeds, e.g. 1-10: one sub-folder per seed, a "
+                                                     "summary table and OUT/seeds.json",
+                         data="image folder (one sub-folder per class; train/ and val/ inside, or "
+                              "--test-fraction), or the files of --dataset")
+    p.add_argument("--image-size", type=int, default=C.image_size, help="folder images resized to this square")
+    p.add_argument("--image-channels", type=int, default=C.image_channels, choices=[1, 3],
+                   help="folder images as RGB (3) or grey (1)")
+    p.add_argument("--test-fraction", type=float, default=C.test_fraction,
+                   help="folder without train/ and val/: the share of each class held out for testing")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=C.flip,
+                   help="random horizontal flips of training images (default: yes except for digits and clothes)")
+    return p
+
+
+def run(args) -> int:
+    from .._distributed import is_main_process
+    from ._resnet54 import _summarise_seeds, exit_status, over_seeds
+
+    runs = over_seeds(args, _train)
+    if is_main_process() and args.seeds and len(args.seeds) > 1:
+        _summarise_seeds(runs, Path(args.out))
+    return exit_status(runs[-1][1])
+
+
+def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
+    from .._distributed import is_main_process
+    from ..experiments._train import TrainConfig, run_train
+    from ._resnet54 import recipe_settings, report
+
+    config = TrainConfig(model=args.model, model_options=dict(args.model_options), variant=args.variant,
+                         image_size=args.image_size, image_channels=args.image_channels,
+                         test_fraction=args.test_fraction, flip=args.flip,
+                         **recipe_settings(args, device, seed=seed, time_limit=time_limit))
+    if is_main_process():
+        resume_notice("train", SimpleNamespace(resume=args.resume, out=folder))
+    metrics = run_train(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.quiet and is_main_process())
+    if is_main_process():
+        report(metrics, folder)
+    return metrics

@@ -1,0 +1,109 @@
+r"""``turnpike train``: the 2025 paper's method for any residual network, as one reusable run.
+
+The user's network (a built-in model of :mod:`turnpike.models`, or a factory ``PACKAGE.MODULE:FACTORY`` /
+``FILE.py:FACTORY`` returning a module with torchvision's ResNet layout or a :class:`~turnpike.ResidualNetwork`)
+becomes a module system with skip-path exits (:func:`turnpike.residual_network`) and is trained by the shared
+run of :mod:`._training`: objective (3) with ``variant`` "ws" / "full" exits, or standard training, on a
+built-in data set or an image folder (one sub-folder per class), with the same run folder, checkpoints,
+turnpike, pruning and early-exit curve as ``turnpike resnet54``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import _checks
+from ..data import IMAGE_DATASETS, image_folder
+from ..data._images import available_data
+from ..models import build_model, model_factory
+from ..systems import ResidualNetwork, residual_network
+from ._training import TrainingRecipe, run_training
+
+__all__ = ["TrainConfig", "run_train"]
+
+
+@dataclass
+class TrainConfig(TrainingRecipe, command="train"):
+    """A ``turnpike train`` run: the recipe's settings (``dataset`` "folder": ``data_dir`` is an image folder),
+    the model and how a folder's images are read."""
+
+    dataset: str = "folder"              # folder (an image folder, data_dir) | cifar10 | cifar100 | mnist | ...
+    model: str = "resnet18"              # a built-in model, PACKAGE.MODULE:FACTORY or FILE.py:FACTORY
+    model_options: dict = dataclasses.field(default_factory=dict)   # keywords of the model's factory
+    image_size: int = 32                 # folder: images resized (centre crop) to image_size × image_size
+    image_channels: int = 3              # folder: 3 (RGB) or 1 (grey)
+    test_fraction: float | None = None   # folder without train/ and val/: the share of each class held out
+    flip: bool | None = None             # random horizontal flips (None: not for digits and clothes)
+
+    datasets = ("folder",) + IMAGE_DATASETS
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataset == "folder" and self.data_dir is None:
+            _checks.fail("data_dir", "an image folder (one sub-folder per class) for the dataset 'folder', or a "
+                         f"built-in data set instead ({available_data()})", None)
+        if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
+            _checks.fail("model_options", "a dict of keyword arguments of the model's factory", self.model_options)
+        self.model = self._absolute(self.model)
+        model_factory(self.model)             # resolves now: a wrong name fails before any data is read
+        _checks.integer("image_size", self.image_size, minimum=1)
+        _checks.choice("image_channels", self.image_channels, (1, 3))
+        if self.test_fraction is not None:
+            _checks.real("test_fraction", self.test_fraction, minimum=0.0, maximum=1.0, strict_min=True,
+                         strict_max=True)
+        if self.flip is not None:
+            _checks.boolean("flip", self.flip)
+
+    @staticmethod
+    def _absolute(model):
+        """FILE.py:FACTORY with FILE absolute, so that a run folder's config rebuilds it from anywhere."""
+        if isinstance(model, str) and ".py:" in model:
+            file, _, factory = model.rpartition(":")
+            return f"{Path(file).resolve()}:{factory}"
+        return model
+
+    @property
+    def flips(self) -> bool:
+        return super().flips if self.flip is None else self.flip
+
+    def load_data(self):
+        if self.dataset != "folder":
+            return super().load_data()
+        data = image_folder(self.data_dir, size=self.image_size, split=self.test_fraction,
+                            channels=self.image_channels)
+        if self.train_subset or self.test_subset:
+            data = data.subset(train=self.train_subset, test=self.test_subset, seed=self.seed)
+        return data
+
+    def build_network(self, data) -> ResidualNetwork:
+        """The user's model (seeded) as a :class:`ResidualNetwork` with this run's exits."""
+        torch.manual_seed(self.seed)
+        model = build_model(self.model, num_classes=data.num_classes, in_channels=data.channels,
+                            options=self.model_options)
+        if isinstance(model, ResidualNetwork):
+            if model.exits != self.variant:
+                _checks.fail("variant", f"the exits of the ResidualNetwork that {self.model} builds "
+                             f"({model.exits!r}; build it with exits={self.variant!r})", self.variant)
+            network = model
+        else:
+            network = residual_network(model, exits=self.variant)
+        if network.num_classes != data.num_classes:
+            _checks.fail("model", f"a network with {data.num_classes} outputs, the data's classes ({self.model} "
+                         f"has {network.num_classes}; give its factory a num_classes parameter)", self.model)
+        if network.input_shape[0] != data.channels:
+            _checks.fail("model", f"a network of {data.channels}-channel images, the data's ({self.model} takes "
+                         f"{network.input_shape[0]}; give its factory an in_channels parameter)", self.model)
+        return network
+
+    def describe(self) -> dict:
+        return {"variant": self.variant, "model": self.model}
+
+
+def run_train(config: TrainConfig, out=None, *, plots: bool = True, resume: bool = False, overwrite: bool = False,
+              progress: bool = True) -> dict:
+    """Train the configured model, write its run folder, return its metrics (see :func:`run_training`)."""
+    _checks.instance("config", config, TrainConfig, "a TrainConfig")
+    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress)
