@@ -9,7 +9,10 @@ the OCP's, on the readouts (logits) of the layers:
 
 the 2025 paper's objective (3) with ``stage_cost = γ·CrossEntropy + InputPenalty(λ/2)``.
 The stage term needs every exit, :meth:`exit_logits` (batched per stage); without it only
-the output is computed (standard training). The input penalty is the optimiser's weight
+the output is computed (standard training). Its terms are defined once, in
+:mod:`turnpike._objective` (``module_loss_terms``, ``weight_penalty``), where
+:func:`turnpike.objective_tensor` evaluates the same J as a function of the flat parameter
+vector for the Hessian analysis. The input penalty is the optimiser's weight
 decay 2 w_s r on every weight of the network: the residual branches w_F as Theorem 1 asks,
 and the stem, skips, head (and the full variant's exit heads) as in He et al.'s recipe that
 the paper follows, so that standard training is the recipe it is compared against.
@@ -29,6 +32,7 @@ import torch
 
 from .. import _checks
 from .._distributed import world
+from .._objective import module_loss_terms, weight_penalty
 from .._runs import write_atomically
 from ..data import batch_indices
 from ..data._augment import checked_statistics
@@ -283,18 +287,11 @@ class ModuleBackend(Backend):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def loss_terms(self, logits, labels):
-        """J's loss part from the readouts: (N+1, B, C) with a stage cost, else (B, C)."""
-        ocp = self.ocp
+        """J's loss part from the readouts: (N+1, B, C) with a stage cost, else (B, C)
+        (:func:`turnpike._objective.module_loss_terms`, shared with the Hessian analysis)."""
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()                   # costs in float32 under bf16 autocast
-        value = logits.new_zeros(())
-        final = logits[-1] if logits.ndim == 3 else logits
-        if logits.ndim == 3:
-            stage = ocp.stage_state_cost.state_per_sample(logits[:-1], labels)     # (N, B)
-            value = value + self.stage_weight * stage.mean(dim=1).sum()
-        if ocp.terminal_cost is not None and ocp.terminal_weight > 0:
-            value = value + ocp.terminal_weight * ocp.terminal_cost.state_per_sample(final, labels).mean()
-        return value, final
+        return module_loss_terms(self.ocp, logits, labels)
 
     def objective(self, images, labels):
         """The differentiable J (a torch scalar) on a batch of prepared images."""
@@ -310,8 +307,9 @@ class ModuleBackend(Backend):
         return value
 
     def _penalty(self):
-        """w_s r‖w‖² = ½·decay·‖w‖², one fused norm over all parameters, not one reduction per tensor."""
-        return 0.5 * self.decay * torch.stack(torch._foreach_norm(self._decayed)).pow(2).sum()
+        """w_s r‖w‖² = ½·decay·‖w‖² (:func:`turnpike._objective.weight_penalty`), one fused norm over all
+        parameters, not one reduction per tensor."""
+        return weight_penalty(self.ocp, self._decayed, fused=True)
 
     def evaluate(self, phase: int, step: int) -> float:
         self.module.train()

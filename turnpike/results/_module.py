@@ -98,7 +98,8 @@ class ModuleSolution(SolutionOutcome):
             test = exit_statistics(backend, *test_data)
             metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
             residual = test["residual"]
-        penalty = 0.5 * backend.decay * float(sum(p.detach().double().pow(2).sum() for p in module.parameters()))
+        penalty = 0.5 * backend.decay * float(sum(p.detach().double().pow(2).sum() for p in module.parameters()
+                                                  if p.requires_grad))     # the trained weights, as in training
         objective = backend.stage_weight * train["stage"] + ocp.terminal_weight * train["terminal"] + penalty
         if not np.isfinite(objective) and status != Status.DIVERGED:
             status, message = Status.DIVERGED, "the final objective is not finite; lower the learning rate"
