@@ -65,6 +65,8 @@ SMALL = {
               "--no-plots", "--quiet"],                                      # 3 layers, 100 images, 1 epoch
     "resnet54": RESNET_SMALL,
     "resnet54-study": RESNET_SMALL,
+    "train": ["--model-option", "base=2", "--epochs", "1", "--milestones", "", "--train-subset", "64",
+              "--test-subset", "32", "--batch-size", "32", "--no-plots", "--quiet"],   # the doc's model, 2 channels
     "early-exit": ["--thresholds", "0,0.9,1", "--no-plots"],                 # 3 thresholds, each timed
     "depth-bounds": [],
     "certify": [],

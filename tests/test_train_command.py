@@ -159,3 +159,27 @@ def test_train_help_shows_every_default(capsys):
     text = capsys.readouterr().out
     for default in ("default: resnet18", "default: ws", "default: folder", "default: 165", "default: 0.02"):
         assert default in " ".join(text.split())
+
+
+def test_the_demonstration_script_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch, capsys):
+    """experiments/your_network.py (docs/your-network.md's table) on 64 MNIST images: both variants per seed, the
+    table, the summary and the figure; a second γ with --resume reuses the standard runs."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "experiments" / "your_network.py"
+    out = tmp_path / "demo"
+    tiny = ["--dataset", "mnist", "--base", "2", "--epochs", "1", "--milestones", "", "--train-subset", "64",
+            "--test-subset", "32", "--seeds", "1,2", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [str(script), *tiny])
+    runpy.run_path(str(script), run_name="__main__")
+    summary = json.loads((out / "summary-gamma0.02.json").read_text())
+    assert [row["seed"] for row in summary["rows"]] == [1, 2] and (out / "your_network-gamma0.02.png").is_file()
+    assert "standard training: test accuracy" in capsys.readouterr().out
+    standard = (out / "standard" / "seed-1" / "metrics.json").read_bytes()
+    monkeypatch.setattr(sys, "argv", [str(script), *tiny, "--gamma", "0.3", "--resume"])
+    runpy.run_path(str(script), run_name="__main__")
+    assert (out / "ws-gamma0.3" / "seed-2" / "metrics.json").is_file()
+    assert (out / "standard" / "seed-1" / "metrics.json").read_bytes() == standard      # reused, not retrained
+    assert run_config(out / "ws-gamma0.3" / "seed-1").gamma == 0.3
