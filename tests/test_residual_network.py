@@ -286,12 +286,15 @@ def randomise_preact(pre):
     return pre
 
 
+@pytest.mark.parametrize("batched_exits", [True, None], ids=["batched", "auto"])
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("exits", ["ws", "full"])
 @pytest.mark.parametrize("network", sorted(NETWORKS))
-def test_batched_exits_equal_exits_one_by_one_statistics_included(network, exits, training):
+def test_batched_exits_equal_exits_one_by_one_statistics_included(network, exits, training, batched_exits):
+    """exit_logits batched per stage (the GPU default), and as chosen on a CPU (exit by exit), against exit_logit."""
     batched = randomise(NETWORKS[network](exits)).train(training)
     reference = copy.deepcopy(batched)
+    batched.batched_exits = batched_exits
     x = inputs()
     with torch.no_grad():
         logits = batched.exit_logits(x)
@@ -578,3 +581,17 @@ def test_bf16_autocast_runs_the_exits():
             rough = net.exit_logits(x)
     assert rough.shape == exact.shape and torch.isfinite(rough).all()
     assert (rough.float() - exact).abs().max() < 0.1 * exact.abs().max()
+
+
+@pytest.mark.parametrize("exits", ["ws", "full"])
+@pytest.mark.parametrize("network", ["basic", "bottleneck", "generic-tanh"])
+def test_exit_by_exit_and_batched_exits_give_the_same_gradients(network, exits):
+    """The CPU's exit-by-exit path (which skips the ReLUs that follow a ReLU) trains as the batched one does."""
+    nets = [randomise(NETWORKS[network](exits)).train() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    x = inputs()
+    for net, batched in zip(nets, (True, False)):
+        net.batched_exits = batched
+        (net.exit_logits(x) ** 2).sum().backward()
+    for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12 * float(a.grad.abs().max()), msg=name)

@@ -95,6 +95,10 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         self.num_classes = self._infer_classes(num_classes)
         self._input_shape = self._infer_input_shape(input_shape)
         self._synced_exit_statistics = False   # see synchronise_batch_norm
+        #: how exit_logits computes the exits: True batched per stage, False one exit after the other, None
+        #: (default) batched on GPUs (fewer kernel launches), one by one on CPUs, where stacking the exits costs
+        #: layout copies that made a ResNet-18's stage-cost step 2.1x the standard one (benchmarks/residual_network.py)
+        self.batched_exits = None
         self._counter = None                   # multiply-add counter while exit_costs runs
         self._groups = self._describe_groups()
         self._build_exit_paths()
@@ -228,14 +232,20 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         return states, skips
 
     def exit_logits(self, inputs: Tensor) -> Tensor:
-        """All exits ŷ_0..ŷ_N, batched per stage: (N+1, B, num_classes); row N equals ``forward``."""
+        """All exits ŷ_0..ŷ_N, (N+1, B, num_classes) (batched per stage or one by one: ``batched_exits``); row N
+        equals ``forward``."""
         return self.forward_all(inputs)[0]
 
     def forward_all(self, inputs: Tensor, *, return_states: bool = False) -> tuple:
         """(exit logits (N+1, B, num_classes), [x_0..x_N] if ``return_states`` else None). In training mode each
         exit's BatchNorms use that exit's batch statistics and update its running statistics."""
         states, skips = self._states_and_skips(inputs)
-        logits = self._exit_logits_from(states, skips, _Mode(self.training, False))
+        mode = _Mode(self.training, False)
+        batched = self.batched_exits if self.batched_exits is not None else states[0].device.type != "cpu"
+        if batched:
+            logits = self._exit_logits_from(states, skips, mode)
+        else:          # the same exits and statistics updates (tested), exit by exit
+            logits = torch.stack([self._exit_path(k, states[k], mode, head=True) for k in range(self.depth + 1)])
         return logits, (states if return_states else None)
 
     def exit_logit(self, k: int, x_k: Tensor) -> Tensor:

@@ -349,13 +349,19 @@ class ExitPaths:
     def _exit_path(self, k: int, x_k: Tensor, mode: _Mode, *, head: bool) -> Tensor:
         """P_{N-1}(⋯ P_k(x_k)) skip path by skip path, then the head if ``head``: (B, ...) for exit k alone."""
         x = x_k[:, None]
+        # x_k (k > 0) is the output of block k-1's activation: a ReLU there makes the next identity blocks' ReLUs
+        # the identity (ReLU∘ReLU = ReLU), skipped; the parameters' gradients are the same, the upstream ReLU
+        # zeroing what the skipped one would have
+        rectified = k > 0 and type(self.blocks[k - 1].activation) is nn.ReLU
         for j in range(k, self.depth):
             block = self.blocks[j]
             if block.projection:
                 x = self._run(self._paths[j], x, k, mode)
+                rectified = False
             activation = self._activation(j)
-            if activation is not None:
+            if activation is not None and not (rectified and type(activation) is nn.ReLU):
                 x = self._stacked(activation, x)
+                rectified = type(activation) is nn.ReLU
         if head:
             x = self._run(self._paths[self.depth], x, k, mode)
         return x[:, 0]
