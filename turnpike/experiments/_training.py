@@ -21,6 +21,7 @@ epoch), ``checkpoint.pt`` (every epoch, atomic; ``resume=True`` continues a kill
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import time
@@ -49,7 +50,7 @@ _CONFIGS: dict = {}
 
 
 @dataclass
-class TrainingRecipe:
+class TrainingRecipe(abc.ABC):
     """What a training run of a residual network with exits is given: data, variant, schedule, speed."""
 
     dataset: str = "cifar10"             # cifar10 | cifar100 | mnist | fashion-mnist
@@ -115,9 +116,9 @@ class TrainingRecipe:
         return cls(**settings)
 
     # what a command's config says about its own network
+    @abc.abstractmethod
     def build_network(self, data):
         """The configured network (seeded) for ``data`` (its ``channels`` and ``num_classes``)."""
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """The metrics' fields that say which network this is (e.g. the variant)."""
