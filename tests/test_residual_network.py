@@ -595,3 +595,13 @@ def test_exit_by_exit_and_batched_exits_give_the_same_gradients(network, exits):
         (net.exit_logits(x) ** 2).sum().backward()
     for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12 * float(a.grad.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("name, count, depth", [
+    ("resnet18", 11_689_512, 8), ("resnet34", 21_797_672, 16), ("resnet50", 25_557_032, 16),
+    ("resnet101", 44_549_160, 33), ("resnet152", 60_192_808, 50), ("wide_resnet50_2", 68_883_240, 16),
+    ("resnext50_32x4d", 25_028_904, 16)])
+def test_every_built_in_model_has_torchvisions_published_parameter_count(name, count, depth):
+    with torch.device("meta"):        # torchvision's sizes, 1,000 classes, never run
+        net = tp.residual_network(tp.models.BUILT_IN_MODELS[name]())
+    assert net.parameter_count() == count and net.depth == depth
