@@ -6,6 +6,7 @@ user reading a traceback knows what to change without opening the source.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from numbers import Real
 
@@ -171,3 +172,39 @@ def image_batch(name: str, value, shape: tuple):
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         fail(name, "finite values (no NaN or inf)", tensor)
     return tensor
+
+
+def is_dataset(value) -> bool:
+    """Whether ``value`` is a ``torch.utils.data.Dataset`` (without importing torch for numpy-only uses:
+    a Dataset implies torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.utils.data.Dataset)
+
+
+def image_dataset(name: str, value, shape: tuple):
+    """A ``torch.utils.data.Dataset`` of (image, label) pairs whose images have ``shape``: its length and
+    its first item are checked here (the rest as batches are read, by the loader's collation)."""
+    try:
+        count = len(value)
+    except TypeError:
+        fail(name, "a map-style Dataset with a length (len(dataset)), not an iterable-style one", value)
+    if count < 1:
+        fail(name, "a Dataset of at least one (image, label) pair", f"{type(value).__name__} of length 0")
+    item = value[0]
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        fail(f"{name}[0]", "an (image, label) pair", item)
+    import torch
+
+    image = item[0] if isinstance(item[0], torch.Tensor) else torch.as_tensor(np.asarray(item[0]))
+    described = ", ".join("any" if size is None else str(size) for size in shape)
+    if image.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, image.shape)):
+        fail(f"{name}[0][0]", f"an image of shape ({described})", image)
+    if image.dtype != torch.uint8 and not image.is_floating_point():
+        fail(f"{name}[0][0]", "a uint8 or floating-point image", image)
+    label = item[1]
+    integral = (isinstance(label, (int, np.integer)) and not isinstance(label, bool)) or (
+        isinstance(label, torch.Tensor) and label.ndim == 0 and not label.is_floating_point()
+        and label.dtype != torch.bool)
+    if not integral:
+        fail(f"{name}[0][1]", "an integer class label", label)
+    return value

@@ -213,6 +213,9 @@ def module_batch(ocp, inputs, labels, *, dtype, device):
 
     system = ocp.system
     name = "ocp.inputs" if inputs is None else "inputs"
+    if inputs is None and ocp.streamed:
+        _checks.fail("inputs", "a batch of prepared images (the OCP's inputs are a Dataset, read batch by batch: "
+                               "pass inputs= and labels=, e.g. one batch stacked from it)", None)
     images = _checks.image_batch(name, ocp.inputs if inputs is None else inputs, system.input_shape)
     if not images.is_floating_point():
         _checks.fail(name, "floating-point images prepared as in training (the OCP holds no normalisation: pass "

@@ -34,8 +34,8 @@ from .systems._protocol import FlatSystem, System
 @dataclass(frozen=True, eq=False)
 class OCP:
     system: object
-    inputs: np.ndarray            # (D, n) initial states x_0 (flat systems), or (D, *input_shape) images
-    labels: np.ndarray            # (D,) class indices (or any integer tag for tracking costs)
+    inputs: np.ndarray            # (D, n) initial states x_0 (flat systems), (D, *input_shape) images, or a Dataset
+    labels: np.ndarray            # (D,) class indices (or any integer tag for tracking costs); None for a Dataset
     stage_cost: Cost | None = None
     terminal_cost: Cost | None = None
     stage_weight: float = 1.0
@@ -65,6 +65,10 @@ class OCP:
         object.__setattr__(self, "stage_weight", _checks.real("stage_weight", self.stage_weight, minimum=0.0))
         object.__setattr__(self, "terminal_weight",
                            _checks.real("terminal_weight", self.terminal_weight, minimum=0.0))
+        if self.streamed:
+            if self.labels is not None:
+                _checks.fail("labels", "None: a Dataset's items are (image, label) pairs", self.labels)
+            return
         object.__setattr__(self, "labels", _checks.labels("labels", self.labels, count=inputs.shape[0],
                                                           num_classes=self.num_classes))
         for cost in (self.stage_cost, self.terminal_cost):
@@ -77,11 +81,23 @@ class OCP:
             inputs = _checks.finite_array("inputs", self.inputs, ndim=2)
             if inputs.shape[1] != system.state_dim:
                 _checks.fail("inputs", f"shape (D, {system.state_dim}) to match the system's state_dim", inputs)
+        elif _checks.is_dataset(self.inputs):
+            return _checks.image_dataset("inputs", self.inputs, system.input_shape)
         else:
             inputs = _checks.image_batch("inputs", self.inputs, system.input_shape)
         if inputs.shape[0] < 1:
             _checks.fail("inputs", "at least one sample", inputs)
         return inputs
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the inputs are a ``torch.utils.data.Dataset`` read batch by batch."""
+        return _checks.is_dataset(self.inputs)
+
+    @property
+    def sample_count(self) -> int:
+        """D, the number of training samples."""
+        return len(self.inputs) if self.streamed else int(self.inputs.shape[0])
 
     @property
     def depth(self) -> int:

@@ -253,7 +253,8 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
         Seeds the initial parameters and the batch order: equal seeds give equal results.
     test_data : (inputs, labels), optional
         Held-out data; its layer-wise states (flat) or per-exit metrics (module) are in
-        the solution.
+        the solution. For a module system also a ``torch.utils.data.Dataset`` of
+        (image, label) pairs, read in chunks.
     threads : "auto", int or None
         Threads while solving, for torch's intra-op pool and the BLAS library numpy calls
         (through threadpoolctl; both restored afterwards). Small networks are
@@ -330,7 +331,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     divergence_factor = _checks.real("divergence_factor", divergence_factor, minimum=1.0)
     resume, progress = _checks.boolean("resume", resume), _checks.boolean("progress", progress)
     _checks.function("callback", callback, "a callable callback(step, objective, parameters) or None")
-    count = ocp.inputs.shape[0]
+    count = ocp.sample_count
     if batch_size is not None:
         batch_size = min(_checks.integer("batch_size", batch_size, minimum=1), count)
     backend = make_backend(ocp, seed=seed, batch_size=batch_size, device=_checks.device("device", device),

@@ -19,7 +19,9 @@ the paper follows, so that standard training is the recipe it is compared agains
 
 Batches come from a per-epoch permutation seeded by (seed, phase, epoch), and augmentation
 from a generator seeded by (seed, phase, step): a resumed run draws the same batches and
-the same crops. Checkpoints hold the module's parameters *and buffers* (per-exit BatchNorm
+the same crops. The images are tensors held on the device, or a ``torch.utils.data.Dataset``
+(the OCP's inputs, and ``test_data``) read through a ``DataLoader``, batch for batch the same
+(:mod:`turnpike.backends._module_data`). Checkpoints hold the module's parameters *and buffers* (per-exit BatchNorm
 statistics) and the optimiser state.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .._runs import write_atomically
 from ..data import batch_indices
 from ..data._augment import checked_statistics
 from ..results import ModuleSolution
+from ._module_data import checked_workers, data_source
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
 
@@ -85,6 +88,7 @@ class ModuleSettings:
     sync_batchnorm: bool = False
     sync_every: object = "auto"
     compile: str | None = None
+    loader_workers: object = "auto"
 
     def __post_init__(self):
         if self.normalise is not None:
@@ -101,6 +105,8 @@ class ModuleSettings:
             _checks.integer("sync_every", self.sync_every, minimum=1)
         if self.compile is not None:
             _checks.choice("compile", self.compile, COMPILE_MODES)
+        if self.loader_workers != "auto":
+            _checks.integer("loader_workers", self.loader_workers, minimum=0)
 
 
 class ModuleBackend(Backend):
@@ -133,10 +139,17 @@ class ModuleBackend(Backend):
     sync_batchnorm : bool
         Inside a process group: normalise every BatchNorm by the statistics of the whole batch
         over all ranks (:meth:`ModuleSystem.synchronise_batch_norm`) instead of each rank's share.
+    loader_workers : int or "auto"
+        ``DataLoader`` worker processes reading a Dataset (inputs or test data given as one);
+        "auto": 0 on a CPU (decoding in the training process, whose threads use the cores), up to 8
+        on a GPU. Batches are pinned on a GPU.
 
     Inside a process group of K > 1 ranks the module trains through DistributedDataParallel:
     every rank draws the same global batch and keeps its share, its loss scaled by K·b_r/B so
-    that DDP's mean gradient is the whole batch's (:mod:`turnpike._distributed`).
+    that DDP's mean gradient is the whole batch's (:mod:`turnpike._distributed`). A Dataset is read
+    share by share: each rank loads only its own samples (``augment`` then draws on that share, from
+    (seed, phase, step) like one process, so K ranks crop differently from one: augment in the
+    dataset, from (seed, epoch, index), for runs that must not depend on K).
     """
 
     methods = MODULE_METHODS
@@ -161,15 +174,16 @@ class ModuleBackend(Backend):
         self.compile = settings.compile
         self.normalise, self.augment, self.amp = normalise, settings.augment, settings.amp
         self.eval_batch_size = settings.eval_batch_size
-        self.inputs = ocp.inputs.to(device)
+        self.workers = checked_workers(settings.loader_workers, device)
+        self.data = data_source("inputs", ocp.inputs, ocp.labels, device=device, workers=self.workers,
+                                num_classes=ocp.num_classes, seed=seed)
         if normalise is not None:
-            if self.inputs.dtype != torch.uint8:
+            if not self.data.uint8:
                 _checks.fail("normalise", "None for floating-point inputs (it scales and normalises uint8 "
                                           "images; pass float images normalised already)", normalise)
-            self._mean, self._std = checked_statistics(*normalise, self.inputs.shape[1], device=device,
+            self._mean, self._std = checked_statistics(*normalise, self.data.shape[1], device=device,
                                                        dtype=torch.float32)
-        self.labels = torch.as_tensor(ocp.labels, device=device)
-        self.count = self.inputs.shape[0]
+        self.count = self.data.count
         self.test_data = self._check_test_data(test_data)
         self.stage_weight = ocp.stage_weight if ocp.stage_state_cost is not None else 0.0
         self._forward = self._training_forward()
@@ -180,7 +194,7 @@ class ModuleBackend(Backend):
         self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
         sync_every = settings.sync_every
         self.sync_every = (self.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" else sync_every
-        self._order = (None, None)
+        self._order = (None, None, None)
         self._last = None                   # (final logits, labels) of the latest batch
         self._saved = [torch.empty_like(t) for t in self._state_tensors()]
         # BatchNorm buffers as they were before the latest forward pass: a checkpoint taken
@@ -219,19 +233,31 @@ class ModuleBackend(Backend):
         return forward if self.compile is None else torch.compile(forward, mode=self.compile)
 
     def _check_test_data(self, test_data):
+        """The test set's source: (images, labels) or a Dataset of (image, label) pairs."""
         if test_data is None:
             return None
-        images = _checks.image_batch("test_data[0]", test_data[0], self.ocp.system.input_shape)
-        if (images.dtype == torch.uint8) != (self.inputs.dtype == torch.uint8):   # prepared like the inputs
-            kind = "uint8" if self.inputs.dtype == torch.uint8 else "floating-point"
+        shape, kind = self.ocp.system.input_shape, "uint8" if self.data.uint8 else "floating-point"
+        if isinstance(test_data, torch.utils.data.Dataset):
+            _checks.image_dataset("test_data", test_data, shape)
+            source = data_source("test_data", test_data, None, device=self.device, workers=self.workers,
+                                 num_classes=self.ocp.num_classes, seed=self.seed)
+            if source.uint8 != self.data.uint8:                     # prepared like the inputs
+                _checks.fail("test_data", f"{kind} images like the training inputs", test_data[0][0])
+            return source
+        if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
+            _checks.fail("test_data", "(images, labels) or a torch.utils.data.Dataset of (image, label) pairs",
+                         test_data)
+        images = _checks.image_batch("test_data[0]", test_data[0], shape)
+        if (images.dtype == torch.uint8) != self.data.uint8:
             _checks.fail("test_data[0]", f"{kind} images like the training inputs", images)
         labels = _checks.labels("test_data[1]", np.asarray(test_data[1]), count=images.shape[0],
                                 num_classes=self.ocp.num_classes)
-        return images, labels
+        return data_source("test_data", images, labels, device=self.device, workers=self.workers,
+                           num_classes=self.ocp.num_classes, seed=self.seed)
 
     def fingerprint(self) -> dict:
         saved = {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
-                 "data": list(self.inputs.shape), "amp": self.amp}
+                 "data": list(self.data.shape), "amp": self.amp}
         if self.world_size > 1 and not self.sync_batchnorm:
             saved["batch_norm_shards"] = self.world_size      # BN statistics of B/K samples: other steps
         return saved
@@ -252,27 +278,41 @@ class ModuleBackend(Backend):
         """(prepared images, labels, loss scale) of ``step``'s batch: this rank's share of it inside a
         process group, whose loss is scaled by K·b_r/B so that DDP's mean of the ranks' gradients is
         the gradient of the whole batch's mean (1 in one process)."""
-        scale = 1.0
-        if self.batch_size is None or self.batch_size == self.count:
-            index = None
+        epoch, position = divmod(step, self.per_epoch)
+        batches = self._epoch_batches(phase, epoch)
+        index, size = batches[position], self.count if batches[position] is None else len(batches[position])
+        if self.data.streamed:      # this rank's share only, read from the dataset
+            images, labels = self.data.batch((phase, epoch), epoch, position, self._order[2])
         else:
-            epoch, position = divmod(step, self.per_epoch)
-            if self._order[0] != (phase, epoch):
-                # one permutation per (seed, phase, epoch): a resumed run draws the same batches
-                self._order = ((phase, epoch), batch_indices(self.count, self.batch_size,
-                                                             seed=self.seed * 7919 + phase, epoch=epoch,
-                                                             device=self.device))
-            index = self._order[1][position]
-        images = self.inputs if index is None else self.inputs[index]
-        labels = self.labels if index is None else self.labels[index]
+            images, labels = self.data.batch(index)
         if self.augment is not None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(hash((self.seed, phase, step)) & 0x7FFF_FFFF_FFFF)
             images = self.augment(images, generator)      # the global batch's draws on every rank
+        scale = 1.0
         if self.world_size > 1:
-            images, labels = self._share(images), self._share(labels)
-            scale = self.world_size * labels.shape[0] / _samples_in(index, self.count)
+            if not self.data.streamed:
+                images, labels = self._share(images), self._share(labels)
+            scale = self.world_size * labels.shape[0] / size
         return self.prepare(images), labels, scale
+
+    def _epoch_batches(self, phase: int, epoch: int) -> list:
+        """The epoch's global batches (index tensors; [None] for the full batch), drawn once per
+        (seed, phase, epoch) so that a resumed run draws the same ones; for a Dataset also this
+        rank's share of each, as lists of sample indices (``_order[2]``)."""
+        if self._order[0] == (phase, epoch):
+            return self._order[1]
+        if self.batch_size is None or self.batch_size == self.count:
+            batches = [None]
+        else:
+            batches = batch_indices(self.count, self.batch_size, seed=self.seed * 7919 + phase, epoch=epoch,
+                                    device="cpu" if self.data.streamed else self.device)
+        shares = None
+        if self.data.streamed:
+            shares = [self._share(torch.arange(self.count) if index is None else index).tolist()
+                      for index in batches]
+        self._order = ((phase, epoch), batches, shares)
+        return batches
 
     def _share(self, batch):
         """This rank's contiguous share of a global batch (shares differ by at most one sample)."""

@@ -8,6 +8,7 @@ from ._folder import IMAGE_EXTENSIONS, ImageFolderDataset, ImageFolderTensors, i
 from ._idx import load_idx_split, read_idx, write_idx
 from ._images import DATASETS, ImageDataset, load_images, load_raw_images
 from ._spirals import two_spirals
+from ._streams import SupportsEpoch, SupportsUnaugmented
 from ._whiten import WhiteningTransform, whitened_regression_data, whitening
 
 __all__ = ["DATASETS", "IMAGE_DATASETS", "ImageDataset", "ImageTensors", "augment", "batch_indices",
@@ -15,3 +16,4 @@ __all__ = ["DATASETS", "IMAGE_DATASETS", "ImageDataset", "ImageTensors", "augmen
            "load_raw_images", "normalise", "random_crop", "random_flip", "read_cifar", "read_idx", "two_spirals",
            "WhiteningTransform", "whitened_regression_data", "whitening", "write_idx"]
 __all__ += ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderTensors", "image_folder", "image_folder_datasets"]
+__all__ += ["SupportsEpoch", "SupportsUnaugmented"]

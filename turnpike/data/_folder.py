@@ -294,7 +294,7 @@ def _random_box(rng: np.random.Generator, width: int, height: int, scale, ratio)
 
 def _array(image) -> np.ndarray:
     """A Pillow RGB / L image as a writable uint8 array (C, H, W)."""
-    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = np.array(image, dtype=np.uint8)          # a copy: Pillow's buffer is read-only
     return np.ascontiguousarray(pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None])
 
 
@@ -464,6 +464,16 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose augmentation the next reads draw (before ``iter(loader)`` for that epoch)."""
         self._epoch.fill_(integer("epoch", epoch, minimum=0))
+
+    def unaugmented(self) -> ImageFolderDataset:
+        """The same images in the same order, resized as ``fit`` says and not augmented (what
+        :func:`image_folder` decodes): the solution evaluates the training set on these."""
+        return ImageFolderDataset._from_samples(self.root, self.classes, self.samples,
+                                                {**self._current_settings(), "augment": False})
+
+    def _current_settings(self) -> dict:
+        return {key: getattr(self, key) for key in
+                ("size", "channels", "fit", "augment", "crop_scale", "crop_ratio", "flip", "seed")}
 
     def __len__(self) -> int:
         return len(self.samples)

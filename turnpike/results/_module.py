@@ -27,19 +27,14 @@ from .. import _checks
 from ._solution import SolutionOutcome, Status, turnpike_layer_of
 
 
-def _chunks(images, labels, size):
-    for begin in range(0, images.shape[0], size):
-        yield images[begin:begin + size], labels[begin:begin + size]
-
-
 @torch.no_grad()
-def exit_statistics(backend, images, labels) -> dict:
-    """Per-exit mean loss, accuracy, stage-cost value and output residuals over a data set."""
+def exit_statistics(backend, source) -> dict:
+    """Per-exit mean loss, accuracy, stage-cost value and output residuals over a data set (the backend's
+    source of it: :mod:`turnpike.backends._module_data`)."""
     module, ocp = backend.module, backend.ocp
     loss_cost = ocp.terminal_cost or ocp.stage_state_cost
-    labels = torch.as_tensor(np.asarray(labels), device=backend.device)
     totals = {"loss": 0.0, "correct": 0.0, "residual": 0.0, "stage": 0.0}
-    for chunk, chunk_labels in _chunks(images.to(backend.device), labels, backend.eval_batch_size):
+    for chunk, chunk_labels in source.chunks(backend.eval_batch_size):
         with backend.autocast():
             logits = module.exit_logits(backend.prepare(chunk))
         logits = logits.float()                                                   # (N+1, b, C)
@@ -53,7 +48,7 @@ def exit_statistics(backend, images, labels) -> dict:
             totals.setdefault("terminal", 0.0)
             totals["terminal"] = totals["terminal"] + ocp.terminal_cost.state_per_sample(
                 logits[-1], chunk_labels).sum().double()
-    count = images.shape[0]
+    count = source.count
     value = lambda key: np.asarray(torch.as_tensor(totals[key]).cpu(), dtype=np.float64) / count   # noqa: E731
     return {"loss": value("loss"), "accuracy": value("correct"), "residual": np.sqrt(value("residual")),
             "stage": float(value("stage")), "terminal": float(value("terminal")) if "terminal" in totals else 0.0}
@@ -89,13 +84,12 @@ class ModuleSolution(SolutionOutcome):
         if backend.stage_weight == 0:
             # exits never trained: their BatchNorm statistics come from the training set, post hoc
             module.recalibrate_exit_statistics(
-                backend.prepare(images) for images, _ in _chunks(backend.inputs, backend.labels,
-                                                                  backend.eval_batch_size))
-        train = exit_statistics(backend, backend.inputs, ocp.labels)
+                backend.prepare(images) for images, _ in backend.data.chunks(backend.eval_batch_size))
+        train = exit_statistics(backend, backend.data)
         metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"]}
         residual = train["residual"]
         if test_data is not None:
-            test = exit_statistics(backend, *test_data)
+            test = exit_statistics(backend, test_data)
             metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
             residual = test["residual"]
         penalty = 0.5 * backend.decay * float(sum(p.detach().double().pow(2).sum() for p in module.parameters()
