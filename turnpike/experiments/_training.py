@@ -263,13 +263,20 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
         _checks.fail("sync_batchnorm", "it only inside a process group of several ranks (torchrun "
                      "--nproc-per-node K > 1)", "it in one process")
     continues = resume and out is not None and holds_run(out)     # config.json is written once, at the start
+    created = out is not None and not out.exists()
     if out is not None and (is_main_process() or not overwrite):    # rank 0 alone removes an overwritten run's files
         claim_run_folder(out, config, command=command, resume=resume, overwrite=overwrite, resumable=RESUMABLE,
                          run_files=RUN_FILES, writes=is_main_process())
     started = time.perf_counter()              # the time limit covers training and fine-tuning
-    data = config.load_data()
-    net = config.build_network(data)
-    ocp = problem(config, net, data)
+    try:
+        data = config.load_data()
+        net = config.build_network(data)
+        ocp = problem(config, net, data)
+    except BaseException:
+        # data or model refused: a folder this run created stays no empty leftover that looks like a run
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     settings = _solve_settings(config, data)
     per_epoch = settings["checkpoint_every"]
     options = _sgd_options(config, per_epoch)
