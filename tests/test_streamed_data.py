@@ -1,6 +1,8 @@
 """Issue 22: a torch Dataset read batch by batch through a DataLoader trains exactly as the same
 images held in memory, with workers, after a resume, and in a process group; bad datasets get
 clear errors."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -156,7 +158,7 @@ class Endless(torch.utils.data.IterableDataset):
 ])
 def test_bad_datasets_are_refused_when_the_ocp_is_built(inputs, labels, name, message):
     ocp = tiny_ocp(tiny_net("ws"))
-    with pytest.raises(ValueError, match=rf"^{__import__('re').escape(name)}: expected .*{message}"):
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}: expected .*{message}"):
         tp.OCP(ocp.system, inputs, labels, stage_cost=ocp.stage_cost, terminal_cost=ocp.terminal_cost)
 
 

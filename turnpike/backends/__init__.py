@@ -57,12 +57,11 @@ def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None
     if batch_size is not None:
         batch_size = _checks.integer("batch_size", batch_size, minimum=1)
     device = _checks.device("device", device)
-    streamed_test = system_streams(ocp.system) and _checks.is_dataset(test_data)
-    if test_data is not None and not streamed_test and (not isinstance(test_data, (tuple, list))
-                                                        or len(test_data) != 2):
+    streams = system_streams(ocp.system)
+    if test_data is not None and not (streams and _checks.is_dataset(test_data)) \
+            and (not isinstance(test_data, (tuple, list)) or len(test_data) != 2):
         _checks.fail("test_data", "a pair (inputs, labels)" + (" or a torch.utils.data.Dataset of (image, label) "
-                                                                "pairs" if system_streams(ocp.system) else ""),
-                     test_data)
+                                                                "pairs" if streams else ""), test_data)
     if settings is not None and not isinstance(settings, Mapping):
         _checks.fail("settings", "a dict of the system kind's settings", settings)
     system = ocp.system

@@ -244,9 +244,6 @@ class ModuleBackend(Backend):
             if source.uint8 != self.data.uint8:                     # prepared like the inputs
                 _checks.fail("test_data", f"{kind} images like the training inputs", test_data[0][0])
             return source
-        if not isinstance(test_data, (tuple, list)) or len(test_data) != 2:
-            _checks.fail("test_data", "(images, labels) or a torch.utils.data.Dataset of (image, label) pairs",
-                         test_data)
         images = _checks.image_batch("test_data[0]", test_data[0], shape)
         if (images.dtype == torch.uint8) != self.data.uint8:
             _checks.fail("test_data[0]", f"{kind} images like the training inputs", images)

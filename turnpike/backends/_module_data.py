@@ -15,6 +15,7 @@ same images for any worker count and after a resume in mid-epoch.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -142,7 +143,5 @@ def data_source(name: str, inputs, labels, *, device, workers: int, num_classes,
 def checked_workers(value, device) -> int:
     """``loader_workers``: "auto" is 0 on a CPU (the training threads use its cores) and up to 8 on a GPU."""
     if value == "auto":
-        import os
-
         return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     return _checks.integer("loader_workers", value, minimum=0)
