@@ -170,6 +170,11 @@ CASES = [
     ("train-epochs-0", ["train", "--dataset", "mnist", "--epochs", "0", "--out", "{new}"], "--epochs"),
     ("train-image-size-0", ["train", "--dataset", "mnist", "--image-size", "0", "--out", "{new}"], "--image-size"),
     ("train-out-holds-other-run", ["train", "--dataset", "mnist", "--out", "{resnet}"], "resnet54 run"),
+    ("train-study-subresnets-deep", ["train-study", "--dataset", "mnist", "--subresnets", "8", "--model-option",
+                                     "base=2", "--out", "{new}"], "N = 8"),
+    ("train-study-no-folder", ["train-study", "--out", "{new}"], "--data"),
+    ("train-study-model-unknown", ["train-study", "--dataset", "mnist", "--model", "resnet", "--out", "{new}"],
+     "--model"),
     ("train-resume-other-run", ["train", "--dataset", "mnist", "--resume", "--out", "{resnet}"], "resnet54"),
     ("train-out-file", ["train", "--dataset", "mnist", "--out", "{file}"], "--out"),
     # depth-bounds

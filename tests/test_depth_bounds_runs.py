@@ -12,10 +12,10 @@ BASE = {"dataset": "mnist", "arch": "homogeneous", "width": 16, "blocks_per_stag
         "train_subset": None, "gamma": 0.02}
 
 
-def fake_run(folder, *, variant, subresnet, losses, norms, **changes):
+def fake_run(folder, *, variant, subresnet, losses, norms, command="resnet54", **changes):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(
-        {"config": {**BASE, "variant": variant, "subresnet": subresnet, **changes}, "seed": 0}))
+        {"command": command, "config": {**BASE, "variant": variant, "subresnet": subresnet, **changes}, "seed": 0}))
     (folder / "metrics.json").write_text(json.dumps(
         {"depth": len(norms), "exit_train_loss": losses, "branch_parameter_norms": norms}))
     return folder
@@ -51,8 +51,28 @@ def test_refuses_runs_that_theorem_1_does_not_compare(tmp_path):
         depth_bounds_from_runs(network, [not_sub])
     with pytest.raises(ValueError, match="network: expected a run trained with the stage cost"):
         depth_bounds_from_runs(not_sub, [other_decay])
-    with pytest.raises(ValueError, match="network: expected a finished `turnpike resnet54` run folder with config.json"):
+    with pytest.raises(ValueError, match="network: expected a finished `turnpike resnet54` or `turnpike train` run folder with config.json"):
         depth_bounds_from_runs(tmp_path / "missing", [not_sub])
+
+
+def test_train_runs_compare_with_train_runs_of_the_same_model_alone(tmp_path):
+    train = {"command": "train", "model": "resnet18", "model_options": {"base": 8}, "image_size": 32,
+             "image_channels": 3, "test_fraction": None}
+    network = fake_run(tmp_path / "net", variant="ws", subresnet=None, losses=[1.0, 0.5, 0.4], norms=[1.0, 1.0],
+                       **train)
+    same = fake_run(tmp_path / "m1", variant="standard", subresnet=1, losses=[1.0, 0.6], norms=[1.0], **train)
+    result = depth_bounds_from_runs(network, [same])
+    assert result["command"] == "train" and result["model"] == "resnet18" and len(result["rows"]) == 1
+    wider = fake_run(tmp_path / "wide", variant="standard", subresnet=1, losses=[1.0, 0.6], norms=[1.0],
+                     **{**train, "model_options": {"base": 16}})
+    with pytest.raises(ValueError, match="subresnets: expected runs with the network's model_options"):
+        depth_bounds_from_runs(network, [wider])
+    other_command = fake_run(tmp_path / "r54", variant="standard", subresnet=1, losses=[1.0, 0.6], norms=[1.0])
+    with pytest.raises(ValueError, match="subresnets: expected runs of `turnpike train`, the network's command"):
+        depth_bounds_from_runs(network, [other_command])
+    foreign = fake_run(tmp_path / "mnist", variant="standard", subresnet=1, losses=[1.0], norms=[], command="mnist")
+    with pytest.raises(ValueError, match="subresnets: expected a finished `turnpike resnet54` or `turnpike train` run folder, got "):
+        depth_bounds_from_runs(network, [foreign])
 
 
 def test_cli_from_real_runs(tmp_path, capsys):

@@ -57,6 +57,8 @@ SHELL = ("bash", "sh", "shell", "console")
 #: ``--no-plots`` (figures are tested in the commands' own tests) and ``--quiet`` where it has it.
 RESNET_SMALL = ["--width", "4", "--epochs", "1", "--milestones", "", "--train-subset", "64", "--test-subset",
                 "32", "--batch-size", "32", "--no-plots", "--quiet"]     # the doc's depth (blocks) is kept
+TRAIN_SMALL = ["--model-option", "base=2", "--epochs", "1", "--milestones", "", "--train-subset", "64",
+               "--test-subset", "32", "--batch-size", "32", "--no-plots", "--quiet"]   # the doc's model, 2 channels
 SMALL = {
     "spirals": ["--steps", "40,40", "--no-plots", "--quiet"],                # 80 optimiser steps, not 400
     "node-spirals": ["--horizons", "2", "--steps", "10,10", "--starts", "1", "--check-method", "none",
@@ -65,8 +67,8 @@ SMALL = {
               "--no-plots", "--quiet"],                                      # 3 layers, 100 images, 1 epoch
     "resnet54": RESNET_SMALL,
     "resnet54-study": RESNET_SMALL,
-    "train": ["--model-option", "base=2", "--epochs", "1", "--milestones", "", "--train-subset", "64",
-              "--test-subset", "32", "--batch-size", "32", "--no-plots", "--quiet"],   # the doc's model, 2 channels
+    "train": TRAIN_SMALL,
+    "train-study": TRAIN_SMALL,
     "early-exit": ["--thresholds", "0,0.9,1", "--no-plots"],                 # 3 thresholds, each timed
     "depth-bounds": [],
     "certify": [],

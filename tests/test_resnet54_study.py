@@ -7,7 +7,7 @@ import torch
 
 from turnpike.cli import main
 from turnpike.experiments._resnet54 import ResNet54Config, load_data, load_resnet54_network, run_config
-from turnpike.experiments._resnet54_study import PAPER_TABLE1, _paper_column, study_markdown, study_runs
+from turnpike.experiments._study import PAPER_TABLE1, _paper_column, study_markdown, study_runs
 
 TINY = ["--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1", "--epochs", "2",
         "--milestones", "1", "--train-subset", "96", "--test-subset", "48", "--batch-size", "32", "--lr", "0.05",
@@ -124,7 +124,7 @@ def _row(model, key, accuracy, variant=None, sub_depth=None):
 
 
 def test_seeds_summary_pools_table_1_and_compares_pruned_with_scratch():
-    from turnpike.experiments._resnet54_study import seeds_summary
+    from turnpike.experiments._study import seeds_summary
 
     def study(ws, scratch, pruned, turnpike_depth, turnpike_accuracy):
         return {"table1": [_row("ResNet-12_ws stage cost", "ws", ws, "ws"),

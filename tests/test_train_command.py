@@ -108,22 +108,50 @@ def test_a_factory_from_a_file_and_from_a_module_gives_the_same_run(tmp_path, fa
     assert load_run_network(by_file).depth == 2
 
 
-def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
+def _pets(folder):
+    """Two separable classes of 10 PNG images each, written into ``folder``."""
     Image = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(0)
     for label, name in enumerate(("cats", "dogs")):
-        folder = tmp_path / "pets" / name
-        folder.mkdir(parents=True)
+        (folder / name).mkdir(parents=True)
         for i in range(10):
-            pixels = rng.integers(0, 128, (12, 10, 3), dtype=np.uint8) + 100 * label     # two separable classes
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+            pixels = rng.integers(0, 128, (12, 10, 3), dtype=np.uint8) + 100 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{i}.png")
+    return folder
+
+
+PETS = ["--test-fraction", "0.2", "--image-size", "8", "--model-option", "base=2", "--model-option",
+        "small_stem=true", "--epochs", "3", "--milestones", "", "--batch-size", "8", "--lr", "0.05", "--quiet",
+        "--no-plots"]
+
+
+def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
+    _pets(tmp_path / "pets")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "pets"), "--test-fraction", "0.2", "--image-size", "8",
-                 "--model-option", "base=2", "--model-option", "small_stem=true", "--epochs", "3", "--milestones",
-                 "", "--batch-size", "8", "--lr", "0.05", "--quiet", "--no-plots", "--out", str(out)]) == 0
+    assert main(["train", "--data", str(tmp_path / "pets"), *PETS, "--out", str(out)]) == 0
     metrics = _metrics(out)
     assert metrics["dataset"] == "pets" and len(metrics["exit_test_accuracy"]) == 9
     assert run_config(out).flips                  # natural images: flipped unless --no-flip
+
+
+def test_resume_reads_the_same_images_from_a_moved_folder_and_refuses_other_ones(tmp_path, capsys):
+    import shutil
+
+    pets = _pets(tmp_path / "pets")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(pets), *PETS, "--out", str(out), "--time-limit", "0"]) == 0
+    assert _metrics(out)["status"] == "time_limit"                      # stopped after epoch 1 of 3
+    moved = shutil.copytree(pets, tmp_path / "elsewhere" / "pets")
+    other = shutil.copytree(pets, tmp_path / "other" / "pets")
+    (other / "dogs" / "3.png").write_bytes((other / "dogs" / "4.png").read_bytes())   # one image differs
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(["train", "--data", str(other), *PETS, "--out", str(out), "--resume"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("turnpike train: error: --data: expected the images and labels the run in")
+    assert "got other data" in error
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before    # nothing touched
+    assert main(["train", "--data", str(moved), *PETS, "--out", str(out), "--resume"]) == 0
+    assert _metrics(out)["status"] != "time_limit" and _metrics(out)["epochs_done"] == 3
 
 
 @pytest.mark.parametrize("arguments, names", [
@@ -139,6 +167,8 @@ def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
     (["--data", "DIR/none", "--dataset", "folder"], ["none"]),
     (["--test-fraction", "1"], ["--test-fraction", "< 1"]),
     (["--image-channels", "2"], ["--image-channels"]),
+    (["--subresnet", "2"], ["--variant", "'standard' with subresnet"]),
+    (["--subresnet", "9", "--variant", "standard", "--model-option", "base=2"], ["--subresnet", "at most 8 blocks"]),
 ])
 def test_bad_train_arguments_are_one_line_errors_naming_the_flag(arguments, names, tmp_path, factory_file, capsys):
     arguments = [a.replace("FILE", str(factory_file)).replace("DIR", str(tmp_path)) for a in arguments]

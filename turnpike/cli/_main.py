@@ -25,6 +25,7 @@ COMMANDS = {
     "resnet54": "turnpike.cli._resnet54",
     "resnet54-study": "turnpike.cli._study",
     "train": "turnpike.cli._train",
+    "train-study": "turnpike.cli._train_study",
     "hessian": "turnpike.cli._hessian",
     "depth-bounds": "turnpike.cli._bounds",
     "early-exit": "turnpike.cli._early_exit",

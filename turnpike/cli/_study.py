@@ -1,4 +1,5 @@
-"""``turnpike resnet54-study``: the 2025 paper's comparison (standard, WS, full, SubResNet-M) in one command."""
+"""``turnpike resnet54-study`` and ``turnpike train-study``: the 2025 paper's comparison (standard, WS, full,
+SubResNet-M) in one command, for its pre-activation ResNet or for any residual network."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,14 @@ from pathlib import Path
 from ._args import int_list, name_list
 
 #: config fields whose flag is not the field's name (errors name the flag the user typed)
-FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs"}
+FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs",
+         "model_options": "--model-option"}
+
+_DESCRIPTION = ("Train the runs of the 2025 paper's comparison on one data set and recipe, one folder each under OUT "
+                "(standard, ws, full, subresnet-M), then write Table 1{paper}, Tables 2-3 (Theorems 1-2), the "
+                "comparison figures and the early-exit curves (OUT/study.md, OUT/study.json). --time-limit bounds "
+                "the whole study; --resume keeps the finished runs and continues the stopped one.")
+_SEEDS = "one study per seed, e.g. 1-10 (OUT/seed-S), and Table 1 over the seeds (OUT/seeds.md)"
 
 
 def add_parser(sub):
@@ -15,26 +23,25 @@ def add_parser(sub):
 
     p = sub.add_parser("resnet54-study", help="the paper's comparison: standard, WS, full and SubResNet-M runs, "
                                               "Table 1, Tables 2-3, Figs. 2-5, early exit",
-                       description="Train the runs of the 2025 paper's comparison on one data set and recipe, one "
-                                   "folder each under OUT (standard, ws, full, subresnet-M), then write Table 1 "
-                                   "with the paper's numbers beside where a column matches, Tables 2-3 "
-                                   "(Theorems 1-2), the comparison figures and the early-exit curves "
-                                   "(OUT/study.md, OUT/study.json). --time-limit bounds the whole study; "
-                                   "--resume keeps the finished runs and continues the stopped one.")
+                       description=_DESCRIPTION.format(paper=" with the paper's numbers beside where a column "
+                                                             "matches"))
+    add_study_arguments(p, default_subresnets=[12])
+    add_training_arguments(p, out="runs/resnet54-study", seeds=_SEEDS)
+    return p
+
+
+def add_study_arguments(p, *, default_subresnets: list) -> None:
     p.add_argument("--variants", type=name_list, default=["standard", "ws", "full"],
                    help="ResNet-N variants to train, comma-separated (default standard,ws,full)")
-    p.add_argument("--subresnets", type=int_list, default=[12], metavar="M",
-                   help="SubResNet depths trained from scratch and pruned to, e.g. 12 or 6,12 (default 12)")
-    add_training_arguments(p, out="runs/resnet54-study",
-                           seeds="one study per seed, e.g. 1-10 (OUT/seed-S), and Table 1 over the seeds "
-                                 "(OUT/seeds.md)")
-    return p
+    p.add_argument("--subresnets", type=int_list, default=default_subresnets, metavar="M",
+                   help="SubResNet depths trained from scratch and pruned to, e.g. 12 or 6,12 (default "
+                        f"{','.join(map(str, default_subresnets))})")
 
 
 def run(args) -> int:
     from .._distributed import is_main_process
     from .._runs import write_json, write_text
-    from ..experiments._resnet54_study import seeds_summary
+    from ..experiments._study import seeds_summary
     from ._resnet54 import exit_status, over_seeds
 
     studies = dict(over_seeds(args, _study))
@@ -49,8 +56,9 @@ def run(args) -> int:
 def _study(args, device, seed: int, out: Path, time_limit) -> dict:
     """One seed's study; prints each run's report, then the study's tables (rank 0)."""
     from .._distributed import is_main_process
-    from ..experiments._resnet54_study import run_resnet54_study
+    from ..experiments._study import run_study
     from ._resnet54 import report, training_config
+    from ._train import train_config
 
     main_process = is_main_process()
 
@@ -59,9 +67,11 @@ def _study(args, device, seed: int, out: Path, time_limit) -> dict:
             print(f"\n== {folder}")
             report(metrics, folder)
 
-    study = run_resnet54_study(training_config(args, device, seed=seed, time_limit=time_limit), out,
-                               variants=args.variants, subresnets=args.subresnets, resume=args.resume,
-                               overwrite=args.overwrite, plots=not args.no_plots, progress=not args.quiet and main_process, on_run=on_run)
+    config = (train_config if args.command == "train-study" else training_config)(
+        args, device, seed=seed, time_limit=time_limit)
+    study = run_study(config, out, variants=args.variants, subresnets=args.subresnets, resume=args.resume,
+                      overwrite=args.overwrite, plots=not args.no_plots, progress=not args.quiet and main_process,
+                      on_run=on_run)
     if not main_process:
         return study
     if study["status"] in ("time_limit", "interrupted"):

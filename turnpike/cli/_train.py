@@ -26,8 +26,6 @@ def _option(text: str) -> tuple:
 
 def add_parser(sub):
     from ..experiments._train import TrainConfig as C    # defaults defined once, in the config
-    from ..models import BUILT_IN_MODELS
-    from ._resnet54 import add_recipe_arguments
 
     p = sub.add_parser("train", help="your residual network with stage costs: exits, turnpike, pruning, early exit",
                        description="Train a residual network (a built-in one, or yours: a factory returning a "
@@ -35,6 +33,24 @@ def add_parser(sub):
                                    "intermediate-output stage costs through its skip-path exits (or standard "
                                    "training), on an image folder or a built-in data set; report per-exit losses, "
                                    "the turnpike and the pruned network. Defaults are the 2025 paper's recipe.")
+    p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"],
+                   help="exits sharing the network's weights (ws), with their own (full), or standard training "
+                        "(default: %(default)s)")
+    p.add_argument("--subresnet", type=int, default=C.subresnet, metavar="M",
+                   help="train the SubResNet-M architecture of the model from scratch: its first M blocks, the "
+                        "remaining skip paths and the head (with --variant standard; for `turnpike depth-bounds`)")
+    add_train_arguments(p, out="runs/train", seeds="several seeds, e.g. 1-10: one sub-folder per seed, a "
+                                                   "summary table and OUT/seeds.json")
+    return p
+
+
+def add_train_arguments(p, *, out: str, seeds: str) -> None:
+    """The options of one run's model, data, recipe, speed and seeds, shared by ``train`` and ``train-study``;
+    ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
+    from ..experiments._train import TrainConfig as C    # defaults defined once, in the config
+    from ..models import BUILT_IN_MODELS
+    from ._resnet54 import add_recipe_arguments
+
     p.add_argument("--model", default=C.model, metavar="NAME|MODULE:FACTORY|FILE.py:FACTORY",
                    help=f"a built-in model ({', '.join(BUILT_IN_MODELS)}), or a callable returning your "
                         "nn.Module, imported from the current folder or sys.path (default: %(default)s)")
@@ -42,13 +58,8 @@ def add_parser(sub):
                    metavar="KEY=VALUE", help="a keyword of the model's factory (repeat; VALUE read as JSON, e.g. "
                                              "base=16, small_stem=true); num_classes and in_channels come from "
                                              "the data where the factory takes them")
-    p.add_argument("--variant", default=C.variant, choices=["standard", "ws", "full"],
-                   help="exits sharing the network's weights (ws), with their own (full), or standard training "
-                        "(default: %(default)s)")
-    add_recipe_arguments(p, C, out="runs/train", seeds="several seeds, e.g. 1-10: one sub-folder per seed, a "
-                                                     "summary table and OUT/seeds.json",
-                         data="image folder (one sub-folder per class; train/ and val/ inside, or "
-                              "--test-fraction), or the files of --dataset")
+    add_recipe_arguments(p, C, out=out, seeds=seeds, data="image folder (one sub-folder per class; train/ and val/ "
+                                                          "inside, or --test-fraction), or the files of --dataset")
     p.add_argument("--image-size", type=int, default=C.image_size, help="folder images resized to this square")
     p.add_argument("--image-channels", type=int, default=C.image_channels, choices=[1, 3],
                    help="folder images as RGB (3) or grey (1)")
@@ -56,7 +67,16 @@ def add_parser(sub):
                    help="folder without train/ and val/: the share of each class held out for testing")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=C.flip,
                    help="random horizontal flips of training images (default: yes except for digits and clothes)")
-    return p
+
+
+def train_config(args, device, *, seed: int, time_limit, **settings):
+    """The :class:`TrainConfig` of the parsed options of :func:`add_train_arguments` (and ``settings``)."""
+    from ..experiments._train import TrainConfig
+    from ._resnet54 import recipe_settings
+
+    return TrainConfig(model=args.model, model_options=dict(args.model_options), image_size=args.image_size,
+                       image_channels=args.image_channels, test_fraction=args.test_fraction, flip=args.flip,
+                       **recipe_settings(args, device, seed=seed, time_limit=time_limit), **settings)
 
 
 def run(args) -> int:
@@ -71,13 +91,11 @@ def run(args) -> int:
 
 def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
     from .._distributed import is_main_process
-    from ..experiments._train import TrainConfig, run_train
-    from ._resnet54 import recipe_settings, report
+    from ..experiments._train import run_train
+    from ._resnet54 import report
 
-    config = TrainConfig(model=args.model, model_options=dict(args.model_options), variant=args.variant,
-                         image_size=args.image_size, image_channels=args.image_channels,
-                         test_fraction=args.test_fraction, flip=args.flip,
-                         **recipe_settings(args, device, seed=seed, time_limit=time_limit))
+    config = train_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
+                          subresnet=args.subresnet)
     if is_main_process():
         resume_notice("train", SimpleNamespace(resume=args.resume, out=folder))
     metrics = run_train(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,

@@ -10,6 +10,7 @@ and augmented and normalised there (``turnpike.data._augment``).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import dataclasses
 import pickle
 from dataclasses import dataclass
@@ -232,6 +233,16 @@ class ImageTensors:
         device = checked_device("device", device)
         return dataclasses.replace(self, **{field: getattr(self, field).to(device) for field in
                                             ("train_images", "train_labels", "test_images", "test_labels")})
+
+    def fingerprint(self) -> str:
+        """A digest of the classes, labels and pixels of both splits (16 hex digits): equal for the same
+        images and labels wherever they were read from, different for any other (a resumed run checks it).
+        Hashes the pixels once (about 0.3 s for CIFAR's 180 MB on a CPU)."""
+        digest = hashlib.sha256(f"{self.num_classes} {tuple(self.train_images.shape)} "
+                                f"{tuple(self.test_images.shape)}".encode())
+        for tensor in (self.train_labels, self.train_images, self.test_labels, self.test_images):
+            digest.update(tensor.detach().cpu().contiguous().numpy())     # (its buffer: no copy)
+        return digest.hexdigest()[:16]
 
     def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> ImageTensors:
         """A reproducible stratified random subset: ``train`` / ``test`` samples (None keeps a split whole).

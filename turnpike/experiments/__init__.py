@@ -5,17 +5,18 @@
   :func:`run_mnist` (Fig. 5);
 - :func:`run_resnet54`, :func:`run_resnet54_study`, :func:`load_resnet54_network` (2025 paper);
 - :func:`run_train` (the 2025 paper's method for any residual network), :func:`load_run_network`;
+- :func:`run_study` (the 2025 paper's comparison for a ResNet54Config or a TrainConfig);
 - :func:`depth_bounds_from_runs` (Theorems 1-2 tables from finished runs).
 """
 from ._depth_bounds import depth_bounds_from_runs
 from ._mnist import MnistConfig, run_mnist
 from ._node import NodeSpiralsConfig, run_node_spirals
 from ._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
-from ._resnet54_study import run_resnet54_study
+from ._study import run_resnet54_study, run_study
 from ._spirals import SpiralsConfig, run_spirals
 from ._train import TrainConfig, run_train
 from ._training import TrainingRecipe, load_run_network, run_config
 
 __all__ = ["MnistConfig", "NodeSpiralsConfig", "ResNet54Config", "SpiralsConfig", "TrainConfig", "TrainingRecipe",
            "depth_bounds_from_runs", "load_resnet54_network", "load_run_network", "run_config", "run_mnist", "run_node_spirals",
-           "run_resnet54", "run_resnet54_study", "run_spirals", "run_train"]
+           "run_resnet54", "run_resnet54_study", "run_spirals", "run_study", "run_train"]

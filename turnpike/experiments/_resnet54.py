@@ -26,10 +26,11 @@ _DEFAULT_WIDTH = {"cifar10": 64, "cifar100": 64, "mnist": 32, "fashion-mnist": 3
 class ResNet54Config(TrainingRecipe, command="resnet54"):
     """A ``turnpike resnet54`` run: the recipe's settings and the pre-activation network's shape."""
 
-    subresnet: int | None = None         # train the SubResNet-M architecture from scratch
     arch: str = "standard"               # standard (16/32/64) | homogeneous
     width: int | None = None             # homogeneous width (default 64 CIFAR, 32 MNIST-like)
     blocks_per_stage: int = 18           # 18 → ResNet-54 (He et al.'s ResNet-110)
+
+    architecture_fields = TrainingRecipe.architecture_fields + ("arch", "width", "blocks_per_stage")
 
     def __post_init__(self):
         super().__post_init__()
@@ -37,11 +38,6 @@ class ResNet54Config(TrainingRecipe, command="resnet54"):
         _checks.integer("blocks_per_stage", self.blocks_per_stage, minimum=1)
         if self.width is not None:
             _checks.integer("width", self.width, minimum=1)
-        if self.subresnet is not None:
-            _checks.integer("subresnet", self.subresnet, minimum=0)
-            if self.variant != "standard":
-                _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
-                             "stage cost, Definition 1)", self.variant)
 
     def build_network(self, data) -> PreActResNet:
         """The configured network (seeded), or its SubResNet-M architecture."""
@@ -53,13 +49,14 @@ class ResNet54Config(TrainingRecipe, command="resnet54"):
         else:
             net = PreActResNet.standard(**common)
         if self.subresnet is not None:
-            if self.subresnet > net.depth:
-                _checks.fail("subresnet", f"a depth of at most {net.depth} blocks", self.subresnet)
-            net = net.subresnet_architecture(self.subresnet)
+            net = net.subresnet_architecture(self._checked_subresnet_depth(net.depth))
         return net
 
-    def describe(self) -> dict:
-        return {"variant": self.variant, "subresnet": self.subresnet}
+    def network_depth(self) -> int:
+        return 3 * self.blocks_per_stage          # three stages
+
+    def architecture_label(self) -> str:
+        return f"{self.arch} architecture"
 
 
 def build_network(config: ResNet54Config, data) -> PreActResNet:

@@ -24,6 +24,9 @@ from ._training import TrainingRecipe, run_training
 
 __all__ = ["TrainConfig", "run_train"]
 
+#: image channels of the built-in data sets
+_CHANNELS = {"cifar10": 3, "cifar100": 3, "mnist": 1, "fashion-mnist": 1}
+
 
 @dataclass
 class TrainConfig(TrainingRecipe, command="train"):
@@ -39,6 +42,8 @@ class TrainConfig(TrainingRecipe, command="train"):
     flip: bool | None = None             # random horizontal flips (None: not for digits and clothes)
 
     datasets = ("folder",) + IMAGE_DATASETS
+    architecture_fields = TrainingRecipe.architecture_fields + ("model", "model_options", "image_size",
+                                                                "image_channels", "test_fraction")
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,27 +84,42 @@ class TrainConfig(TrainingRecipe, command="train"):
         return data
 
     def build_network(self, data) -> ResidualNetwork:
-        """The user's model (seeded) as a :class:`ResidualNetwork` with this run's exits."""
-        torch.manual_seed(self.seed)
-        model = build_model(self.model, num_classes=data.num_classes, in_channels=data.channels,
-                            options=self.model_options)
-        if isinstance(model, ResidualNetwork):
-            if model.exits != self.variant:
-                _checks.fail("variant", f"the exits of the ResidualNetwork that {self.model} builds "
-                             f"({model.exits!r}; build it with exits={self.variant!r})", self.variant)
-            network = model
-        else:
-            network = residual_network(model, exits=self.variant)
+        """The user's model (seeded) as a :class:`ResidualNetwork` with this run's exits, or (``subresnet`` M)
+        its SubResNet-M architecture: the first M blocks and the remaining skip paths before the head, as
+        initialised (Definition 1), for training from scratch."""
+        network = self._network(data.num_classes, data.channels)
         if network.num_classes != data.num_classes:
             _checks.fail("model", f"a network with {data.num_classes} outputs, the data's classes ({self.model} "
                          f"has {network.num_classes}; give its factory a num_classes parameter)", self.model)
         if network.input_shape[0] != data.channels:
             _checks.fail("model", f"a network of {data.channels}-channel images, the data's ({self.model} takes "
                          f"{network.input_shape[0]}; give its factory an in_channels parameter)", self.model)
+        if self.subresnet is not None:
+            network = network.subresnet(self._checked_subresnet_depth(network.depth), exits="standard")
         return network
 
+    def _network(self, num_classes: int, channels: int) -> ResidualNetwork:
+        torch.manual_seed(self.seed)
+        model = build_model(self.model, num_classes=num_classes, in_channels=channels, options=self.model_options)
+        if isinstance(model, ResidualNetwork):
+            if model.exits != self.variant:
+                _checks.fail("variant", f"the exits of the ResidualNetwork that {self.model} builds "
+                             f"({model.exits!r}; build it with exits={self.variant!r})", self.variant)
+            return model
+        return residual_network(model, exits=self.variant)
+
+    def network_depth(self) -> int:
+        channels = self.image_channels if self.dataset == "folder" else _CHANNELS[self.dataset]
+        return self._network(num_classes=10, channels=channels).depth    # (the depth does not depend on them)
+
+    def network_label(self, depth: int) -> str:
+        return self.model.rpartition(":")[2]           # the model's (or its factory's) name
+
+    def architecture_label(self) -> str:
+        return f"model {self.model}"
+
     def describe(self) -> dict:
-        return {"variant": self.variant, "model": self.model}
+        return {**super().describe(), "model": self.model}
 
 
 def run_train(config: TrainConfig, out=None, *, plots: bool = True, resume: bool = False, overwrite: bool = False,

@@ -75,11 +75,15 @@ class TrainingRecipe(abc.ABC):
     time_limit_s: float | None = None    # training + fine-tuning stop at the first epoch end past it (resume later)
     eps_fraction: float = 0.05           # ε = eps_fraction × (L_0 − min_k L_k), train exit losses
     finetune_epochs: int = 0             # train the SubResNet pruned at the turnpike this many more epochs
+    subresnet: int | None = None         # train the SubResNet-M architecture from scratch (Definition 1)
 
     #: the command whose run folders hold this config (set by ``class X(TrainingRecipe, command=...)``)
     command = None
     #: data sets the command accepts
     datasets = IMAGE_DATASETS
+    #: the settings that define the data, the architecture and the weight decay: Theorem 1 compares a
+    #: network with SubResNets trained from scratch only where these are the same
+    architecture_fields = ("dataset", "train_subset", "weight_decay")
 
     def __init_subclass__(cls, *, command: str, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -109,6 +113,11 @@ class TrainingRecipe(abc.ABC):
             _checks.choice("compile", self.compile, COMPILE_MODES)
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         self.device = str(_checks.device("device", self.device))
+        if self.subresnet is not None:
+            _checks.integer("subresnet", self.subresnet, minimum=0)
+            if self.variant != "standard":
+                _checks.fail("variant", "'standard' with subresnet (a SubResNet is trained from scratch without "
+                             "stage cost, Definition 1)", self.variant)
 
     @classmethod
     def from_stored(cls, settings: dict):
@@ -120,9 +129,27 @@ class TrainingRecipe(abc.ABC):
     def build_network(self, data):
         """The configured network (seeded) for ``data`` (its ``channels`` and ``num_classes``)."""
 
+    @abc.abstractmethod
+    def network_depth(self) -> int:
+        """N, the residual blocks of the configured network (not of its SubResNet), without reading the data."""
+
+    def network_label(self, depth: int) -> str:
+        """How tables name the network of ``depth`` blocks, e.g. "ResNet-54"."""
+        return f"ResNet-{depth}"
+
+    def architecture_label(self) -> str:
+        """The architecture in a few words, for the titles of tables."""
+        return "residual network"
+
     def describe(self) -> dict:
         """The metrics' fields that say which network this is (e.g. the variant)."""
-        return {"variant": self.variant}
+        return {"variant": self.variant, "subresnet": self.subresnet}
+
+    def _checked_subresnet_depth(self, depth: int) -> int:
+        """``subresnet``, checked against the network's depth N."""
+        if self.subresnet > depth:
+            _checks.fail("subresnet", f"a depth of at most {depth} blocks, the network's", self.subresnet)
+        return self.subresnet
 
     @property
     def flips(self) -> bool:
@@ -277,6 +304,9 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
+    data_fingerprint = data.fingerprint()
+    if continues:
+        _check_same_data(out, data_fingerprint)
     settings = _solve_settings(config, data)
     per_epoch = settings["checkpoint_every"]
     options = _sgd_options(config, per_epoch)
@@ -287,7 +317,8 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
                      resume, tensorboard, previous=_objective_history(out / "checkpoint.pt") if resume else ())
            if writes else None)
     if writes and not continues:
-        write_run_config(out, config, command=command, parameters=net.parameter_count(), world_size=world()[1])
+        write_run_config(out, config, command=command, parameters=net.parameter_count(), world_size=world()[1],
+                         data_fingerprint=data_fingerprint)
     solution = solve_ocp(
         ocp, method="sgd", steps=config.epochs * per_epoch, options=options,
         checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
@@ -319,6 +350,16 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
             metrics["figures"] = [str(p) for p in resnet54_figures(metrics, out)]
             write_metrics(out, metrics, RUN_FILES)
     return metrics
+
+
+def _check_same_data(out: Path, fingerprint: str) -> None:
+    """A resumed run reads the images and labels it was trained on: ``--data`` may move (a folder copied
+    elsewhere), its content may not (another folder of the same shape would train on other data)."""
+    stored = read_json(out / "config.json", "the run's config.json").get("data_fingerprint")
+    if stored is not None and stored != fingerprint:      # (runs written before it have none: not checked)
+        raise ValueError(f"data_dir: expected the images and labels the run in {out} was trained on (fingerprint "
+                         f"{stored}), got other data (fingerprint {fingerprint}): resume with the run's data, or "
+                         "start a new run (another out folder, or overwrite)")
 
 
 def finetune_pruned(network, config: TrainingRecipe, data, *, out=None, resume=False, progress=False,

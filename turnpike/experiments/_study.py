@@ -1,7 +1,8 @@
 r"""The 2025 paper's comparison as one resumable study: Table 1, Tables 2–3, Figs. 2–5 and early exit.
 
-One base :class:`ResNet54Config` (data, architecture, recipe, seed) gives the runs of the paper's
-comparison, each in its own folder under the study folder::
+One base training config (a :class:`ResNet54Config` for the paper's pre-activation ResNet, a
+:class:`TrainConfig` for any residual network; data, architecture, recipe, seed) gives the runs of the
+paper's comparison, each in its own folder under the study folder::
 
     standard/        ResNet-N, standard training (γ = 0; its exits evaluated post hoc)
     ws/  full/       ResNet-N with the stage cost, exits sharing the backbone head / with their own
@@ -13,7 +14,8 @@ and from their metrics:
   with stage cost (ws, full) and those networks pruned at M. Pruning at M keeps the SubResNet-M whose
   output *is* exit M (Lemma 1/2), so its accuracy is the run's exit-M test accuracy, with no second
   evaluation. The paper's numbers stand beside when the data set and architecture match one of its
-  columns (ResNet-54 and M = 12); Fashion-MNIST, not in the paper, is shown beside its MNIST column.
+  columns (a ResNet54Config of ResNet-54 and M = 12); Fashion-MNIST, not in the paper, is shown beside its
+  MNIST column.
 - **Tables 2–3** (Theorems 1–2) of each stage-cost run against the SubResNet-M runs
   (:func:`turnpike.experiments.depth_bounds_from_runs`).
 - **Figures**: per-exit test loss and accuracy of the ResNet-N runs with the SubResNet-M runs as
@@ -33,7 +35,8 @@ from .. import _checks
 from .._distributed import is_main_process
 from .._runs import claim_run_folder, read_json, write_json, write_text
 from ._depth_bounds import depth_bounds_from_runs
-from ._resnet54 import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, ResNet54Config, load_resnet54_network, run_resnet54
+from ._resnet54 import ResNet54Config
+from ._training import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe, load_run_network, run_training
 
 #: Table 1 of the 2025 paper: test accuracy (%) and parameters (millions) of ResNet-54 and SubResNet-12,
 #: per (architecture, data set) column
@@ -54,14 +57,15 @@ _PAPER_STAND_IN = {"fashion-mnist": "mnist"}
 VARIANTS = ("standard", "ws", "full")
 
 
-def study_runs(base: ResNet54Config, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,)) -> dict:
+def study_runs(base: TrainingRecipe, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,)) -> dict:
     """``{folder name: config}`` of the study's runs, in the order they train."""
+    _checks.instance("base", base, TrainingRecipe, "a training config (ResNet54Config, TrainConfig)")
     variants = tuple(variants)
     for variant in variants:
         _checks.choice("variants", variant, VARIANTS)
     if not variants and not subresnets:
         _checks.fail("variants", "at least one run (a variant or a SubResNet depth)", variants)
-    depth = network_depth(base)
+    depth = base.network_depth()
     for m in subresnets:
         if _checks.integer("subresnets", m, minimum=1) >= depth:
             _checks.fail("subresnets", f"SubResNet depths below the network's N = {depth}", m)
@@ -71,25 +75,20 @@ def study_runs(base: ResNet54Config, variants=VARIANTS, subresnets=(PAPER_SUB_DE
     return runs
 
 
-def network_depth(config: ResNet54Config) -> int:
-    """N, the blocks of the config's ResNet: its networks have three stages."""
-    return 3 * config.blocks_per_stage
-
-
-def _finished(folder: Path, config: ResNet54Config) -> dict | None:
+def _finished(folder: Path, config: TrainingRecipe) -> dict | None:
     """The metrics of a finished run of ``config`` in ``folder``; None if it has none or was stopped."""
     paths = folder / "config.json", folder / "metrics.json"
     if not all(p.is_file() for p in paths):
         return None
-    claim_run_folder(folder, config, command="resnet54", resume=True, overwrite=False, resumable=RESUMABLE,
+    claim_run_folder(folder, config, command=config.command, resume=True, overwrite=False, resumable=RESUMABLE,
                      run_files=RUN_FILES)
     metrics = read_json(paths[1], "the run's metrics")
     return None if metrics["status"] in RESUMABLE_STOPS else metrics
 
 
-def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,),
-                       resume: bool = False, overwrite: bool = False, plots: bool = True, progress: bool = True,
-                       on_run=None) -> dict:
+def run_study(base: TrainingRecipe, out, *, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,),
+              resume: bool = False, overwrite: bool = False, plots: bool = True, progress: bool = True,
+              on_run=None) -> dict:
     """Train (or, with ``resume``, keep or continue) every run of :func:`study_runs` under ``out``, then
     write ``study.json`` and ``study.md`` (Table 1, Tables 2–3) and the comparison figures.
 
@@ -106,7 +105,7 @@ def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresne
         metrics = _finished(folder, config) if resume else None
         if metrics is None:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            metrics = run_resnet54(replace(config, time_limit_s=left), folder, plots=plots, resume=resume,
+            metrics = run_training(replace(config, time_limit_s=left), folder, plots=plots, resume=resume,
                                    overwrite=overwrite, progress=progress)
         if on_run is not None:
             on_run(name, metrics, folder)
@@ -124,8 +123,12 @@ def run_resnet54_study(base: ResNet54Config, out, *, variants=VARIANTS, subresne
     return _summarise(base, out, done, sorted(dict.fromkeys(subresnets)), plots=plots)
 
 
-def _summarise(base: ResNet54Config, out: Path, runs: dict, subresnets: list, *, plots: bool) -> dict:
-    depth = network_depth(base)
+#: the 2025 paper's name of its study
+run_resnet54_study = run_study
+
+
+def _summarise(base: TrainingRecipe, out: Path, runs: dict, subresnets: list, *, plots: bool) -> dict:
+    depth = base.network_depth()
     table1 = table1_rows(base, out, runs, subresnets)
     bounds = {}
     sub_folders = [out / f"subresnet-{m}" for m in subresnets]
@@ -143,8 +146,10 @@ def _summarise(base: ResNet54Config, out: Path, runs: dict, subresnets: list, *,
     return study
 
 
-def _paper_column(base: ResNet54Config, depth: int, sub_depth: int | None):
+def _paper_column(base: TrainingRecipe, depth: int, sub_depth: int | None):
     """(column name, {row key: (accuracy %, parameters M)}) of Table 1 to show beside, or None."""
+    if not isinstance(base, ResNet54Config):          # the paper trained its pre-activation ResNet alone
+        return None
     dataset = _PAPER_STAND_IN.get(base.dataset, base.dataset)
     column = PAPER_TABLE1.get((base.arch, dataset))
     if column is None or depth != PAPER_DEPTH or sub_depth not in (None, PAPER_SUB_DEPTH):
@@ -155,10 +160,11 @@ def _paper_column(base: ResNet54Config, depth: int, sub_depth: int | None):
     return name, column
 
 
-def table1_rows(base: ResNet54Config, out: Path, runs: dict, subresnets: list) -> list[dict]:
+def table1_rows(base: TrainingRecipe, out: Path, runs: dict, subresnets: list) -> list[dict]:
     """Table 1's rows from the runs: ``{"model", "key", "test_accuracy", "parameters", "paper"}``
     (accuracy as a fraction, ``paper`` (accuracy %, parameters M) or None)."""
-    depth = network_depth(base)
+    depth = base.network_depth()
+    network_name = base.network_label(depth)
     rows = []
 
     def add(model, key, accuracy, parameters, sub_depth=None, variant=None):
@@ -168,19 +174,19 @@ def table1_rows(base: ResNet54Config, out: Path, runs: dict, subresnets: list) -
                      "paper": paper[1].get(key) if paper else None, "paper_column": paper[0] if paper else None})
 
     if "standard" in runs:
-        add(f"ResNet-{depth} standard training", "standard", runs["standard"]["test_accuracy"],
+        add(f"{network_name} standard training", "standard", runs["standard"]["test_accuracy"],
             runs["standard"]["parameters"])
     for m in subresnets:
         name = f"subresnet-{m}"
         if name in runs:
             add(f"SubResNet-{m} standard training", "subresnet", runs[name]["test_accuracy"],
                 runs[name]["parameters"], m)
-    for variant, label in (("ws", "ResNet-{N}_ws stage cost"), ("full", "ResNet-{N} stage cost")):
+    for variant, label in (("ws", "{name}_ws stage cost"), ("full", "{name} stage cost")):    # the paper's names
         if variant not in runs:
             continue
         metrics = runs[variant]
-        add(label.format(N=depth), variant, metrics["test_accuracy"], metrics["parameters"], variant=variant)
-        network = load_resnet54_network(out / variant)
+        add(label.format(name=network_name), variant, metrics["test_accuracy"], metrics["parameters"], variant=variant)
+        network = load_run_network(out / variant)
         for m in subresnets:      # pruned at M: the SubResNet-M whose output is exit M
             add(f"  SubResNet-{m} pruned ({variant})", f"{variant}_pruned", metrics["exit_test_accuracy"][m],
                 network.subresnet(m).parameter_count(), m, variant)
@@ -194,11 +200,12 @@ def table1_rows(base: ResNet54Config, out: Path, runs: dict, subresnets: list) -
     return rows
 
 
-def study_markdown(base: ResNet54Config, study: dict) -> str:
+def study_markdown(base: TrainingRecipe, study: dict) -> str:
     """Table 1 (with the paper's column where one matches) and Tables 2–3 as Markdown."""
     rows = study["table1"]
     paper_column = next((r["paper_column"] for r in rows if r["paper_column"]), None)
-    lines = [f"# ResNet-{study['depth']} study: {base.dataset}, {base.arch} architecture, {base.epochs} epochs, "
+    name = base.network_label(study["depth"])
+    lines = [f"# {name} study: {base.dataset}, {base.architecture_label()}, {base.epochs} epochs, "
              f"seed {base.seed}", "", "## Table 1: test accuracy % (parameters, millions)", ""]
     header = "| model | this study |" + (f" {paper_column} |" if paper_column else "")
     lines += [header, "| --- | --- |" + (" --- |" if paper_column else "")]
@@ -208,7 +215,7 @@ def study_markdown(base: ResNet54Config, study: dict) -> str:
             f" {r['paper'][0]:.2f} ({r['paper'][1]:g} M) |" if r["paper"] else " – |")
         lines.append(f"| {r['model'].strip()} | {ours} |{paper}")
     for variant, bounds in study["depth_bounds"].items():
-        lines += ["", f"## Tables 2–3 (Theorems 1–2): ResNet-{bounds['depth']} {variant}, "
+        lines += ["", f"## Tables 2–3 (Theorems 1–2): {name} {variant}, "
                       f"γ = {bounds['gamma']:g}, λ = {bounds['weight_decay']:g}", "", bounds["table"]]
     return "\n".join(lines) + "\n"
 
