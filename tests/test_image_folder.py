@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from turnpike.data import (IMAGE_EXTENSIONS, ImageFolderDataset, ImageFolderTensors, augment, batch_indices,
-                           epoch_generator, image_folder, image_folder_datasets, normalise)
+                           epoch_generator, image_folder, image_folder_datasets, image_folder_streams, normalise)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -221,6 +221,34 @@ def test_dataset_reads_what_image_folder_reads(tmp_path):
         assert torch.equal(torch.stack([train[i][0] for i in range(len(train))]), resident.train_images)
         assert torch.equal(torch.stack([test[i][0] for i in range(len(test))]), resident.test_images)
         assert test.targets == resident.test_labels.tolist() and not test.augment
+
+
+def test_streams_give_a_run_what_the_resident_tensors_give_it(tmp_path):
+    # the members a training run reads (inputs, batches, sizes, statistics, subsets), streamed and resident
+    root = _tree(tmp_path / "set")
+    resident, streams = image_folder(root, size=(6, 5)), image_folder_streams(root, size=(6, 5), workers=0)
+    assert (streams.mean, streams.std) == (resident.mean, resident.std)          # the same arithmetic, exact
+    assert streams.num_classes == 3 and streams.channels == 3 and streams.image_size == resident.image_size
+    for memory, files in ((resident, streams), (resident.subset(train=7, test=4, seed=5),
+                                                streams.subset(train=7, test=4, seed=5))):
+        assert (files.mean, files.std) == (memory.mean, memory.std)
+        for split, workers in (("train", 0), ("test", 2)):
+            assert files.split_size(split) == memory.split_size(split)
+            read = list(files.batches(split, 3, workers=workers))
+            held = list(memory.batches(split, 3))
+            assert [len(labels) for _, labels in read] == [len(labels) for _, labels in held]
+            assert torch.equal(torch.cat([i for i, _ in read]), torch.cat([i for i, _ in held]))
+            assert torch.equal(torch.cat([lab for _, lab in read]), torch.cat([lab for _, lab in held]))
+        dataset, labels = files.inputs("train")
+        assert isinstance(dataset, ImageFolderDataset) and labels is None and not dataset.augment
+    # the fingerprint follows the files, not where the folder lies
+    moved = image_folder_streams(shutil.copytree(root, tmp_path / "moved" / "set"), size=(6, 5))
+    assert moved.fingerprint() == streams.fingerprint() != streams.subset(train=7).fingerprint()
+    (tmp_path / "moved" / "set" / "train" / "zebra" / "img00.png").rename(
+        tmp_path / "moved" / "set" / "train" / "zebra" / "renamed.png")
+    assert image_folder_streams(tmp_path / "moved" / "set", size=(6, 5)).fingerprint() != streams.fingerprint()
+    with pytest.raises(ValueError, match="train: expected a subset size of at most 13"):
+        streams.subset(train=14)
 
 
 def _epochs(dataset, workers, epochs=(0, 1), persistent=False):

@@ -425,9 +425,18 @@ def test_progress_bar_shows_objective_accuracy_and_samples_per_second(capsys):
     assert "J=" in bar and "acc=" in bar and "samples/s=" in bar
 
 
-def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(tmp_path):
+def _run_data(train, train_labels, test, test_labels):
+    """Float images as a training run reads its data (ImageTensors' members; they hold uint8 images only)."""
     from types import SimpleNamespace
 
+    data = SimpleNamespace(train_images=train, train_labels=torch.as_tensor(train_labels), test_images=test,
+                           test_labels=torch.as_tensor(test_labels), num_classes=CLASSES, mean=(0.3,), std=(0.3,))
+    data.split_size = lambda split: len(getattr(data, f"{split}_labels"))
+    data.inputs = lambda split: (getattr(data, f"{split}_images"), getattr(data, f"{split}_labels").numpy())
+    return data
+
+
+def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(tmp_path):
     from turnpike.data import normalise
     from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
 
@@ -436,8 +445,7 @@ def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(t
 
     (train, train_labels), (test, test_labels) = tiny_data(96), tiny_data(48, seed=1)
     train, test = enlarged(train), enlarged(test)
-    data = SimpleNamespace(train_images=train, train_labels=torch.as_tensor(train_labels), test_images=test,
-                           test_labels=torch.as_tensor(test_labels), num_classes=CLASSES, mean=(0.3,), std=(0.3,))
+    data = _run_data(train, train_labels, test, test_labels)
     network = tiny_net("ws")
 
     def accuracy(net):
@@ -464,13 +472,10 @@ def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(t
 
 
 def test_finetuning_stops_at_its_time_limit_and_resumes_to_the_same_weights(tmp_path):
-    from types import SimpleNamespace
-
     from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
 
     (train, train_labels), (test, test_labels) = tiny_data(64), tiny_data(32, seed=1)
-    data = SimpleNamespace(train_images=train, train_labels=torch.as_tensor(train_labels), test_images=test,
-                           test_labels=torch.as_tensor(test_labels), num_classes=CLASSES, mean=(0.3,), std=(0.3,))
+    data = _run_data(train, train_labels, test, test_labels)
     config = ResNet54Config(dataset="mnist", arch="homogeneous", width=4, epochs=1, batch_size=32, milestones=(),
                             finetune_epochs=3, lr=0.2)
     whole, whole_result = finetune_pruned(tiny_net("ws").subresnet(2), config, data, out=tmp_path / "whole")

@@ -154,6 +154,28 @@ def test_resume_reads_the_same_images_from_a_moved_folder_and_refuses_other_ones
     assert _metrics(out)["status"] != "time_limit" and _metrics(out)["epochs_done"] == 3
 
 
+def test_a_streamed_folder_trains_the_same_network_as_one_in_memory_and_resumes(tmp_path, capsys):
+    # --stream reads the files batch by batch: the same batches, augmentation and statistics, so the same run
+    pets = _pets(tmp_path / "pets")
+    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
+    assert main(["train", "--data", str(pets), *PETS, "--out", str(memory)]) == 0
+    assert main(["train", "--data", str(pets), *PETS, "--stream", "--out", str(streamed), "--time-limit", "0"]) == 0
+    assert _metrics(streamed)["status"] == "time_limit"                 # stopped after epoch 1 of 3
+    assert main(["train", "--data", str(pets), *PETS, "--stream", "--out", str(streamed), "--resume"]) == 0
+    timing = ("train_time_s", "epoch_time_s", "images_per_s", "files")
+    a, b = _metrics(memory), _metrics(streamed)
+    assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert run_config(streamed).stream and not run_config(memory).stream
+    for name, value in load_run_network(memory).state_dict().items():
+        assert torch.equal(value, load_run_network(streamed).state_dict()[name]), name
+    capsys.readouterr()
+    for run in (memory, streamed):            # early exit reads the streamed run's test files batch by batch
+        assert main(["early-exit", str(run), "--thresholds", "0.5,1", "--batch-size", "3", "--no-plots"]) == 0
+    curves = [json.loads((run / "early_exit.json").read_text()) for run in (memory, streamed)]
+    assert curves[0]["accuracy"] == curves[1]["accuracy"] and curves[0]["mean_blocks"] == curves[1]["mean_blocks"]
+    assert curves[0]["accuracy"][-1] == a["test_accuracy"]
+
+
 @pytest.mark.parametrize("arguments, names", [
     (["--model", "resnet19"], ["--model", "resnet18, resnet34"]),
     (["--model", "no_such_package.nets:build"], ["--model", "no module named 'no_such_package'"]),
@@ -168,6 +190,7 @@ def test_resume_reads_the_same_images_from_a_moved_folder_and_refuses_other_ones
     (["--test-fraction", "1"], ["--test-fraction", "< 1"]),
     (["--image-channels", "2"], ["--image-channels"]),
     (["--subresnet", "2"], ["--variant", "'standard' with subresnet"]),
+    (["--stream"], ["--stream", "built-in data set 'mnist'"]),
     (["--subresnet", "9", "--variant", "standard", "--model-option", "base=2"], ["--subresnet", "at most 8 blocks"]),
 ])
 def test_bad_train_arguments_are_one_line_errors_naming_the_flag(arguments, names, tmp_path, factory_file, capsys):

@@ -27,11 +27,9 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import torch
 
     from .._runs import check_writable_folder, read_json, write_json
-    from ..data import normalise
-    from ..experiments._training import load_run_network, run_config
+    from ..experiments._training import EvaluationBatches, load_run_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
@@ -43,12 +41,10 @@ def run(args) -> int:
     network = load_run_network(folder, device=args.device)
     config = run_config(folder)
     data = config.load_data()
-    images = normalise(data.test_images, data.mean, data.std).to(args.device)
-    if config.channels_last:      # the network's own memory format (load_run_network)
-        images = images.contiguous(memory_format=torch.channels_last)
-    curve = early_exit_curve(network, images, data.test_labels, args.thresholds, batch_size=args.batch_size,
-                             measure_speed=True)
-    print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {len(data.test_labels)} test images, "
+    # in the network's own memory format (load_run_network), from memory or read from the files batch by batch
+    batches = EvaluationBatches(data, args.device, channels_last=config.channels_last, batch_size=args.batch_size)
+    curve = early_exit_curve(network, batches, None, args.thresholds, measure_speed=True)
+    print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {data.split_size('test')} test images, "
           f"device {args.device}")
     print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'compute':>8} {'images/s':>9}   (compute: multiply-adds "
           f"over the plain network's)")
@@ -58,9 +54,9 @@ def run(args) -> int:
     write_json(folder / "early_exit.json", {**curve, "device": args.device})
     if not args.no_plots:
         from ..experiments._conv_plots import early_exit_figure
-        cost = network.exit_costs(*images.shape[2:])["network"]
+        cost = network.exit_costs(*data.image_size)["network"]
         pruned = metrics.get("pruned")
         if pruned and "multiply_adds" not in pruned:        # a run folder written before runs stored it
-            pruned["multiply_adds"] = network.subresnet(pruned["depth"]).exit_costs(*images.shape[2:])["network"]
+            pruned["multiply_adds"] = network.subresnet(pruned["depth"]).exit_costs(*data.image_size)["network"]
         print(f"figure {early_exit_figure(curve, metrics, others, folder / 'early_exit.png', network_cost=cost)}")
     return 0

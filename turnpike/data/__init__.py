@@ -4,7 +4,8 @@ with batched GPU-side normalisation, augmentation and per-epoch batch order; whi
 components with one-hot targets (the Demystifying-ResNet set-up)."""
 from ._augment import augment, batch_indices, epoch_generator, normalise, random_crop, random_flip
 from ._cifar import IMAGE_DATASETS, ImageTensors, channel_statistics, load_image_tensors, read_cifar
-from ._folder import IMAGE_EXTENSIONS, ImageFolderDataset, ImageFolderTensors, image_folder, image_folder_datasets
+from ._folder import (IMAGE_EXTENSIONS, ImageFolderDataset, ImageFolderStreams, ImageFolderTensors, image_folder,
+                      image_folder_datasets, image_folder_streams)
 from ._idx import load_idx_split, read_idx, write_idx
 from ._images import DATASETS, ImageDataset, load_images, load_raw_images
 from ._spirals import two_spirals
@@ -15,5 +16,6 @@ __all__ = ["DATASETS", "IMAGE_DATASETS", "ImageDataset", "ImageTensors", "augmen
            "channel_statistics", "epoch_generator", "load_idx_split", "load_image_tensors", "load_images",
            "load_raw_images", "normalise", "random_crop", "random_flip", "read_cifar", "read_idx", "two_spirals",
            "WhiteningTransform", "whitened_regression_data", "whitening", "write_idx"]
-__all__ += ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderTensors", "image_folder", "image_folder_datasets"]
+__all__ += ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderStreams", "ImageFolderTensors", "image_folder",
+            "image_folder_datasets", "image_folder_streams"]
 __all__ += ["SupportsEpoch", "SupportsUnaugmented"]

@@ -10,8 +10,8 @@ and augmented and normalised there (``turnpike.data._augment``).
 from __future__ import annotations
 
 import codecs
-import hashlib
 import dataclasses
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._checks import device as checked_device
-from .._checks import fail, integer, real
+from .._checks import choice, fail, integer, real
 from ._images import available_data, load_raw_images
 
 try:
@@ -184,6 +184,10 @@ def _stratified(labels: torch.Tensor, size: int, rng: np.random.Generator) -> np
     return order[np.argsort(key, kind="stable")[:size]]
 
 
+#: the two splits of an image data set
+SPLITS = ("train", "test")
+
+
 @dataclass(frozen=True, eq=False)
 class ImageTensors:
     """An image classification data set as uint8 tensors for the conv nets (see module docstring)."""
@@ -233,6 +237,28 @@ class ImageTensors:
         device = checked_device("device", device)
         return dataclasses.replace(self, **{field: getattr(self, field).to(device) for field in
                                             ("train_images", "train_labels", "test_images", "test_labels")})
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of every image."""
+        return tuple(int(n) for n in self.train_images.shape[2:])
+
+    def split_size(self, split: str) -> int:
+        """How many images the split ("train" or "test") holds."""
+        return len(getattr(self, f"{choice('split', split, SPLITS)}_labels"))
+
+    def inputs(self, split: str) -> tuple:
+        """(images, labels) of the split as ``turnpike.OCP`` and ``solve_ocp(test_data=...)`` take them."""
+        split = choice("split", split, SPLITS)
+        return getattr(self, f"{split}_images"), getattr(self, f"{split}_labels").numpy()
+
+    def batches(self, split: str, batch_size: int, *, workers: int = 0):
+        """The split's (uint8 images (b, C, H, W), int64 labels (b,)) in order, ``batch_size`` at a time
+        (``workers``: for a data set read from files; these are in memory)."""
+        split = choice("split", split, SPLITS)
+        images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+        for begin in range(0, len(labels), integer("batch_size", batch_size, minimum=1)):
+            yield images[begin:begin + batch_size], labels[begin:begin + batch_size]
 
     def fingerprint(self) -> str:
         """A digest of the classes, labels and pixels of both splits (16 hex digits): equal for the same

@@ -32,6 +32,7 @@ side depends only on its own name and its class's size, so adding images to a cl
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import operator
@@ -547,5 +548,107 @@ def image_folder_datasets(path, *, size, split=None, seed: int = 0, channels: in
             ImageFolderDataset._from_samples(test_dir, classes, test, {**settings, "augment": False}))
 
 
-__all__ = ["FITS", "IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderTensors", "TEST_FOLDERS", "image_folder",
-           "image_folder_datasets"]
+# --- a streamed data set for a training run ---------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ImageFolderStreams:
+    """An image folder's training and test splits read from the files as a run asks for them: what
+    :class:`ImageFolderTensors` is for a folder that does not fit in memory, with the same members a
+    training run uses (``inputs``, ``batches``, ``split_size``, ``mean``/``std``, ``fingerprint``, ``subset``).
+
+    Both datasets are unaugmented (the images :func:`image_folder` decodes, in its order); a run augments
+    the batches as it augments tensors, so a streamed run trains the same network as one in memory.
+    """
+    name: str
+    train: ImageFolderDataset
+    test: ImageFolderDataset
+    mean: tuple[float, ...]       # per channel, of the training images in [0, 1] (exact: one pass over them)
+    std: tuple[float, ...]
+    source: str                   # the folder it was read from
+    workers: int = 0              # DataLoader worker processes of ``batches`` (0: read in this process)
+
+    def __post_init__(self):
+        integer("workers", self.workers, minimum=0)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
+
+    @property
+    def channels(self) -> int:
+        return self.train.channels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.train.size
+
+    def split_size(self, split: str) -> int:
+        return len(self._dataset(split))
+
+    def _dataset(self, split: str) -> ImageFolderDataset:
+        return getattr(self, choice("split", split, ("train", "test")))
+
+    def inputs(self, split: str) -> tuple:
+        """(the split's Dataset, None): ``turnpike.OCP`` inputs with their labels inside."""
+        return self._dataset(split), None
+
+    def batches(self, split: str, batch_size: int, *, workers: int | None = None):
+        """The split's (uint8 images (b, C, H, W), int64 labels (b,)) in order, decoded by a DataLoader with
+        ``workers`` processes (default: this data set's ``workers``)."""
+        workers = self.workers if workers is None else integer("workers", workers, minimum=0)
+        yield from torch.utils.data.DataLoader(self._dataset(split), num_workers=workers,
+                                               batch_size=integer("batch_size", batch_size, minimum=1))
+
+    def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> ImageFolderStreams:
+        """The images :meth:`ImageTensors.subset` keeps for the same sizes and seed, in its order; the
+        mean and std of the kept training images."""
+        from ._cifar import _stratified
+
+        seed = integer("seed", seed, minimum=0)
+        fields = {}
+        for split, size, stream in (("train", train, 0), ("test", test, 1)):
+            if size is None:
+                continue
+            dataset = self._dataset(split)
+            size = integer(split, size, minimum=1)
+            if size > len(dataset):
+                fail(split, f"a subset size of at most {len(dataset)} (the {split} split's size)", size)
+            chosen = _stratified(torch.tensor(dataset.targets), size, np.random.default_rng([seed, stream]))
+            fields[split] = ImageFolderDataset._from_samples(dataset.root, dataset.classes,
+                                                             [dataset.samples[i] for i in chosen],
+                                                             dataset._current_settings())
+        if "train" in fields:
+            fields["mean"], fields["std"] = fields["train"].statistics()
+        return dataclasses.replace(self, **fields)
+
+    def fingerprint(self) -> str:
+        """A digest of the classes and of each image file's path (relative to its split's folder), size and
+        label, in order (16 hex digits): the same folder moved elsewhere keeps it; added, removed, renamed or
+        rewritten files change it (the pixels are not read)."""
+        digest = hashlib.sha256(repr((self.classes, self.image_size, self.channels)).encode())
+        for split in ("train", "test"):
+            dataset = self._dataset(split)
+            for path, label in dataset.samples:
+                digest.update(f"{split} {label} {path.relative_to(dataset.root)} {path.stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def image_folder_streams(path, *, size, split=None, seed: int = 0, channels: int = 3, fit: str = "crop", name=None,
+                         workers: int = 0) -> ImageFolderStreams:
+    """An :class:`ImageFolderStreams` of the folder: the splits :func:`image_folder` makes for the same
+    ``split`` and ``seed``, read from the files (``batches`` by ``workers`` DataLoader processes), with the
+    training images' exact mean and std (one pass over them by a thread per CPU, at most 8)."""
+    train, test = image_folder_datasets(path, size=size, split=split, seed=seed, channels=channels, fit=fit,
+                                        augment=False)
+    mean, std = train.statistics()
+    root = _folder("path", path)
+    return ImageFolderStreams(name if name is not None else root.resolve().name, train, test, mean, std, str(root),
+                              workers)
+
+
+__all__ = ["FITS", "IMAGE_EXTENSIONS", "ImageFolderDataset", "ImageFolderStreams", "ImageFolderTensors",
+           "TEST_FOLDERS", "image_folder", "image_folder_datasets", "image_folder_streams"]

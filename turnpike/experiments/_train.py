@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from .. import _checks
-from ..data import IMAGE_DATASETS, image_folder
+from ..backends._module_data import checked_workers
+from ..data import IMAGE_DATASETS, image_folder, image_folder_streams
 from ..data._images import available_data
 from ..models import build_model, model_factory
 from ..systems import ResidualNetwork, residual_network
@@ -40,6 +41,7 @@ class TrainConfig(TrainingRecipe, command="train"):
     image_channels: int = 3              # folder: 3 (RGB) or 1 (grey)
     test_fraction: float | None = None   # folder without train/ and val/: the share of each class held out
     flip: bool | None = None             # random horizontal flips (None: not for digits and clothes)
+    stream: bool = False                 # folder: read the images from the files batch by batch, not into memory
 
     datasets = ("folder",) + IMAGE_DATASETS
     architecture_fields = TrainingRecipe.architecture_fields + ("model", "model_options", "image_size",
@@ -61,6 +63,9 @@ class TrainConfig(TrainingRecipe, command="train"):
                          strict_max=True)
         if self.flip is not None:
             _checks.boolean("flip", self.flip)
+        if _checks.boolean("stream", self.stream) and self.dataset != "folder":
+            _checks.fail("stream", f"False for the built-in data set {self.dataset!r} (read into memory; streaming "
+                                   "reads an image folder, --data DIR)", self.stream)
 
     @staticmethod
     def _absolute(model):
@@ -75,10 +80,17 @@ class TrainConfig(TrainingRecipe, command="train"):
         return super().flips if self.flip is None else self.flip
 
     def load_data(self):
+        """The run's images: a built-in data set or an image folder in memory, or the folder's files read
+        batch by batch (``stream``; DataLoader workers as the module backend's "auto": 0 on a CPU)."""
         if self.dataset != "folder":
             return super().load_data()
-        data = image_folder(self.data_dir, size=self.image_size, split=self.test_fraction,
-                            channels=self.image_channels)
+        if self.stream:
+            workers = checked_workers("auto", torch.device(self.device))
+            data = image_folder_streams(self.data_dir, size=self.image_size, split=self.test_fraction,
+                                        channels=self.image_channels, workers=workers)
+        else:
+            data = image_folder(self.data_dir, size=self.image_size, split=self.test_fraction,
+                                channels=self.image_channels)
         if self.train_subset or self.test_subset:
             data = data.subset(train=self.train_subset, test=self.test_subset, seed=self.seed)
         return data

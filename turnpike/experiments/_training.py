@@ -169,7 +169,7 @@ def problem(config: TrainingRecipe, net, data) -> OCP:
     loss = CrossEntropy(num_classes=data.num_classes)
     decay = InputPenalty(config.weight_decay / 2)
     stage = decay if config.variant == "standard" else config.gamma * loss + decay
-    return OCP(net, data.train_images, data.train_labels.numpy(), stage_cost=stage, terminal_cost=loss)
+    return OCP(net, *data.inputs("train"), stage_cost=stage, terminal_cost=loss)
 
 
 def _tensorboard_writer(folder: Path):
@@ -234,25 +234,35 @@ def _evaluate_pruned(solution, depth, data, config) -> dict:
     sub = solution.prune(depth).to(config.device).eval()
     correct = 0
     with torch.no_grad():
-        for begin in range(0, len(data.test_labels), 512):
-            images = data.test_images[begin:begin + 512].to(config.device)
-            logits = sub(_normalised(images, data))
-            correct += int((logits.argmax(-1).cpu() == data.test_labels[begin:begin + 512]).sum())
-    return {"depth": depth, "test_accuracy": correct / len(data.test_labels), "parameters": sub.parameter_count(),
-            "multiply_adds": sub.exit_costs(*data.test_images.shape[2:])["network"]}
+        for images, labels in EvaluationBatches(data, config.device, channels_last=config.channels_last):
+            correct += int((sub(images).argmax(-1).cpu() == labels).sum())
+    return {"depth": depth, "test_accuracy": correct / data.split_size("test"), "parameters": sub.parameter_count(),
+            "multiply_adds": sub.exit_costs(*data.image_size)["network"]}
 
 
-def _normalised(images, data):
-    return normalise(images, data.mean, data.std)
+class EvaluationBatches:
+    """A run's test images as its network takes them (normalised, on ``device``, channels-last or not) with
+    their labels, ``batch_size`` at a time, from memory or read from files; iterable again and again (the
+    early-exit curve times each threshold on them)."""
+
+    def __init__(self, data, device, *, channels_last: bool, batch_size: int = 512):
+        self.data, self.device, self.batch_size = data, device, batch_size
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __iter__(self):
+        for images, labels in self.data.batches("test", self.batch_size):
+            images = normalise(images.to(self.device), self.data.mean, self.data.std)
+            yield images.contiguous(memory_format=self.memory_format), labels
 
 
 def _solve_settings(config: TrainingRecipe, data) -> dict:
     """What the run's training and its fine-tuning share: batches, augmentation, device and format."""
-    count = len(data.train_labels)
+    count = data.split_size("train")
     batch = min(config.batch_size, count)
     flip = config.flips
+    test, labels = data.inputs("test")
     return dict(batch_size=batch, checkpoint_every=-(-count // batch), seed=config.seed, device=config.device,
-                test_data=(data.test_images, data.test_labels.numpy()), normalise=(data.mean, data.std),
+                test_data=test if labels is None else (test, labels), normalise=(data.mean, data.std),
                 augment=lambda images, generator: augment(images, flip=flip, generator=generator),
                 amp=config.amp, channels_last=config.channels_last, compile=config.compile,
                 sync_batchnorm=config.sync_batchnorm)
@@ -313,7 +323,7 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
     writes = out is not None and is_main_process()
     tensorboard = _tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
-    log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, len(data.train_labels),
+    log = (_EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, data.split_size("train"),
                      resume, tensorboard, previous=_objective_history(out / "checkpoint.pt") if resume else ())
            if writes else None)
     if writes and not continues:
@@ -378,8 +388,8 @@ def finetune_pruned(network, config: TrainingRecipe, data, *, out=None, resume=F
     steps = config.epochs * per_epoch          # the run's schedule at its last step (milestones past it never applied)
     lr = learning_rate(_sgd_options(config, per_epoch), steps - 1, steps)
     loss = CrossEntropy(num_classes=data.num_classes)
-    ocp = OCP(network.train(), data.train_images, data.train_labels.numpy(),
-              stage_cost=InputPenalty(config.weight_decay / 2), terminal_cost=loss)
+    ocp = OCP(network.train(), *data.inputs("train"), stage_cost=InputPenalty(config.weight_decay / 2),
+              terminal_cost=loss)
     solution = solve_ocp(
         ocp, method="sgd", steps=config.finetune_epochs * per_epoch, options={"lr": lr, "momentum": config.momentum},
         checkpoint=Path(out) / "finetune_checkpoint.pt" if out is not None else None, resume=resume,
@@ -477,20 +487,20 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "branch_parameter_norms": solution.branch_parameter_norms,
         "test_accuracy": solution.accuracy("test"), "train_accuracy": solution.accuracy("train"),
         "parameters": solution.network.parameter_count(), "depth": solution.depth,
-        "multiply_adds": solution.network.exit_costs(*data.test_images.shape[2:])["network"],   # per image
+        "multiply_adds": solution.network.exit_costs(*data.image_size)["network"],   # per image
         "eps": eps, "turnpike_layer": layer,
         "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
-        "images_per_s": epochs * len(data.train_labels) / max(solution.wall_time_s, 1e-9),
+        "images_per_s": epochs * data.split_size("train") / max(solution.wall_time_s, 1e-9),
         "epochs": config.epochs, "epochs_done": taken // per_epoch,
         **config.describe(), "dataset": data.name,
-        "early_exit": _early_exit(solution.network, data, config.device),
+        "early_exit": _early_exit(solution.network, data, config),
     }
     return metrics
 
 
-def _early_exit(network, data, device) -> dict:
+def _early_exit(network, data, config) -> dict:
     """Test accuracy against mean blocks executed and compute over ``EARLY_EXIT_THRESHOLDS`` (no timing)."""
-    images = _normalised(data.test_images, data).to(device)
-    curve = early_exit_curve(network, images, data.test_labels, EARLY_EXIT_THRESHOLDS, batch_size=512)
+    batches = EvaluationBatches(data, config.device, channels_last=config.channels_last)
+    curve = early_exit_curve(network, batches, None, EARLY_EXIT_THRESHOLDS)
     return {key: curve[key] for key in ("thresholds", "accuracy", "mean_blocks", "mean_compute")}

@@ -92,41 +92,49 @@ def _checked_thresholds(thresholds) -> list:
 
 
 @torch.no_grad()
-def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.Tensor, thresholds, *,
-                     batch_size: int = 256, measure_speed: bool = False) -> dict:
+def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch_size: int = 256,
+                     measure_speed: bool = False) -> dict:
     """Accuracy against the mean number of blocks executed, over ``thresholds``.
+
+    ``images`` (B, C, H, W) prepared as in training, on the network's device, with their ``labels``; or,
+    for a test set read batch by batch, ``images`` an iterable of (images, labels) batches so prepared
+    and ``labels`` None (iterated once, and once more per threshold with ``measure_speed``: a DataLoader
+    or another re-iterable, not a generator).
 
     The decisions come from all exits' logits, computed once per batch (eval mode); with
     ``measure_speed`` each threshold is also run through :func:`early_exit_predict` and timed
-    (``images_per_s``). Returns ``{"thresholds", "accuracy", "mean_blocks", "mean_compute",
-    "images_per_s"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy. ``mean_compute``
-    is the multiply-adds early exit spends per image over those of the plain network
+    (``images_per_s``: the network's time alone). Returns ``{"thresholds", "accuracy", "mean_blocks",
+    "mean_compute", "images_per_s"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy.
+    ``mean_compute`` is the multiply-adds early exit spends per image over those of the plain network
     (:meth:`PreActResNet.exit_costs`: the blocks run and every head evaluated on the way; above 1
     when few images stop early, since the plain network evaluates one head).
     """
     network = _checked_network(network)
-    images = _checked_images(network, images)
-    labels = torch.as_tensor(class_labels("labels", labels, count=images.shape[0], num_classes=network.num_classes))
     thresholds = _checked_thresholds(thresholds)
     batch_size = integer("batch_size", batch_size, minimum=1)
     measure_speed = boolean("measure_speed", measure_speed)
+    batches = _batch_source(network, images, labels, batch_size, again=measure_speed)
     was_training = network.training
     network.eval()
     try:
-        confidences, predictions = [], []
-        for start in range(0, images.shape[0], batch_size):
-            probabilities = network.exit_logits(images[start:start + batch_size]).softmax(-1)   # (N+1, b, C)
+        confidences, predictions, all_labels, size = [], [], [], None
+        for batch, batch_labels in batches():
+            probabilities = network.exit_logits(batch).softmax(-1)                     # (N+1, b, C)
             confidence, predicted = probabilities.max(-1)
             confidences.append(confidence)
             predictions.append(predicted)
+            all_labels.append(batch_labels.to(predicted.device))
+            size = batch.shape[2:]
     finally:
         network.train(was_training)
+    if size is None:
+        fail("images", "at least one batch of images", images)
     confidence, predicted = torch.cat(confidences, 1), torch.cat(predictions, 1)          # (N+1, D)
-    correct = predicted == labels.to(predicted.device)[None]
+    correct = predicted == torch.cat(all_labels)[None]
     depth = network.depth
     result = {"thresholds": thresholds, "accuracy": [], "mean_blocks": [], "mean_compute": [], "images_per_s": [],
               "exit_accuracy": correct.double().mean(1).tolist()}
-    costs = network.exit_costs(*images.shape[2:])
+    costs = network.exit_costs(*size)
     relative_cost = torch.tensor(costs["early_exit"], dtype=torch.float64, device=predicted.device) / costs["network"]
     for threshold in thresholds:
         stops = confidence > threshold
@@ -136,10 +144,40 @@ def early_exit_curve(network: PreActResNet, images: torch.Tensor, labels: torch.
         result["mean_blocks"].append(float(first.double().mean()))
         result["mean_compute"].append(float(relative_cost[first].mean()))
         if measure_speed:
-            start = time.perf_counter()
-            for begin in range(0, images.shape[0], batch_size):
-                _predict(network, images[begin:begin + batch_size], threshold)
-            if images.device.type == "cuda":
-                torch.cuda.synchronize(images.device)
-            result["images_per_s"].append(images.shape[0] / (time.perf_counter() - start))
+            result["images_per_s"].append(_images_per_second(network, batches, threshold))
     return result
+
+
+def _batch_source(network, images, labels, batch_size: int, *, again: bool):
+    """A function returning a fresh iterator of checked (images, labels) batches of ``images``."""
+    if labels is not None or isinstance(images, torch.Tensor) or hasattr(images, "__array__"):
+        images = _checked_images(network, images)
+        labels = torch.as_tensor(class_labels("labels", labels, count=images.shape[0],
+                                              num_classes=network.num_classes))
+        return lambda: ((images[begin:begin + batch_size], labels[begin:begin + batch_size])
+                        for begin in range(0, images.shape[0], batch_size))
+    if not hasattr(images, "__iter__") or (again and iter(images) is images):
+        fail("images", "a tensor of images with their labels, or (labels=None) a re-iterable of (images, labels) "
+                       "batches such as a DataLoader", images)
+
+    def checked():
+        for index, pair in enumerate(images):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                fail(f"images[{index}]", "an (images, labels) batch", pair)
+            batch = _checked_images(network, pair[0])
+            yield batch, torch.as_tensor(class_labels(f"images[{index}] labels", pair[1], count=batch.shape[0],
+                                                      num_classes=network.num_classes))
+    return checked
+
+
+def _images_per_second(network, batches, threshold: float) -> float:
+    """Images per second of early exit at ``threshold``, timing the network alone (not the reading)."""
+    seconds, count = 0.0, 0
+    for batch, _ in batches():
+        start = time.perf_counter()
+        _predict(network, batch, threshold)
+        if batch.device.type == "cuda":
+            torch.cuda.synchronize(batch.device)
+        seconds += time.perf_counter() - start
+        count += batch.shape[0]
+    return count / seconds
