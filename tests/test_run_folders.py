@@ -107,3 +107,31 @@ def test_sigterm_stops_at_a_step_then_resume_ends_where_an_uninterrupted_run_end
     reference = [json.loads(text) for text in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert [line["objective"] for line in lines] == pytest.approx([line["objective"] for line in reference], rel=1e-12)
+
+
+def test_a_run_written_before_a_setting_existed_resumes_with_its_default_and_unknown_ones_are_named(tmp_path,
+                                                                                                  capsys):
+    # config.json of an older version: without the settings added since (train's subresnet and stream)
+    from turnpike.experiments import load_run_network, run_config
+
+    tiny = ["train", "--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true",
+            "--epochs", "2", "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32",
+            "--quiet", "--no-plots"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert main([*tiny, "--out", str(new)]) == 0
+    assert main([*tiny, "--out", str(old), "--time-limit", "0"]) == 0             # stopped after epoch 1
+    stored = json.loads((old / "config.json").read_text())
+    del stored["config"]["subresnet"], stored["config"]["stream"]
+    (old / "config.json").write_text(json.dumps(stored))
+    assert run_config(old).stream is False and run_config(old).subresnet is None
+    assert main([*tiny, "--out", str(old), "--resume"]) == 0
+    assert json.loads((old / "metrics.json").read_text())["exit_test_loss"] == \
+           json.loads((new / "metrics.json").read_text())["exit_test_loss"]
+    assert main([*tiny, "--out", str(old), "--resume", "--variant", "standard", "--subresnet", "3"]) == 2
+    assert "subresnet: None there, 3 now" in capsys.readouterr().err                    # a new value: refused
+    stored["config"]["shiny"] = 1                                                        # a setting of no version
+    (old / "config.json").write_text(json.dumps(stored))
+    assert main([*tiny, "--out", str(old), "--resume"]) == 2
+    assert "ones it does not have: shiny (a run of another turnpike version or program)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="folder: .*config.json: expected the settings .* shiny"):
+        load_run_network(old)

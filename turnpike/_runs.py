@@ -212,14 +212,38 @@ def claim_run_folder(out, config, *, command: str, resume: bool, overwrite: bool
                          f"{_describe_run(out, stored_file)}; {hint} (or choose another --out)")
     given = json.loads(json.dumps(_jsonable(config)))          # as config.json stores it (tuples as lists)
     stored_command = stored_file.get("command")
-    if stored_command not in (None, command) or set(stored) != set(given):
+    if stored_command not in (None, command):
         raise ValueError(f"resume: expected a run of `turnpike {command}` in {out}, got "
                          f"{_describe_run(out, stored_file)}; choose another --out")
+    stored = stored_settings(stored, config, f"resume: the run in {out}")
     changed = [name for name in given if name not in resumable and stored.get(name) != given[name]]
     if changed:
         raise ValueError("resume: expected the settings of the run in " + str(out) + ", got other ones: "
                          + "; ".join(f"{name}: {stored.get(name)!r} there, {given[name]!r} now" for name in changed)
                          + f" (only {', '.join(resumable) or 'nothing'} may change on resume)")
+
+
+def stored_settings(stored: dict, config, where: str) -> dict:
+    """The settings a config.json stores, completed for the config class of ``config`` (a dataclass or its
+    class): a setting this version added since the run was written takes its default, which is what the
+    run did before the setting existed. A stored setting the class does not have is refused (a run of
+    another version or program), as is a missing one without a default; ``where`` starts the message."""
+    fields = {field.name: field for field in dataclasses.fields(config)}
+    unknown = sorted(set(stored) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: expected the settings of this version's config, got ones it does not have: "
+                         f"{', '.join(unknown)} (a run of another turnpike version or program)")
+    completed = dict(stored)
+    for name, field in fields.items():
+        if name in stored:
+            continue
+        if field.default is not dataclasses.MISSING:
+            completed[name] = json.loads(json.dumps(_jsonable(field.default)))
+        elif field.default_factory is not dataclasses.MISSING:
+            completed[name] = json.loads(json.dumps(_jsonable(field.default_factory())))
+        else:
+            raise ValueError(f"{where}: expected a stored value of the setting {name}, got none")
+    return completed
 
 
 def _describe_run(out: Path, stored_file: dict) -> str:

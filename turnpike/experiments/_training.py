@@ -22,7 +22,6 @@ epoch), ``checkpoint.pt`` (every epoch, atomic; ``resume=True`` continues a kill
 from __future__ import annotations
 
 import abc
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from .. import _checks
 from .._costs import CrossEntropy, InputPenalty
 from .._distributed import is_main_process, world
 from .._ocp import OCP
-from .._runs import claim_run_folder, holds_run, read_json, write_atomically, write_metrics, write_run_config
+from .._runs import (claim_run_folder, holds_run, read_json, stored_settings, write_atomically, write_metrics,
+                     write_run_config)
 from ..results import Status
 from .._solve import solve_ocp
 from ..backends import COMPILE_MODES, MODULE_METHODS, learning_rate
@@ -430,10 +430,10 @@ def run_config(folder, *, command: str | None = None) -> TrainingRecipe:
     settings = stored.get("config") if isinstance(stored, dict) else None
     made_by = stored.get("command", "resnet54") if isinstance(stored, dict) else None
     kind = _CONFIGS.get(made_by)
-    fields = {field.name for field in dataclasses.fields(kind)} if kind is not None else set()
-    if kind is None or not isinstance(settings, dict) or set(settings) != fields or command not in (None, made_by):
+    if kind is None or not isinstance(settings, dict) or command not in (None, made_by):
         by = made_by if isinstance(made_by, str) else "another program"
         _checks.fail("folder", f"a {_commands(command)} run folder", f"{folder}, whose config.json was written by {by}")
+    settings = stored_settings(settings, kind, f"folder: {path}")    # settings added since: their defaults
     settings["milestones"] = tuple(settings["milestones"])
     return kind.from_stored(settings)
 
