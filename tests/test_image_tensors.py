@@ -8,8 +8,8 @@ import torch
 
 from turnpike.data import (IMAGE_DATASETS, ImageTensors, augment, batch_indices, channel_statistics,
                            epoch_generator, load_image_tensors, load_images, load_raw_images, normalise,
-                           random_crop, random_flip, read_cifar, write_idx)
-from turnpike.data._augment import _crop_at
+                           random_crop, random_flip, random_resized_crop, read_cifar, write_idx)
+from turnpike.data._augment import _crop_at, _random_boxes, _resized
 
 NO_DOWNLOAD = "CIFAR cannot be fetched here; available here: --dataset mnist (the embedded 5,000-image subset, always)"
 
@@ -338,6 +338,35 @@ def test_random_flip_mirrors_about_half_the_samples():
     assert torch.equal(random_flip(images, torch.Generator().manual_seed(0)), flipped)
 
 
+def test_random_resized_crop_is_interpolate_of_each_cut_out_box():
+    # independent reference: cut each box out and resize it with F.interpolate (torchvision's resized_crop
+    # without antialiasing), for uint8 and float images of a non-square size
+    images = _random_images(200, channels=3, height=16, width=12)
+    boxes = _random_boxes(200, 16, 12, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1), "cpu")
+    fractions = (boxes[:, 2] * boxes[:, 3]).double() / (16 * 12)
+    aspects = boxes[:, 3].double() / boxes[:, 2]
+    assert fractions.min() >= 0.08 - 0.05 and fractions.max() <= 1.0 and fractions.std() > 0.2   # sides rounded
+    assert aspects.min() >= 0.75 * 0.85 and aspects.max() <= 4 / 3 / 0.85
+    assert bool(((boxes[:, 0] + boxes[:, 2] <= 16) & (boxes[:, 1] + boxes[:, 3] <= 12) & (boxes >= 0).all(1)).all())
+    reference = torch.cat([torch.nn.functional.interpolate(images[b:b + 1, :, t:t + h, l:l + w].float(), (16, 12),
+                                                           mode="bilinear", align_corners=False)
+                           for b, (t, l, h, w) in enumerate(boxes.tolist())])
+    torch.testing.assert_close(_resized(images.float(), boxes), reference, atol=1e-3, rtol=0)
+    rounded = _resized(images, boxes)                    # uint8: rounded (ties at .5 may go either way)
+    assert rounded.dtype == torch.uint8 and float((rounded.float() - reference).abs().max()) <= 0.5 + 1e-3
+    # the whole image at its own aspect is the identity; a seed reproduces the crops, another changes them
+    assert torch.equal(random_resized_crop(images, (1.0, 1.0), (0.75, 0.75)), images)
+    first = random_resized_crop(images, generator=epoch_generator(5, 0))
+    assert first.dtype == torch.uint8 and first.shape == images.shape
+    assert torch.equal(random_resized_crop(images, generator=epoch_generator(5, 0)), first)
+    assert not torch.equal(random_resized_crop(images, generator=epoch_generator(5, 1)), first)
+    for bad, name in (((0.5,), "scale"), ((0.9, 0.1), "scale"), ((0.0, 1.0), "scale"), ((0.5, 2.0), "scale")):
+        with pytest.raises(ValueError, match=name):
+            random_resized_crop(images, bad)
+    with pytest.raises(ValueError, match="ratio"):
+        random_resized_crop(images, ratio=(2.0, 1.0))
+
+
 def test_augment_is_reproducible_from_a_seed():
     images = _random_images(64, height=32, width=32)
     first = augment(images, generator=epoch_generator(7, 2))
@@ -412,6 +441,10 @@ def test_the_same_code_runs_on_cuda():
                        augment(images, generator=epoch_generator(3, 1, "cuda")))
     with pytest.raises(ValueError, match="generator: expected a torch.Generator on the images' device"):
         random_flip(images, torch.Generator())
+    boxes = _random_boxes(256, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0), "cpu")
+    torch.testing.assert_close(_resized(images.float(), boxes.cuda()).cpu(), _resized(images.cpu().float(), boxes),
+                               atol=1e-3, rtol=0)
+    assert random_resized_crop(images, generator=epoch_generator(3, 1, "cuda")).is_cuda
     data = _indexed().to("cuda")
     small = data.subset(train=30, seed=1)
     assert small.train_images.is_cuda and small.mean == channel_statistics(small.train_images.cpu())[0]

@@ -158,14 +158,16 @@ def test_a_streamed_folder_trains_the_same_network_as_one_in_memory_and_resumes(
     # --stream reads the files batch by batch: the same batches, augmentation and statistics, so the same run
     pets = _pets(tmp_path / "pets")
     memory, streamed = tmp_path / "memory", tmp_path / "streamed"
-    assert main(["train", "--data", str(pets), *PETS, "--out", str(memory)]) == 0
-    assert main(["train", "--data", str(pets), *PETS, "--stream", "--out", str(streamed), "--time-limit", "0"]) == 0
+    crops = ["--crop", "resized"]                        # random-resized crops of the batches, either way
+    assert main(["train", "--data", str(pets), *PETS, *crops, "--out", str(memory)]) == 0
+    assert main(["train", "--data", str(pets), *PETS, *crops, "--stream", "--out", str(streamed),
+                 "--time-limit", "0"]) == 0
     assert _metrics(streamed)["status"] == "time_limit"                 # stopped after epoch 1 of 3
-    assert main(["train", "--data", str(pets), *PETS, "--stream", "--out", str(streamed), "--resume"]) == 0
+    assert main(["train", "--data", str(pets), *PETS, *crops, "--stream", "--out", str(streamed), "--resume"]) == 0
     timing = ("train_time_s", "epoch_time_s", "images_per_s", "files")
     a, b = _metrics(memory), _metrics(streamed)
     assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
-    assert run_config(streamed).stream and not run_config(memory).stream
+    assert run_config(streamed).stream and not run_config(memory).stream and run_config(memory).crop == "resized"
     for name, value in load_run_network(memory).state_dict().items():
         assert torch.equal(value, load_run_network(streamed).state_dict()[name]), name
     capsys.readouterr()
@@ -174,6 +176,21 @@ def test_a_streamed_folder_trains_the_same_network_as_one_in_memory_and_resumes(
     curves = [json.loads((run / "early_exit.json").read_text()) for run in (memory, streamed)]
     assert curves[0]["accuracy"] == curves[1]["accuracy"] and curves[0]["mean_blocks"] == curves[1]["mean_blocks"]
     assert curves[0]["accuracy"][-1] == a["test_accuracy"]
+
+
+def test_training_crops_are_the_configured_batch_operations():
+    from turnpike.data import augment, epoch_generator, random_flip, random_resized_crop
+
+    images = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    padded = TrainConfig(dataset="cifar10", crop="padded").augment_batch(images, epoch_generator(1, 0))
+    assert torch.equal(padded, augment(images, generator=epoch_generator(1, 0)))
+    generator = epoch_generator(1, 0)                # one generator draws the boxes, then the flips
+    expected = random_flip(random_resized_crop(images, generator=generator), generator)
+    resized = TrainConfig(dataset="cifar10", crop="resized").augment_batch(images, epoch_generator(1, 0))
+    assert torch.equal(resized, expected) and not torch.equal(resized, padded)
+    assert torch.equal(TrainConfig(dataset="mnist", crop="none").augment_batch(images, epoch_generator(1, 0)), images)
+    flipped = TrainConfig(dataset="cifar10", crop="none").augment_batch(images, epoch_generator(1, 0))
+    assert torch.equal(flipped, random_flip(images, epoch_generator(1, 0)))
 
 
 @pytest.mark.parametrize("arguments, names", [
@@ -191,6 +208,7 @@ def test_a_streamed_folder_trains_the_same_network_as_one_in_memory_and_resumes(
     (["--image-channels", "2"], ["--image-channels"]),
     (["--subresnet", "2"], ["--variant", "'standard' with subresnet"]),
     (["--stream"], ["--stream", "built-in data set 'mnist'"]),
+    (["--crop", "big"], ["--crop", "invalid choice"]),
     (["--subresnet", "9", "--variant", "standard", "--model-option", "base=2"], ["--subresnet", "at most 8 blocks"]),
 ])
 def test_bad_train_arguments_are_one_line_errors_naming_the_flag(arguments, names, tmp_path, factory_file, capsys):

@@ -107,6 +107,76 @@ def _crop_at(images: torch.Tensor, offsets: torch.Tensor, padding: int) -> torch
     return picked_rows.gather(3, cols[:, None, None, :].expand(batch, channels, height, width))
 
 
+#: tries per image to draw a box that fits, as torchvision's RandomResizedCrop; after them, the whole image
+_BOX_TRIES = 10
+
+
+def random_resized_crop(images: torch.Tensor, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random-resized crops of a batch, torchvision's ``RandomResizedCrop`` recipe on the stored
+    images: each sample's box covers an area fraction uniform in ``scale`` of its H×W, with width/height
+    log-uniform in ``ratio`` (integer sides, drawn up to 10 times until the box fits, else the whole image),
+    at a uniform integer offset, and is resized back to H×W bilinearly (no antialiasing: F.interpolate's
+    ``align_corners=False`` arithmetic on the box). One ``grid_sample`` for the batch, on its device.
+    uint8 images come back uint8 (rounded), float ones in their dtype.
+    """
+    _check_batch("images", images)
+    scale = _range("scale", scale, upper=1.0)
+    ratio = _range("ratio", ratio, upper=None)
+    generator = _check_generator(generator, images.device)
+    boxes = _random_boxes(images.shape[0], *images.shape[2:], scale, ratio, generator, images.device)
+    return _resized(images, boxes)
+
+
+def _range(name: str, values, *, upper) -> tuple[float, float]:
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != 2:
+        fail(name, "a pair (low, high)", values)
+    low, high = (real(f"{name}[{i}]", v, minimum=0.0, strict_min=True, maximum=upper) for i, v in enumerate(values))
+    if low > high:
+        fail(name, "low <= high", values)
+    return low, high
+
+
+def _random_boxes(batch: int, height: int, width: int, scale, ratio, generator, device) -> torch.Tensor:
+    """(B, 4) integer boxes (top, left, box height, box width), drawn as :func:`random_resized_crop` says."""
+    draws = torch.rand((batch, _BOX_TRIES, 4), generator=generator, device=device, dtype=torch.float64)
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[..., 0])                # (B, tries)
+    log_low, log_high = np.log(ratio[0]), np.log(ratio[1])
+    aspect = torch.exp(log_low + (log_high - log_low) * draws[..., 1])
+    box_width = torch.sqrt(area * aspect).round()
+    box_height = torch.sqrt(area / aspect).round()
+    fits = (box_width >= 1) & (box_width <= width) & (box_height >= 1) & (box_height <= height)
+    first = fits.double().argmax(1, keepdim=True)                                               # first fit
+    found = fits.any(1)
+    box_height = torch.where(found, box_height.gather(1, first)[:, 0], torch.full_like(found, height, dtype=area.dtype))
+    box_width = torch.where(found, box_width.gather(1, first)[:, 0], torch.full_like(found, width, dtype=area.dtype))
+    top = (draws[..., 2].gather(1, first)[:, 0] * (height - box_height + 1)).floor().clamp(max=height - box_height)
+    left = (draws[..., 3].gather(1, first)[:, 0] * (width - box_width + 1)).floor().clamp(max=width - box_width)
+    return torch.stack([top, left, box_height, box_width], 1).long()
+
+
+def _resized(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each sample's box (top, left, height, width) resized to the images' H×W, bilinearly: what
+    ``F.interpolate(crop, (H, W), mode="bilinear", align_corners=False)`` makes of the cut-out box (its
+    sampling points clamped to the box's pixels, never its neighbours'), one grid_sample for the batch."""
+    batch, _, height, width = images.shape
+    source = images if images.is_floating_point() else images.to(torch.float32)
+    boxes = boxes.to(device=images.device, dtype=source.dtype)
+
+    def sampled(start, size, length):          # (B, length) grid coordinates of one axis, in [-1, 1]
+        centres = torch.arange(length, device=images.device, dtype=source.dtype) + 0.5
+        inside = (centres[None] * size[:, None] / length - 0.5).clamp(min=0)        # in box pixels
+        inside = torch.minimum(inside, size[:, None] - 1)
+        return (2 * (start[:, None] + inside) + 1) / length - 1
+
+    rows = sampled(boxes[:, 0], boxes[:, 2], height)                                  # (B, H)
+    cols = sampled(boxes[:, 1], boxes[:, 3], width)                                   # (B, W)
+    grid = torch.stack([cols[:, None, :].expand(batch, height, width),
+                        rows[:, :, None].expand(batch, height, width)], dim=-1)        # (B, H, W, 2): x, y
+    resized = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return resized if images.is_floating_point() else resized.round_().clamp_(0, 255).to(images.dtype)
+
+
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each sample left-right with probability 1/2, independently. Any dtype."""
     _check_batch("images", images)

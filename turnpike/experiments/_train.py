@@ -17,7 +17,7 @@ import torch
 
 from .. import _checks
 from ..backends._module_data import checked_workers
-from ..data import IMAGE_DATASETS, image_folder, image_folder_streams
+from ..data import IMAGE_DATASETS, image_folder, image_folder_streams, random_flip, random_resized_crop
 from ..data._images import available_data
 from ..models import build_model, model_factory
 from ..systems import ResidualNetwork, residual_network
@@ -25,6 +25,8 @@ from ._training import TrainingRecipe, run_training
 
 __all__ = ["TrainConfig", "run_train"]
 
+#: how training batches are cropped (``TrainConfig.crop``)
+CROPS = ("padded", "resized", "none")
 #: image channels of the built-in data sets
 _CHANNELS = {"cifar10": 3, "cifar100": 3, "mnist": 1, "fashion-mnist": 1}
 
@@ -42,6 +44,8 @@ class TrainConfig(TrainingRecipe, command="train"):
     test_fraction: float | None = None   # folder without train/ and val/: the share of each class held out
     flip: bool | None = None             # random horizontal flips (None: not for digits and clothes)
     stream: bool = False                 # folder: read the images from the files batch by batch, not into memory
+    crop: str = "padded"                 # padded (4-pixel padded random crops, CIFAR's) | resized (random-resized
+                                         # crops, torchvision's ImageNet recipe) | none
 
     datasets = ("folder",) + IMAGE_DATASETS
     architecture_fields = TrainingRecipe.architecture_fields + ("model", "model_options", "image_size",
@@ -63,9 +67,18 @@ class TrainConfig(TrainingRecipe, command="train"):
                          strict_max=True)
         if self.flip is not None:
             _checks.boolean("flip", self.flip)
+        _checks.choice("crop", self.crop, CROPS)
         if _checks.boolean("stream", self.stream) and self.dataset != "folder":
             _checks.fail("stream", f"False for the built-in data set {self.dataset!r} (read into memory; streaming "
                                    "reads an image folder, --data DIR)", self.stream)
+
+    def augment_batch(self, images, generator):
+        """The training batch's crops as ``crop`` says, then random flips where :attr:`flips`."""
+        if self.crop == "padded":
+            return super().augment_batch(images, generator)
+        if self.crop == "resized":
+            images = random_resized_crop(images, generator=generator)
+        return random_flip(images, generator) if self.flips else images
 
     @staticmethod
     def _absolute(model):

@@ -156,6 +156,11 @@ class TrainingRecipe(abc.ABC):
         """Whether training images are flipped horizontally at random (not digits and clothes)."""
         return self.dataset not in _NO_FLIP
 
+    def augment_batch(self, images, generator):
+        """A training batch's augmentation (uint8 images on the device): random crops of the images padded
+        by 4 pixels (the paper's CIFAR recipe), and random flips where :attr:`flips`."""
+        return augment(images, flip=self.flips, generator=generator)
+
     def load_data(self):
         """The run's images (its train/test subsets drawn from its seed), on the CPU."""
         data = load_image_tensors(self.dataset, self.data_dir)
@@ -259,11 +264,10 @@ def _solve_settings(config: TrainingRecipe, data) -> dict:
     """What the run's training and its fine-tuning share: batches, augmentation, device and format."""
     count = data.split_size("train")
     batch = min(config.batch_size, count)
-    flip = config.flips
     test, labels = data.inputs("test")
     return dict(batch_size=batch, checkpoint_every=-(-count // batch), seed=config.seed, device=config.device,
                 test_data=test if labels is None else (test, labels), normalise=(data.mean, data.std),
-                augment=lambda images, generator: augment(images, flip=flip, generator=generator),
+                augment=config.augment_batch,
                 amp=config.amp, channels_last=config.channels_last, compile=config.compile,
                 sync_batchnorm=config.sync_batchnorm)
 
