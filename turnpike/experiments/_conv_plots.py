@@ -1,4 +1,5 @@
-"""Figures of a ResNet-54 run: Fig. 2/3 (per-exit loss and accuracy) and Fig. 4/5 (residuals, norms)."""
+"""Figures of a `resnet54` or `train` run and of a study: Fig. 2/3 (per-exit loss and accuracy), Fig. 4/5
+(residuals, norms) and the early-exit curve."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,7 +76,7 @@ def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path, *, n
     for axis in (by_blocks, by_compute):
         axis.set_ylabel("test accuracy")
         axis.legend(fontsize=8)
-    fig.suptitle(f"{metrics['dataset']}: early exit (N = {metrics['depth']})")
+    fig.suptitle(f"{metrics['dataset']}: early exit of {_network(metrics)}")
     return _save(fig, path)
 
 
@@ -97,6 +98,13 @@ def study_figures(runs: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _network(metrics: dict) -> str:
+    """"resnet18 (N = 8)" for a `train` run's model, "ResNet-54" for the paper's network."""
+    if metrics.get("model"):
+        return f"{metrics['model'].rpartition(':')[2]} (N = {metrics['depth']})"
+    return f"ResNet-{metrics['depth']}"
+
+
 def _study_exits(runs: dict, subresnets: dict, path: Path) -> Path:
     plt = _pyplot()
     fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
@@ -114,7 +122,7 @@ def _study_exits(runs: dict, subresnets: dict, path: Path) -> Path:
         axis.set_ylabel(label)
         axis.legend(fontsize=8)
     first = next(iter(runs.values()))
-    fig.suptitle(f"{first['dataset']}: exits of ResNet-{first['depth']} (Figs. 2-3 of the 2025 paper)")
+    fig.suptitle(f"{first['dataset']}: exits of {_network(first)} (Figs. 2-3 of the 2025 paper)")
     return _save(fig, path)
 
 
