@@ -125,6 +125,19 @@ PETS = ["--test-fraction", "0.2", "--image-size", "8", "--model-option", "base=2
         "--no-plots"]
 
 
+def test_a_residual_network_factory_serves_every_variant(tmp_path, factory_file):
+    # a factory returning a ResidualNetwork with ws exits: a full run re-wraps its parts with full exits, the
+    # same run as the factory building full exits itself
+    common = ["--model", f"{factory_file}:build", "--dataset", "mnist", "--epochs", "1", "--train-subset", "64",
+              "--test-subset", "32", "--batch-size", "32", "--quiet", "--no-plots", "--variant", "full"]
+    assert main(["train", *common, "--out", str(tmp_path / "rewrapped")]) == 0
+    assert main(["train", *common, "--model-option", "exits=full", "--out", str(tmp_path / "built")]) == 0
+    timing = ("train_time_s", "epoch_time_s", "images_per_s", "model_options")
+    rewrapped, built = _metrics(tmp_path / "rewrapped"), _metrics(tmp_path / "built")
+    assert {k: v for k, v in rewrapped.items() if k not in timing} == {k: v for k, v in built.items() if k not in timing}
+    assert load_run_network(tmp_path / "rewrapped").exits == "full"
+
+
 def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
     _pets(tmp_path / "pets")
     out = tmp_path / "run"
@@ -199,7 +212,6 @@ def test_training_crops_are_the_configured_batch_operations():
     (["--model", "FILE:missing"], ["--model", "FACTORY defined in"]),
     (["--model", "FILE:not_a_module"], ["--model", "returned a str"]),
     (["--model", "FILE:no_classes"], ["--model", "10 outputs"]),
-    (["--model", "FILE:build", "--variant", "full"], ["--variant", "exits='full'"]),
     (["--model-option", "depth=3"], ["--model-option", "depth", "small_stem"]),
     (["--model-option", "3d=1"], ["--model-option", "KEY=VALUE"]),
     (["--dataset", "folder"], ["--data", "available here: --dataset mnist"]),

@@ -127,10 +127,11 @@ class TrainConfig(TrainingRecipe, command="train"):
         torch.manual_seed(self.seed)
         model = build_model(self.model, num_classes=num_classes, in_channels=channels, options=self.model_options)
         if isinstance(model, ResidualNetwork):
-            if model.exits != self.variant:
-                _checks.fail("variant", f"the exits of the ResidualNetwork that {self.model} builds "
-                             f"({model.exits!r}; build it with exits={self.variant!r})", self.variant)
-            return model
+            if model.exits == self.variant:
+                return model
+            # the same parts with this run's exits: one factory serves every variant (and a study's runs)
+            return ResidualNetwork(model.stem, model.blocks, model.head, num_classes=model.num_classes,
+                                   input_shape=model.input_shape, exits=self.variant, exit_momentum=model.exit_momentum)
         return residual_network(model, exits=self.variant)
 
     def network_depth(self) -> int:
