@@ -221,6 +221,7 @@ def test_training_crops_are_the_configured_batch_operations():
     (["--subresnet", "2"], ["--variant", "'standard' with subresnet"]),
     (["--stream"], ["--stream", "built-in data set 'mnist'"]),
     (["--crop", "big"], ["--crop", "invalid choice"]),
+    (["--weights", "DIR/none.pth"], ["--weights", "a file of saved weights", "none.pth"]),
     (["--subresnet", "9", "--variant", "standard", "--model-option", "base=2"], ["--subresnet", "at most 8 blocks"]),
 ])
 def test_bad_train_arguments_are_one_line_errors_naming_the_flag(arguments, names, tmp_path, factory_file, capsys):

@@ -214,6 +214,12 @@ def report(m: dict, out) -> None:
           f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {out}")
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "
           f"k=0: {m['exit_test_accuracy'][0]:.3f}, k=N: {m['exit_test_accuracy'][-1]:.3f}")
+    if m.get("weights"):
+        w = m["weights"]
+        kept = "; ".join(f"{name} ({why})" for name, why in list(w["kept"].items())[:4]) + \
+            (f"; {len(w['kept']) - 4} more" if len(w["kept"]) > 4 else "")
+        print(f"started from {w['source']}: {w['loaded']} tensors loaded" + (f", kept as initialised: {kept}"
+                                                                             if kept else ""))
     print(f"turnpike layer {m['turnpike_layer']} (ε = {m['eps']:.4f} on the train exit-loss gap)")
     if m["pruned"]:
         p = m["pruned"]

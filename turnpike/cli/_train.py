@@ -71,6 +71,10 @@ def add_train_arguments(p, *, out: str, seeds: str) -> None:
                    help="training crops: of the images padded by 4 pixels (CIFAR's recipe), random-resized (area "
                         "8-100%%, aspect 3/4-4/3, resized back: torchvision's ImageNet recipe, for natural images "
                         "larger than 32 pixels), or none (default: %(default)s)")
+    p.add_argument("--weights", default=C.weights, metavar="FILE",
+                   help="pretrained weights loaded into the model before training: a file of "
+                        "torch.save(model.state_dict()) (torchvision's ResNet files are such), or a checkpoint "
+                        "holding one; tensors of another shape (a classifier for other classes) stay initialised")
     p.add_argument("--stream", action="store_true",
                    help="read the image folder's files batch by batch (DataLoader workers on a GPU) instead of "
                         "decoding them all into memory first: for folders larger than memory; the same training")
@@ -83,7 +87,7 @@ def train_config(args, device, *, seed: int, time_limit, **settings):
 
     return TrainConfig(model=args.model, model_options=dict(args.model_options), image_size=args.image_size,
                        image_channels=args.image_channels, test_fraction=args.test_fraction, flip=args.flip,
-                       stream=args.stream, crop=args.crop,
+                       stream=args.stream, crop=args.crop, weights=args.weights,
                        **recipe_settings(args, device, seed=seed, time_limit=time_limit), **settings)
 
 

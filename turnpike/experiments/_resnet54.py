@@ -39,7 +39,7 @@ class ResNet54Config(TrainingRecipe, command="resnet54"):
         if self.width is not None:
             _checks.integer("width", self.width, minimum=1)
 
-    def build_network(self, data) -> PreActResNet:
+    def build_network(self, data, *, initial_weights: bool = True) -> PreActResNet:
         """The configured network (seeded), or its SubResNet-M architecture."""
         torch.manual_seed(self.seed)
         common = dict(blocks_per_stage=self.blocks_per_stage, in_channels=data.channels,

@@ -19,7 +19,7 @@ from .. import _checks
 from ..backends._module_data import checked_workers
 from ..data import IMAGE_DATASETS, image_folder, image_folder_streams, random_flip, random_resized_crop
 from ..data._images import available_data
-from ..models import build_model, model_factory
+from ..models import build_model, load_weights, model_factory
 from ..systems import ResidualNetwork, residual_network
 from ._training import TrainingRecipe, run_training
 
@@ -46,6 +46,7 @@ class TrainConfig(TrainingRecipe, command="train"):
     stream: bool = False                 # folder: read the images from the files batch by batch, not into memory
     crop: str = "padded"                 # padded (4-pixel padded random crops, CIFAR's) | resized (random-resized
                                          # crops, torchvision's ImageNet recipe) | none
+    weights: str | None = None           # a state_dict file loaded into the model before training (pretrained)
 
     datasets = ("folder",) + IMAGE_DATASETS
     architecture_fields = TrainingRecipe.architecture_fields + ("model", "model_options", "image_size",
@@ -59,6 +60,10 @@ class TrainConfig(TrainingRecipe, command="train"):
         if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
             _checks.fail("model_options", "a dict of keyword arguments of the model's factory", self.model_options)
         self.model = self._absolute(self.model)
+        if self.weights is not None:
+            if not isinstance(self.weights, (str, Path)):
+                _checks.fail("weights", "the path of a weights file, or None", self.weights)
+            self.weights = str(Path(self.weights).resolve())     # a run folder's config finds it from anywhere
         model_factory(self.model)             # resolves now: a wrong name fails before any data is read
         _checks.integer("image_size", self.image_size, minimum=1)
         _checks.choice("image_channels", self.image_channels, (1, 3))
@@ -108,11 +113,11 @@ class TrainConfig(TrainingRecipe, command="train"):
             data = data.subset(train=self.train_subset, test=self.test_subset, seed=self.seed)
         return data
 
-    def build_network(self, data) -> ResidualNetwork:
-        """The user's model (seeded) as a :class:`ResidualNetwork` with this run's exits, or (``subresnet`` M)
-        its SubResNet-M architecture: the first M blocks and the remaining skip paths before the head, as
-        initialised (Definition 1), for training from scratch."""
-        network = self._network(data.num_classes, data.channels)
+    def build_network(self, data, *, initial_weights: bool = True) -> ResidualNetwork:
+        """The user's model (seeded; ``weights`` loaded unless not ``initial_weights``) as a
+        :class:`ResidualNetwork` with this run's exits, or (``subresnet`` M) its SubResNet-M architecture: the
+        first M blocks and the remaining skip paths before the head, as initialised (Definition 1)."""
+        network = self._network(data.num_classes, data.channels, initial_weights=initial_weights)
         if network.num_classes != data.num_classes:
             _checks.fail("model", f"a network with {data.num_classes} outputs, the data's classes ({self.model} "
                          f"has {network.num_classes}; give its factory a num_classes parameter)", self.model)
@@ -123,9 +128,11 @@ class TrainConfig(TrainingRecipe, command="train"):
             network = network.subresnet(self._checked_subresnet_depth(network.depth), exits="standard")
         return network
 
-    def _network(self, num_classes: int, channels: int) -> ResidualNetwork:
+    def _network(self, num_classes: int, channels: int, *, initial_weights: bool = False) -> ResidualNetwork:
         torch.manual_seed(self.seed)
         model = build_model(self.model, num_classes=num_classes, in_channels=channels, options=self.model_options)
+        if initial_weights and self.weights is not None:
+            self.weights_report = load_weights(model, self.weights).as_dict()
         if isinstance(model, ResidualNetwork):
             if model.exits == self.variant:
                 return model
@@ -145,7 +152,9 @@ class TrainConfig(TrainingRecipe, command="train"):
         return f"model {self.model}"
 
     def describe(self) -> dict:
-        return {**super().describe(), "model": self.model}
+        """The variant, SubResNet depth and model, and what ``weights`` loaded (after :meth:`build_network`)."""
+        loaded = getattr(self, "weights_report", None)
+        return {**super().describe(), "model": self.model, **({"weights": loaded} if loaded else {})}
 
 
 def run_train(config: TrainConfig, out=None, *, plots: bool = True, resume: bool = False, overwrite: bool = False,

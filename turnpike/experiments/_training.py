@@ -126,8 +126,10 @@ class TrainingRecipe(abc.ABC):
 
     # what a command's config says about its own network
     @abc.abstractmethod
-    def build_network(self, data):
-        """The configured network (seeded) for ``data`` (its ``channels`` and ``num_classes``)."""
+    def build_network(self, data, *, initial_weights: bool = True):
+        """The configured network (seeded) for ``data`` (its ``channels`` and ``num_classes``); without
+        ``initial_weights`` any pretrained weights the config names are not read (a run folder's own weights
+        replace them)."""
 
     @abc.abstractmethod
     def network_depth(self) -> int:
@@ -460,7 +462,7 @@ def load_run_network(folder, *, device="cpu", command: str | None = None):
         raise ValueError(f"{path}: expected {saved} (a dict with state_dict, channels and num_classes), got "
                          f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
     shape = SimpleNamespace(channels=state["channels"], num_classes=state["num_classes"])
-    network = config.build_network(shape).to(device)
+    network = config.build_network(shape, initial_weights=False).to(device)
     try:
         network.load_state_dict(state["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:
