@@ -46,8 +46,12 @@ def _rank_entry(rank, port, worker, folder, arguments):
     assert tp.distributed.init_distributed("cpu") == "cpu"
     try:
         worker(rank, Path(folder), *arguments)
-    finally:
-        tp.distributed.finish_distributed(wait=False)
+    except BaseException:
+        tp.distributed.finish_distributed(wait=False)      # the other rank may never arrive
+        raise
+    # both ranks done before either tears gloo down: a rank that left early once aborted its peer
+    # ("terminate called without an active exception") on an oversubscribed machine
+    tp.distributed.finish_distributed()
 
 
 def run_ranks(worker, folder, *arguments):
