@@ -82,6 +82,23 @@ def test_resnet110_costs_the_253_million_multiply_adds_the_pruning_literature_re
     assert round(PreActResNet.standard(blocks_per_stage=18).exit_costs(32, 32)["network"] / 1e6) == 253
 
 
+def test_a_test_set_given_batch_by_batch_gives_the_curve_of_the_whole_tensor(network):
+    x, labels = images(batch=24, seed=4), torch.arange(24) % 5
+    thresholds = [0.0, 0.3, 0.6, 1.0]
+    whole = early_exit_curve(network, x, labels, thresholds, batch_size=24)
+    batches = [(x[i:i + 5], labels[i:i + 5]) for i in range(0, 24, 5)]          # a list: iterable again
+    parts = early_exit_curve(network, batches, None, thresholds, measure_speed=True)
+    for key in ("accuracy", "mean_blocks", "mean_compute", "exit_accuracy"):
+        assert parts[key] == pytest.approx(whole[key], abs=1e-12), key
+    assert len(parts["images_per_s"]) == 4 and all(rate > 0 for rate in parts["images_per_s"])
+    with pytest.raises(ValueError, match="images: expected a tensor of images with their labels, or"):
+        early_exit_curve(network, iter(batches), None, thresholds, measure_speed=True)     # read only once
+    with pytest.raises(ValueError, match=r"images\[1\]: expected an \(images, labels\) batch"):
+        early_exit_curve(network, [batches[0], x[:5]], None, thresholds)
+    with pytest.raises(ValueError, match="images: expected at least one batch"):
+        early_exit_curve(network, [], None, thresholds)
+
+
 def test_training_mode_is_restored_and_bad_input_refused():
     net = make("standard", "ws").train()
     early_exit_predict(net, images(), 0.5)
