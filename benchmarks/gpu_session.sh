@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checklist of docs/resnet54.md as one device call that ends inside its 600 s limit:
-# the environment, the ResNet-54 throughput (standard / WS / full, bf16 autocast), then one
-# resumable chunk of the Fashion-MNIST study, whose run folders come back packed in one tar.
+# the environment, the ResNet-54 throughput (standard / WS / full, bf16 autocast), the adapter on
+# torchvision's own ResNets (issue 22), then one resumable chunk of the Fashion-MNIST study, whose run
+# folders come back packed in one tar.
 #
 #   bash benchmarks/gpu_session.sh [TOTAL_SECONDS]      # default 570; run from the repository root
 #   GPU_COMPILE=reduce-overhead GPU_BATCH=512 bash benchmarks/gpu_session.sh 520
@@ -45,6 +46,16 @@ if [ -n "${GPU_COMPILE:-}" ]; then
     timeout -k 10 330 "$python" benchmarks/resnet54_throughput.py --device cuda --blocks 18 --width 0 \
         --batch "$batch" --amp --steps 10 --rounds 3 "${compile[@]}" 2>&1 | tee "$out/throughput-compiled.log"
     echo "compiled throughput done at $(elapsed) s"
+fi
+
+# Issue 22's check on torchvision's own ResNets (structure, state_dict names, exits, pruning), then the
+# adapter's step against the plain loop at torchvision's width; GPU_ADAPTER=0 skips both.
+if [ "${GPU_ADAPTER:-1}" != 0 ]; then
+    timeout -k 10 90 "$python" benchmarks/torchvision_check.py --device cuda --out "$out/torchvision_check.json" \
+        2>&1 | tee "$out/torchvision_check.log"
+    timeout -k 10 120 "$python" benchmarks/residual_network.py --device cuda --amp --base 64 --batch 256 \
+        --steps 8 --rounds 3 2>&1 | tee "$out/residual_network.log"
+    echo "adapter checks done at $(elapsed) s"
 fi
 
 # The study: a time limit that leaves room for the epoch in flight, the final writes and the tar.
