@@ -183,6 +183,11 @@ CASES = [
     ("bounds-foreign-sub", ["depth-bounds", "{resnet}", "{hessian}"], "hessian"),
     ("bounds-out-folder", ["depth-bounds", "{resnet}", "{resnet}", "--out", "{folder}"], "SUBRESNETS"),
     # early-exit
+    ("prune-missing", ["prune", "{new}/nothing"], "RUN: expected a finished"),
+    ("prune-foreign", ["prune", "{spirals}"], "RUN"),
+    ("prune-depth-deep", ["prune", "{resnet}", "--depth", "4"], "--depth: expected an integer <= 3"),
+    ("prune-depth-negative", ["prune", "{resnet}", "--depth", "-1"], "--depth"),
+    ("prune-out-folder", ["prune", "{resnet}", "--depth", "1", "--out", "{folder}"], "folder"),
     ("exit-missing", ["early-exit", "{new}/nothing", "--no-plots"], "nothing/metrics.json"),
     ("exit-foreign", ["early-exit", "{spirals}", "--no-plots"], "RUN"),
     ("exit-thresholds-empty", ["early-exit", "{resnet}", "--thresholds", "", "--no-plots"], "--thresholds"),

@@ -29,6 +29,7 @@ COMMANDS = {
     "hessian": "turnpike.cli._hessian",
     "depth-bounds": "turnpike.cli._bounds",
     "early-exit": "turnpike.cli._early_exit",
+    "prune": "turnpike.cli._prune",
 }
 
 #: optional packages a command may need, and how to get each

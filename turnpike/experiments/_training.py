@@ -287,7 +287,7 @@ RESUMABLE_STOPS = (Status.TIME_LIMIT, Status.INTERRUPTED)
 RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile")
 #: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
 RUN_FILES = ("config.json", "metrics.json", "log.jsonl", "checkpoint.pt", "finetune_checkpoint.pt", "network.pt",
-             "*.png", "early_exit.json", "tensorboard")
+             "*.png", "early_exit.json", "tensorboard", "pruned-*.pt2", "pruned-*.json")
 
 
 

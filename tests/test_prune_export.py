@@ -1,0 +1,65 @@
+"""`turnpike prune` (issue 22): a run's network cut at exit M, exported with torch.export and loaded by torch
+alone, gives exit M's logits for any batch size; its JSON says how to prepare images; the default depth is the
+run's turnpike."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from turnpike.cli._main import main
+from turnpike.data import normalise
+from turnpike.experiments import load_run_network, run_config
+
+TINY = ["--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true", "--epochs", "1",
+        "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32", "--quiet",
+        "--no-plots"]
+
+LOAD = """
+import sys, torch
+module = torch.export.load(sys.argv[1]).module()
+images = torch.load(sys.argv[2])
+torch.save([module(images[:1]), module(images)], sys.argv[3])
+print("turnpike" in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_the_exported_network_is_exit_m_for_torch_alone(run, tmp_path, capsys):
+    assert main(["prune", str(run), "--depth", "4"]) == 0
+    assert "pruned at 4 of 8 blocks" in capsys.readouterr().out
+    summary = json.loads((run / "pruned-4.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert summary["test_accuracy"] == metrics["exit_test_accuracy"][4] and summary["network_depth"] == 8
+    data = run_config(run).load_data()
+    assert summary["input"]["mean"] == list(data.mean) and summary["input"]["height"] == 32
+    images = normalise(data.test_images[:5], data.mean, data.std)
+    torch.save(images, tmp_path / "images.pt")
+    done = subprocess.run([sys.executable, "-c", LOAD, str(run / "pruned-4.pt2"), str(tmp_path / "images.pt"),
+                           str(tmp_path / "logits.pt")], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"                                  # torch alone loaded and ran it
+    one, five = torch.load(tmp_path / "logits.pt")
+    with torch.no_grad():
+        expected = load_run_network(run).eval().exit_logits(images.contiguous(memory_format=torch.channels_last))[4]
+    torch.testing.assert_close(five, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(one, expected[:1], atol=1e-4, rtol=1e-4)
+    assert summary["parameters"] == load_run_network(run).subresnet(4).parameter_count()
+
+
+def test_the_default_depth_is_the_turnpike_and_a_run_without_one_is_told_to_give_it(run, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())
+    for layer in (None, 6):
+        (run / "metrics.json").write_text(json.dumps({**metrics, "turnpike_layer": layer}))
+        if layer is None:
+            assert main(["prune", str(run)]) == 2
+            assert "no turnpike layer" in capsys.readouterr().err
+        else:
+            assert main(["prune", str(run)]) == 0 and (run / "pruned-6.pt2").is_file()
+    (run / "metrics.json").write_text(json.dumps(metrics))

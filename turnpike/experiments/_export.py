@@ -1,0 +1,86 @@
+r"""The pruned network of a finished run, exported for inference without turnpike: ``turnpike prune``.
+
+The network of a ``turnpike resnet54`` or ``turnpike train`` run folder, cut at exit M (its turnpike layer
+unless told otherwise), becomes the plain module ``subresnet(M).as_module()`` (the stem, blocks 0..M-1, the
+remaining skip paths with exit M's statistics, the head), exported with ``torch.export`` with a free batch
+size: ``torch.export.load(FILE).module()(images)`` runs it with torch alone, neither turnpike nor the
+model's own code imported. A JSON file beside it says how images are prepared (channels, size, the
+per-channel mean and std of the training images: ``(pixels / 255 − mean) / std``), the class names of an
+image folder, the depth, and what the exported module measured on the run's test set, which equals the
+run's exit-M test accuracy (checked).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import _checks
+from .._runs import check_writable_file, read_json, write_json
+from ._training import EvaluationBatches, load_run_network, run_config
+
+__all__ = ["export_pruned"]
+
+
+def _depth(metrics: dict, depth, folder: Path) -> int:
+    """The exit to cut at: ``depth``, or the run's turnpike layer."""
+    if depth is None:
+        depth = metrics.get("turnpike_layer")
+        if depth is None:
+            raise ValueError(f"depth: expected the exit to cut at (the run in {folder} has no turnpike layer: "
+                             f"every block still lowers the loss; give a depth M in 0..{metrics['depth']})")
+    return _checks.integer("depth", depth, minimum=0, maximum=int(metrics["depth"]))
+
+
+@torch.no_grad()
+def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -> dict:
+    """Export the run in ``folder`` pruned at ``depth`` (default: its turnpike layer) to ``out`` (default:
+    ``folder/pruned-M.pt2``) and its preparation to the same name with ``.json``; return that JSON's content.
+
+    The exported module is evaluated on the run's test set (read as the run read it) before anything is
+    written: its accuracy must be the run's exit-M accuracy to the image (a ValueError otherwise).
+    """
+    folder = Path(folder)
+    metrics = read_json(_finished_file(folder / "metrics.json"), "the metrics of a finished training run")
+    config = run_config(folder)                        # a run of another command is refused here
+    depth = _depth(metrics, depth, folder)
+    out = check_writable_file("out", Path(out) if out is not None else folder / f"pruned-{depth}.pt2")
+    network = load_run_network(folder, device=device)
+    plain = network.subresnet(depth).as_module().eval().to(memory_format=torch.contiguous_format)
+    data = config.load_data()
+    example = torch.zeros((2, data.channels, *data.image_size), device=next(plain.parameters()).device)
+    program = torch.export.export(plain, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    exported = program.module()
+    correct, total, difference = 0, 0, 0.0
+    for images, labels in EvaluationBatches(data, device, channels_last=False):
+        logits = exported(images)
+        difference = max(difference, float((logits - plain(images)).abs().max()))
+        correct += int((logits.argmax(-1).cpu() == labels).sum())
+        total += len(labels)
+    accuracy = correct / total
+    expected = metrics["exit_test_accuracy"][depth]
+    if abs(accuracy - expected) > 1.5 / total:      # one image either way: the run evaluated channels-last
+        raise ValueError(f"out: expected the exported network to classify the test set as exit {depth} does "
+                         f"({expected:.4f}), got {accuracy:.4f}: not exported")
+    torch.export.save(program, out)
+    classes = getattr(data, "classes", None)
+    summary = {"file": str(out), "run": str(folder), "depth": depth, "network_depth": int(metrics["depth"]),
+               "parameters": sum(p.numel() for p in plain.parameters()),
+               "multiply_adds": network.subresnet(depth).exit_costs(*data.image_size)["network"],
+               "test_accuracy": accuracy, "run_exit_test_accuracy": expected,
+               "max_difference_from_module": difference,
+               "input": {"channels": data.channels, "height": data.image_size[0], "width": data.image_size[1],
+                         "mean": list(data.mean), "std": list(data.std),
+                         "preparation": "(pixels / 255 - mean) / std per channel, shape (batch, channels, "
+                                        "height, width), float32"},
+               "classes": list(classes) if classes else None,
+               "load": "torch.export.load(file).module()(images)"}
+    write_json(out.with_suffix(".json"), summary)
+    return summary
+
+
+def _finished_file(path: Path) -> Path:
+    if not path.is_file():
+        _checks.fail("folder", f"a finished `turnpike resnet54` or `turnpike train` run folder with {path.name}",
+                     str(path.parent))
+    return path
