@@ -63,3 +63,18 @@ def test_the_default_depth_is_the_turnpike_and_a_run_without_one_is_told_to_give
         else:
             assert main(["prune", str(run)]) == 0 and (run / "pruned-6.pt2").is_file()
     (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_the_papers_network_exports_too(tmp_path):
+    out = tmp_path / "resnet54"
+    assert main(["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage",
+                 "1", "--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32",
+                 "--quiet", "--no-plots", "--variant", "full", "--out", str(out)]) == 0
+    assert main(["prune", str(out), "--depth", "2", "--out", str(tmp_path / "cut.pt2")]) == 0
+    images = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        expected = load_run_network(out).eval().exit_logits(images.contiguous(memory_format=torch.channels_last))[2]
+        got = torch.export.load(tmp_path / "cut.pt2").module()(images)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert json.loads((tmp_path / "cut.json").read_text())["classes"] is None     # a built-in data set
+

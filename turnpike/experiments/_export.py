@@ -1,13 +1,13 @@
 r"""The pruned network of a finished run, exported for inference without turnpike: ``turnpike prune``.
 
 The network of a ``turnpike resnet54`` or ``turnpike train`` run folder, cut at exit M (its turnpike layer
-unless told otherwise), becomes the plain module ``subresnet(M).as_module()`` (the stem, blocks 0..M-1, the
-remaining skip paths with exit M's statistics, the head), exported with ``torch.export`` with a free batch
-size: ``torch.export.load(FILE).module()(images)`` runs it with torch alone, neither turnpike nor the
-model's own code imported. A JSON file beside it says how images are prepared (channels, size, the
-per-channel mean and std of the training images: ``(pixels / 255 − mean) / std``), the class names of an
-image folder, the depth, and what the exported module measured on the run's test set, which equals the
-run's exit-M test accuracy (checked).
+unless told otherwise), becomes ``subresnet(M)`` (the stem, blocks 0..M-1, the remaining skip paths with
+exit M's statistics, the head), whose forward pass ``torch.export`` captures with a free batch size:
+``torch.export.load(FILE).module()(images)`` runs it with torch alone, neither turnpike nor the model's own
+code imported. A JSON file beside it says how images are prepared (channels, size, the per-channel mean and
+std of the training images: ``(pixels / 255 − mean) / std``), the class names of an image folder, the
+depth, and what the exported module measured on the run's test set, which equals the run's exit-M test
+accuracy (checked).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
     depth = _depth(metrics, depth, folder)
     out = check_writable_file("out", Path(out) if out is not None else folder / f"pruned-{depth}.pt2")
     network = load_run_network(folder, device=device)
-    plain = network.subresnet(depth).as_module().eval().to(memory_format=torch.contiguous_format)
+    # the pruned network's forward pass is its output, exit M: export captures that path alone
+    plain = network.subresnet(depth).eval().to(memory_format=torch.contiguous_format)
     data = config.load_data()
     example = torch.zeros((2, data.channels, *data.image_size), device=next(plain.parameters()).device)
     program = torch.export.export(plain, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -66,7 +67,7 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
     classes = getattr(data, "classes", None)
     summary = {"file": str(out), "run": str(folder), "depth": depth, "network_depth": int(metrics["depth"]),
                "parameters": sum(p.numel() for p in plain.parameters()),
-               "multiply_adds": network.subresnet(depth).exit_costs(*data.image_size)["network"],
+               "multiply_adds": plain.exit_costs(*data.image_size)["network"],
                "test_accuracy": accuracy, "run_exit_test_accuracy": expected,
                "max_difference_from_module": difference,
                "input": {"channels": data.channels, "height": data.image_size[0], "width": data.image_size[1],
