@@ -9,8 +9,8 @@ def add_parser(sub):
     p = sub.add_parser("prune", help="export a run's network pruned at its turnpike (torch.export, torch alone)",
                        description="Cut the network of a `turnpike resnet54` or `turnpike train` run folder at exit "
                                    "M (its turnpike layer, or --depth M): the stem, the first M blocks, the "
-                                   "remaining skip paths with exit M's statistics and the head, as a plain "
-                                   "module exported with torch.export (any batch size), checked on the run's "
+                                   "remaining skip paths with exit M's statistics and the head, exported "
+                                   "with torch.export (any batch size), checked on the run's "
                                    "test set against exit M, with a JSON file saying how to prepare images. "
                                    "Load it with torch.export.load(FILE).module().")
     p.add_argument("run", help="run folder of the trained network")
