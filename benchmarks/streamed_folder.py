@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
     medians = {name: {part: statistics.median(values) for part, values in parts.items()}
                for name, parts in times.items()}
     total = {name: sum(parts.values()) for name, parts in medians.items()}
-    print(f"| contender | prepare s | train s | evaluate s | total s | total / memory | same weights as memory |")
+    print("| contender | prepare s | train s | evaluate s | total s | total / memory | same weights as memory |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     same = {}
     for name, parts in medians.items():
