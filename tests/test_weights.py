@@ -73,3 +73,16 @@ def test_train_starts_from_the_weights_and_its_folder_does_not_need_them_later(t
     assert torch.equal(mine["blocks.7.branch.conv2.weight"], theirs.layer4[1].conv2.weight)
     (tmp_path / "pretrained.pth").unlink()                    # a finished run loads without the file
     assert load_run_network(out).depth == 8
+
+
+def test_a_stopped_run_resumes_with_its_weights_file_moved(tmp_path):
+    torch.save(_pretrained().state_dict(), tmp_path / "pretrained.pth")
+    out = tmp_path / "run"
+    common = ["train", "--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true",
+              "--epochs", "2", "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size",
+              "32", "--quiet", "--no-plots", "--out", str(out)]
+    assert main([*common, "--weights", str(tmp_path / "pretrained.pth"), "--time-limit", "0"]) == 0
+    (tmp_path / "pretrained.pth").rename(tmp_path / "moved.pth")
+    assert main([*common, "--weights", str(tmp_path / "moved.pth"), "--resume"]) == 0     # the checkpoint wins
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+
