@@ -424,20 +424,25 @@ def test_skips_are_rare_and_say_why():
 
 @pytest.mark.slow
 def test_spirals_table_over_seeds_is_what_seeds_0_to_9_give(tmp_path):
-    """docs/spirals.md's measured table, re-measured: `turnpike spirals --seeds 0-9` (about 40 s)."""
+    """docs/spirals.md's measured tables (one per CPU kind: the runs amplify their kernels' round-off),
+    re-measured: `turnpike spirals --seeds 0-9` (about 40 s) must give one of them exactly."""
     doc = ROOT / "docs" / "spirals.md"
-    table = doc.read_text().split("## Measured (10 seeds")[1].split("\n\n")[1]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    assert [row[0] for row in rows] == [str(seed) for seed in range(10)]
+    tables = [block for block in doc.read_text().split("\n\n") if block.startswith("| seed | train | test |")]
+    assert len(tables) == 2
     _run_turnpike(["spirals", "--seeds", "0-9", "--no-plots", "--quiet", "--out", str(tmp_path / "s")],
                   "docs/spirals.md")
-    for row in rows:
-        metrics = json.loads((tmp_path / "s" / f"seed-{row[0]}" / "metrics.json").read_text())
-        base = metrics["baseline"]
-        measured = [metrics["train_accuracy"], metrics["test_accuracy"], metrics["turnpike_layer"],
-                    metrics["num_layers_in_Q_eps"], metrics["control_norm_ratio"], metrics["pruned"]["depth"],
-                    metrics["pruned"]["test_accuracy"], f"{base['train_accuracy']} / {base['test_accuracy']}",
-                    "none" if base["turnpike_layer"] is None else base["turnpike_layer"]]
-        for quoted, value in zip(row[1:], measured):
-            difference = quoted_match(quoted, str(value))
-            assert difference is None, f"docs/spirals.md, seed {row[0]}: {difference}"
+    differences = []
+    for table in tables:
+        rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+        assert [row[0] for row in rows] == [str(seed) for seed in range(10)]
+        differences.append([])
+        for row in rows:
+            metrics = json.loads((tmp_path / "s" / f"seed-{row[0]}" / "metrics.json").read_text())
+            base = metrics["baseline"]
+            measured = [metrics["train_accuracy"], metrics["test_accuracy"], metrics["turnpike_layer"],
+                        metrics["num_layers_in_Q_eps"], metrics["control_norm_ratio"], metrics["pruned"]["depth"],
+                        metrics["pruned"]["test_accuracy"], f"{base['train_accuracy']} / {base['test_accuracy']}",
+                        "none" if base["turnpike_layer"] is None else base["turnpike_layer"]]
+            differences[-1] += [f"seed {row[0]}: {d}" for d in (quoted_match(q, str(v)) for q, v in
+                                                               zip(row[1:], measured)) if d is not None]
+    assert not all(differences), f"docs/spirals.md: no table matches: {differences}"
