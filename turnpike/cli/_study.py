@@ -39,12 +39,22 @@ def add_study_arguments(p, *, default_subresnets: list) -> None:
 
 
 def run(args) -> int:
+    from ._resnet54 import training_config
+
+    return run_studies(args, training_config)
+
+
+def run_studies(args, make_config) -> int:
+    """The study of each seed, with ``make_config(args, device, seed=, time_limit=)`` its base config, and Table 1
+    over the seeds; the exit status of the last."""
+    from functools import partial
+
     from .._distributed import is_main_process
     from .._runs import write_json, write_text
     from ..experiments._study import seeds_summary
     from ._resnet54 import exit_status, over_seeds
 
-    studies = dict(over_seeds(args, _study))
+    studies = dict(over_seeds(args, partial(_study, make_config)))
     if is_main_process() and len(studies) > 1 and all(s["status"] == "finished" for s in studies.values()):
         summary = seeds_summary(studies)
         write_json(Path(args.out) / "seeds.json", summary)
@@ -53,12 +63,11 @@ def run(args) -> int:
     return exit_status(list(studies.values())[-1])
 
 
-def _study(args, device, seed: int, out: Path, time_limit) -> dict:
+def _study(make_config, args, device, seed: int, out: Path, time_limit) -> dict:
     """One seed's study; prints each run's report, then the study's tables (rank 0)."""
     from .._distributed import is_main_process
     from ..experiments._study import run_study
-    from ._resnet54 import report, training_config
-    from ._train import train_config
+    from ._resnet54 import report
 
     main_process = is_main_process()
 
@@ -67,9 +76,7 @@ def _study(args, device, seed: int, out: Path, time_limit) -> dict:
             print(f"\n== {folder}")
             report(metrics, folder)
 
-    config = (train_config if args.command == "train-study" else training_config)(
-        args, device, seed=seed, time_limit=time_limit)
-    study = run_study(config, out, variants=args.variants, subresnets=args.subresnets, resume=args.resume,
+    study = run_study(make_config(args, device, seed=seed, time_limit=time_limit), out, variants=args.variants, subresnets=args.subresnets, resume=args.resume,
                       overwrite=args.overwrite, plots=not args.no_plots, progress=not args.quiet and main_process,
                       on_run=on_run)
     if not main_process:

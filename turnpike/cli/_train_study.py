@@ -2,7 +2,7 @@
 ``turnpike train``, with its options; runs as ``turnpike resnet54-study`` does."""
 from __future__ import annotations
 
-from ._study import FLAGS, run
+from ._study import FLAGS
 
 __all__ = ["FLAGS", "add_parser", "run"]
 
@@ -18,3 +18,10 @@ def add_parser(sub):
     add_study_arguments(p, default_subresnets=[2])
     add_train_arguments(p, out="runs/train-study", seeds=_SEEDS)
     return p
+
+
+def run(args) -> int:
+    from ._study import run_studies
+    from ._train import train_config
+
+    return run_studies(args, train_config)
