@@ -97,6 +97,10 @@ def test_a_test_set_given_batch_by_batch_gives_the_curve_of_the_whole_tensor(net
         early_exit_curve(network, [batches[0], x[:5]], None, thresholds)
     with pytest.raises(ValueError, match="images: expected at least one batch"):
         early_exit_curve(network, [], None, thresholds)
+    with pytest.raises(ValueError, match="batch_size: expected None with batches"):
+        early_exit_curve(network, batches, None, thresholds, batch_size=5)     # not silently ignored
+    with pytest.raises(ValueError, match="labels: expected the labels of the images"):
+        early_exit_curve(network, x, None, thresholds)
 
 
 def test_training_mode_is_restored_and_bad_input_refused():

@@ -17,6 +17,7 @@ import torch
 
 from .. import _checks
 from .._runs import check_writable_file, read_json, write_json
+from ..data import ImageFolderStreams, ImageFolderTensors
 from ._training import EvaluationBatches, load_run_network, run_config
 
 __all__ = ["export_pruned"]
@@ -69,7 +70,7 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
         raise ValueError(f"out: expected the exported program to compute the pruned network's logits, got a "
                          f"relative difference of {difference:.1e} on the first test batch: not exported")
     torch.export.save(program, out)
-    classes = getattr(data, "classes", None)
+    classes = data.classes if isinstance(data, (ImageFolderTensors, ImageFolderStreams)) else None
     summary = {"file": str(out), "run": str(folder), "depth": depth, "network_depth": int(metrics["depth"]),
                "parameters": sum(p.numel() for p in plain.parameters()),
                "multiply_adds": plain.exit_costs(*data.image_size)["network"],

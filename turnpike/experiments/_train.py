@@ -73,6 +73,7 @@ class TrainConfig(TrainingRecipe, command="train"):
         if self.flip is not None:
             _checks.boolean("flip", self.flip)
         _checks.choice("crop", self.crop, CROPS)
+        self._weights_report = None          # what build_network loaded from ``weights`` (for the metrics)
         if _checks.boolean("stream", self.stream) and self.dataset != "folder":
             _checks.fail("stream", f"False for the built-in data set {self.dataset!r} (read into memory; streaming "
                                    "reads an image folder, --data DIR)", self.stream)
@@ -132,7 +133,7 @@ class TrainConfig(TrainingRecipe, command="train"):
         torch.manual_seed(self.seed)
         model = build_model(self.model, num_classes=num_classes, in_channels=channels, options=self.model_options)
         if initial_weights and self.weights is not None:
-            self.weights_report = load_weights(model, self.weights).as_dict()
+            self._weights_report = load_weights(model, self.weights).as_dict()
         if isinstance(model, ResidualNetwork):
             if model.exits == self.variant:
                 return model
@@ -153,7 +154,7 @@ class TrainConfig(TrainingRecipe, command="train"):
 
     def describe(self) -> dict:
         """The variant, SubResNet depth and model, and what ``weights`` loaded (after :meth:`build_network`)."""
-        loaded = getattr(self, "weights_report", None)
+        loaded = self._weights_report
         return {**super().describe(), "model": self.model, **({"weights": loaded} if loaded else {})}
 
 

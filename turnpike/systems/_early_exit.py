@@ -12,7 +12,9 @@ on which others share its batch: the images that stop leave the batch and the re
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 
 from .._checks import boolean, fail, image_batch, integer, labels as class_labels, real
@@ -92,14 +94,15 @@ def _checked_thresholds(thresholds) -> list:
 
 
 @torch.no_grad()
-def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch_size: int = 256,
+def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch_size: int | None = None,
                      measure_speed: bool = False) -> dict:
     """Accuracy against the mean number of blocks executed, over ``thresholds``.
 
     ``images`` (B, C, H, W) prepared as in training, on the network's device, with their ``labels``; or,
     for a test set read batch by batch, ``images`` an iterable of (images, labels) batches so prepared
     and ``labels`` None (iterated once, and once more per threshold with ``measure_speed``: a DataLoader
-    or another re-iterable, not a generator).
+    or another re-iterable, not a generator). ``batch_size`` (default 256) splits a tensor; batches come
+    with their own size.
 
     The decisions come from all exits' logits, computed once per batch (eval mode); with
     ``measure_speed`` each threshold is also run through :func:`early_exit_predict` and timed
@@ -111,7 +114,6 @@ def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch
     """
     network = _checked_network(network)
     thresholds = _checked_thresholds(thresholds)
-    batch_size = integer("batch_size", batch_size, minimum=1)
     measure_speed = boolean("measure_speed", measure_speed)
     batches = _batch_source(network, images, labels, batch_size, again=measure_speed)
     was_training = network.training
@@ -148,17 +150,23 @@ def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch
     return result
 
 
-def _batch_source(network, images, labels, batch_size: int, *, again: bool):
-    """A function returning a fresh iterator of checked (images, labels) batches of ``images``."""
-    if labels is not None or isinstance(images, torch.Tensor) or hasattr(images, "__array__"):
+def _batch_source(network, images, labels, batch_size, *, again: bool):
+    """A function returning a fresh iterator of checked (images, labels) batches: slices of the tensor
+    ``images`` with ``labels``, or the batches ``images`` holds (``labels`` None)."""
+    if labels is not None:
         images = _checked_images(network, images)
         labels = torch.as_tensor(class_labels("labels", labels, count=images.shape[0],
                                               num_classes=network.num_classes))
-        return lambda: ((images[begin:begin + batch_size], labels[begin:begin + batch_size])
-                        for begin in range(0, images.shape[0], batch_size))
-    if not hasattr(images, "__iter__") or (again and iter(images) is images):
+        size = 256 if batch_size is None else integer("batch_size", batch_size, minimum=1)
+        return lambda: ((images[begin:begin + size], labels[begin:begin + size])
+                        for begin in range(0, images.shape[0], size))
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        fail("labels", "the labels of the images (None only with an iterable of (images, labels) batches)", None)
+    if not isinstance(images, Iterable) or (again and isinstance(images, Iterator)):
         fail("images", "a tensor of images with their labels, or (labels=None) a re-iterable of (images, labels) "
                        "batches such as a DataLoader", images)
+    if batch_size is not None:
+        fail("batch_size", "None with batches (each has its own size)", batch_size)
 
     def checked():
         for index, pair in enumerate(images):
