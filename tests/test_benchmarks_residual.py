@@ -1,18 +1,12 @@
 """benchmarks/residual_network.py end to end at tiny sizes: every contender takes its steps and the table and
 the target ratios are printed (the speed itself is the benchmark's business, not this test's)."""
-import importlib.util
-from pathlib import Path
-
 import torch
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "residual_network.py"
+from scripts import load_script
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("residual_network_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/residual_network.py")
 
 
 def test_residual_network_benchmark_runs_every_contender_at_a_tiny_size(capsys):

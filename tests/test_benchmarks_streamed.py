@@ -1,20 +1,15 @@
 """benchmarks/streamed_folder.py end to end at a tiny size: the folder is written, every contender trains, the
 streamed runs end with the in-memory run's weights and the table is printed (the speed is the benchmark's
 business)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "streamed_folder.py"
+from scripts import load_script
 
 
 def test_streamed_folder_benchmark_runs_every_contender_at_a_tiny_size(capsys):
     pytest.importorskip("PIL.Image")
-    spec = importlib.util.spec_from_file_location("streamed_folder_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/streamed_folder.py")
     threads = torch.get_num_threads()
     result = module.main(["--images", "80", "--base", "2", "--batch", "32", "--workers", "0,1", "--rounds", "1",
                           "--threads", "1"])

@@ -1,23 +1,17 @@
 """benchmarks/torchvision_check.py (the GPU session's check on torchvision's own ResNets) on a CPU, with
 turnpike's built-in layout standing in for torchvision (which cannot be imported here): the script's rows and
 verdict are right for a matching model and say FAILED for one whose output the adapter would not reproduce."""
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 import turnpike as tp
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "torchvision_check.py"
+from scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("torchvision_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/torchvision_check.py")
 
 
 def test_the_check_passes_on_the_torchvision_layout_and_writes_its_rows(tmp_path, capsys):

@@ -188,6 +188,23 @@ def _stratified(labels: torch.Tensor, size: int, rng: np.random.Generator) -> np
 SPLITS = ("train", "test")
 
 
+def subset_indices(labels: dict, sizes: dict, seed: int) -> dict:
+    """``{split: indices}`` of :meth:`ImageTensors.subset`'s stratified choice, for each split whose size is
+    not None (``labels`` and ``sizes`` by split name); shared by every data set that offers ``subset``."""
+    seed = integer("seed", seed, minimum=0)
+    chosen = {}
+    for stream, split in enumerate(SPLITS):
+        size = sizes[split]
+        if size is None:
+            continue
+        count = len(labels[split])
+        if integer(split, size, minimum=1) > count:
+            fail(split, f"a subset size of at most {count} (the {split} split's size)", size)
+        # separate streams for train and test, so changing one size leaves the other's choice alone
+        chosen[split] = _stratified(torch.as_tensor(labels[split]), size, np.random.default_rng([seed, stream]))
+    return chosen
+
+
 @dataclass(frozen=True, eq=False)
 class ImageTensors:
     """An image classification data set as uint8 tensors for the conv nets (see module docstring)."""
@@ -252,9 +269,8 @@ class ImageTensors:
         split = choice("split", split, SPLITS)
         return getattr(self, f"{split}_images"), getattr(self, f"{split}_labels").numpy()
 
-    def batches(self, split: str, batch_size: int, *, workers: int = 0):
-        """The split's (uint8 images (b, C, H, W), int64 labels (b,)) in order, ``batch_size`` at a time
-        (``workers``: for a data set read from files; these are in memory)."""
+    def batches(self, split: str, batch_size: int):
+        """The split's (uint8 images (b, C, H, W), int64 labels (b,)) in order, ``batch_size`` at a time."""
         split = choice("split", split, SPLITS)
         images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
         for begin in range(0, len(labels), integer("batch_size", batch_size, minimum=1)):
@@ -276,18 +292,11 @@ class ImageTensors:
         Classes keep their proportions (up to rounding); the order is random with every class
         spread through it. Mean and std are recomputed on the chosen training images.
         """
-        seed = integer("seed", seed, minimum=0)
         fields = {}
-        for split, size, stream in (("train", train, 0), ("test", test, 1)):
-            if size is None:
-                continue
+        for split, chosen in subset_indices({"train": self.train_labels, "test": self.test_labels},
+                                            {"train": train, "test": test}, seed).items():
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            size = integer(split, size, minimum=1)
-            if size > len(labels):
-                fail(split, f"a subset size of at most {len(labels)} (the {split} split's size)", size)
-            # separate streams for train and test, so changing one size leaves the other's choice alone
-            chosen = torch.from_numpy(_stratified(labels, size, np.random.default_rng([seed, stream])))
-            chosen = chosen.to(labels.device)
+            chosen = torch.from_numpy(chosen).to(labels.device)
             fields[f"{split}_images"], fields[f"{split}_labels"] = images[chosen], labels[chosen]
         if "train_images" in fields:
             fields["mean"], fields["std"] = channel_statistics(fields["train_images"])

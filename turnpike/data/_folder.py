@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from .._checks import boolean, choice, fail, integer, real
-from ._cifar import ImageTensors, channel_statistics
+from ._cifar import SPLITS, ImageTensors, channel_statistics, subset_indices
 
 #: the file endings read as images (compared in lower case); every other file is skipped
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -590,7 +590,7 @@ class ImageFolderStreams:
         return len(self._dataset(split))
 
     def _dataset(self, split: str) -> ImageFolderDataset:
-        return getattr(self, choice("split", split, ("train", "test")))
+        return getattr(self, choice("split", split, SPLITS))
 
     def inputs(self, split: str) -> tuple:
         """(the split's Dataset, None): ``turnpike.OCP`` inputs with their labels inside."""
@@ -606,18 +606,10 @@ class ImageFolderStreams:
     def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> ImageFolderStreams:
         """The images :meth:`ImageTensors.subset` keeps for the same sizes and seed, in its order; the
         mean and std of the kept training images."""
-        from ._cifar import _stratified
-
-        seed = integer("seed", seed, minimum=0)
         fields = {}
-        for split, size, stream in (("train", train, 0), ("test", test, 1)):
-            if size is None:
-                continue
+        for split, chosen in subset_indices({"train": self.train.targets, "test": self.test.targets},
+                                            {"train": train, "test": test}, seed).items():
             dataset = self._dataset(split)
-            size = integer(split, size, minimum=1)
-            if size > len(dataset):
-                fail(split, f"a subset size of at most {len(dataset)} (the {split} split's size)", size)
-            chosen = _stratified(torch.tensor(dataset.targets), size, np.random.default_rng([seed, stream]))
             fields[split] = ImageFolderDataset._from_samples(dataset.root, dataset.classes,
                                                              [dataset.samples[i] for i in chosen],
                                                              dataset._current_settings())

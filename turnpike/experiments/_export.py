@@ -18,7 +18,7 @@ import torch
 from .. import _checks
 from .._runs import check_writable_file, read_json, write_json
 from ..data import ImageFolderStreams, ImageFolderTensors
-from ._training import EvaluationBatches, load_run_network, run_config
+from ._training import EvaluationBatches, _run_file, load_run_network, run_config
 
 __all__ = ["export_pruned"]
 
@@ -44,7 +44,7 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
     on the first test batch (ValueErrors otherwise).
     """
     folder = Path(folder)
-    metrics = read_json(_finished_file(folder / "metrics.json"), "the metrics of a finished training run")
+    metrics = read_json(_run_file(folder, "metrics.json"), "the metrics of a finished training run")
     config = run_config(folder)                        # a run of another command is refused here
     depth = _depth(metrics, depth, folder)
     out = check_writable_file("out", Path(out) if out is not None else folder / f"pruned-{depth}.pt2")
@@ -85,9 +85,3 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
     write_json(out.with_suffix(".json"), summary)
     return summary
 
-
-def _finished_file(path: Path) -> Path:
-    if not path.is_file():
-        _checks.fail("folder", f"a finished `turnpike resnet54` or `turnpike train` run folder with {path.name}",
-                     str(path.parent))
-    return path
