@@ -78,3 +78,14 @@ def test_the_papers_network_exports_too(tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert json.loads((tmp_path / "cut.json").read_text())["classes"] is None     # a built-in data set
 
+
+
+def test_a_network_torch_export_refuses_is_a_one_line_error(run, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow\nmore lines")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    assert main(["prune", str(run), "--depth", "3", "--out", str(run / "refused.pt2")]) == 2
+    error = capsys.readouterr().err
+    assert "expected a network torch.export can capture" in error and "data-dependent control flow" in error
+    assert "Traceback" not in error and not (run / "refused.pt2").exists()

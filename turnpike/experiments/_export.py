@@ -63,7 +63,12 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
                          f"({expected:.4f}), got {accuracy:.4f}: not exported")
     plain = pruned.cpu().to(memory_format=torch.contiguous_format)
     example = first[:1].repeat(2, 1, 1, 1)            # two images: a batch of one would fix the batch size
-    program = torch.export.export(plain, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    try:
+        program = torch.export.export(plain, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as error:                     # noqa: BLE001 (torch.export's many kinds of refusal)
+        raise ValueError(f"out: expected a network torch.export can capture, got one it refused "
+                         f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}): "
+                         "not exported") from None
     reference = plain(first)
     difference = float((program.module()(first) - reference).abs().max()) / max(float(reference.abs().max()), 1e-12)
     if difference > 1e-4:

@@ -57,15 +57,16 @@ _PAPER_STAND_IN = {"fashion-mnist": "mnist"}
 VARIANTS = ("standard", "ws", "full")
 
 
-def study_runs(base: TrainingRecipe, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,)) -> dict:
-    """``{folder name: config}`` of the study's runs, in the order they train."""
+def study_runs(base: TrainingRecipe, variants=VARIANTS, subresnets=(PAPER_SUB_DEPTH,), *, depth=None) -> dict:
+    """``{folder name: config}`` of the study's runs, in the order they train (``depth``: the network's N,
+    if known; a ``train`` config builds its model to find it)."""
     _checks.instance("base", base, TrainingRecipe, "a training config (ResNet54Config, TrainConfig)")
     variants = tuple(variants)
     for variant in variants:
         _checks.choice("variants", variant, VARIANTS)
     if not variants and not subresnets:
         _checks.fail("variants", "at least one run (a variant or a SubResNet depth)", variants)
-    depth = base.network_depth()
+    depth = base.network_depth() if depth is None else depth
     for m in subresnets:
         if _checks.integer("subresnets", m, minimum=1) >= depth:
             _checks.fail("subresnets", f"SubResNet depths below the network's N = {depth}", m)
@@ -97,7 +98,8 @@ def run_study(base: TrainingRecipe, out, *, variants=VARIANTS, subresnets=(PAPER
     "figures"}``; status "time_limit" when a run was stopped (``resume=True`` continues it).
     """
     out = Path(out)
-    runs = study_runs(base, variants, subresnets)
+    depth = base.network_depth()
+    runs = study_runs(base, variants, subresnets, depth=depth)
     deadline = None if base.time_limit_s is None else time.perf_counter() + base.time_limit_s
     done = {}
     for name, config in runs.items():
@@ -120,16 +122,15 @@ def run_study(base: TrainingRecipe, out, *, variants=VARIANTS, subresnets=(PAPER
         done[name] = metrics
     if not is_main_process():       # under torchrun rank 0 writes (and reads back) the run folders
         return {"status": "finished", "runs": list(done)}
-    return _summarise(base, out, done, sorted(dict.fromkeys(subresnets)), plots=plots)
+    return _summarise(base, out, done, sorted(dict.fromkeys(subresnets)), depth, plots=plots)
 
 
 #: the 2025 paper's name of its study
 run_resnet54_study = run_study
 
 
-def _summarise(base: TrainingRecipe, out: Path, runs: dict, subresnets: list, *, plots: bool) -> dict:
-    depth = base.network_depth()
-    table1 = table1_rows(base, out, runs, subresnets)
+def _summarise(base: TrainingRecipe, out: Path, runs: dict, subresnets: list, depth: int, *, plots: bool) -> dict:
+    table1 = table1_rows(base, out, runs, subresnets, depth)
     bounds = {}
     sub_folders = [out / f"subresnet-{m}" for m in subresnets]
     for variant in ("ws", "full"):
@@ -160,10 +161,9 @@ def _paper_column(base: TrainingRecipe, depth: int, sub_depth: int | None):
     return name, column
 
 
-def table1_rows(base: TrainingRecipe, out: Path, runs: dict, subresnets: list) -> list[dict]:
+def table1_rows(base: TrainingRecipe, out: Path, runs: dict, subresnets: list, depth: int) -> list[dict]:
     """Table 1's rows from the runs: ``{"model", "key", "test_accuracy", "parameters", "paper"}``
     (accuracy as a fraction, ``paper`` (accuracy %, parameters M) or None)."""
-    depth = base.network_depth()
     network_name = base.network_label(depth)
     rows = []
 
