@@ -173,8 +173,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 def test_resume_keeps_this_runs_weight_decay_and_implementation():
     """An optimiser state saved with another weight decay (checkpoints before the decay moved into the
-    optimiser stored 0) or implementation (fused on a GPU) is loaded with this run's settings; the
-    momentum comes back."""
+    optimiser stored 0) or implementation (foreach, as this backend took on a CPU before) is loaded with this
+    run's settings; the momentum comes back."""
     backend = tp.backends.make_backend(tiny_ocp(tiny_net(), decay=0.01), seed=0, batch_size=16,
                                        device=torch.device("cpu"))
     backend.begin_phase(0, backend.methods["sgd"], 10, {**backend.methods["sgd"].defaults, "lr": 0.1})
@@ -182,10 +182,10 @@ def test_resume_keeps_this_runs_weight_decay_and_implementation():
     backend.update(0)
     state = copy.deepcopy(backend.optimiser.state_dict())
     for group in state["param_groups"]:
-        group.update(weight_decay=0.0, foreach=None, fused=True)
+        group.update(weight_decay=0.0, foreach=True, fused=None)
     backend.load_optimiser_state(state)
     assert [g["weight_decay"] for g in backend.optimiser.param_groups] == [pytest.approx(0.02)]
-    assert [(g["foreach"], g["fused"]) for g in backend.optimiser.param_groups] == [(True, None)]
+    assert [(g["foreach"], g["fused"]) for g in backend.optimiser.param_groups] == [(None, True)]
     momentum = backend.optimiser.state[backend._decayed[0]]
     assert torch.equal(momentum["momentum_buffer"], state["state"][0]["momentum_buffer"])
 

@@ -143,7 +143,8 @@ FLAT_SETTINGS = {"engine": "adjoint", "dtype": "float32", "init_scale": 0.5, "in
                  "keep_states": False}
 MODULE_SETTINGS = {"normalise": ((0.5,), (0.2,)), "augment": lambda images, generator: images,
                    "exit_lr_factor": 2.0, "eval_batch_size": 64, "amp": True, "channels_last": True,
-                   "sync_batchnorm": True, "sync_every": 4, "compile": "default", "loader_workers": 2}
+                   "sync_batchnorm": True, "sync_every": 4, "compile": "default", "loader_workers": 2,
+                   "cuda_graph": True, "cudnn_benchmark": True}
 
 
 def test_the_settings_of_each_kind_are_declared_once():

@@ -105,12 +105,17 @@ def cross_entropy(s, targets, *, gradient: bool = True):
 
 
 def one_hot(labels, num_classes: int, like):
-    """(B, C) indicator of ``labels`` in the dtype and device of ``like``."""
+    """(B, C) indicator of ``labels`` in the dtype and device of ``like``.
+
+    For tensors a comparison with 0..C-1, not ``torch.nn.functional.one_hot``, whose range check reads
+    the labels' minimum and maximum back to the host (a CUDA graph cannot hold that): labels are
+    checked where they enter (the OCP, a data set's batches), and one outside 0..C-1 would give a
+    zero row here."""
     if is_numpy(like):
         return np.eye(num_classes, dtype=like.dtype)[np.asarray(labels)]
     import torch
     labels = torch.as_tensor(labels, device=like.device)
-    return torch.nn.functional.one_hot(labels, num_classes).to(like.dtype)
+    return (labels.unsqueeze(-1) == torch.arange(num_classes, device=like.device)).to(like.dtype)
 
 
 def zeros_like(x):

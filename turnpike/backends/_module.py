@@ -40,6 +40,7 @@ from ..data import batch_indices
 from ..data._augment import checked_statistics
 from ..results import ModuleSolution
 from ._module_data import checked_workers, data_source
+from ._module_step import StaticStep, StepMode, cudnn_benchmark, static_learning_rate, step_mode
 from ._protocol import Backend, Method
 from ._schedules import learning_rate
 
@@ -89,6 +90,8 @@ class ModuleSettings:
     sync_every: object = "auto"
     compile: str | None = None
     loader_workers: object = "auto"
+    cuda_graph: bool = False
+    cudnn_benchmark: object = "auto"
 
     def __post_init__(self):
         if self.normalise is not None:
@@ -107,6 +110,9 @@ class ModuleSettings:
             _checks.choice("compile", self.compile, COMPILE_MODES)
         if self.loader_workers != "auto":
             _checks.integer("loader_workers", self.loader_workers, minimum=0)
+        _checks.boolean("cuda_graph", self.cuda_graph)
+        if self.cudnn_benchmark != "auto":
+            _checks.boolean("cudnn_benchmark", self.cudnn_benchmark)
 
 
 class ModuleBackend(Backend):
@@ -143,6 +149,15 @@ class ModuleBackend(Backend):
         ``DataLoader`` worker processes reading a Dataset (inputs or test data given as one);
         "auto": 0 on a CPU (decoding in the training process, whose threads use the cores), up to 8
         on a GPU. Batches are pinned on a GPU.
+    cuda_graph : bool
+        Take each training step as two CUDA graphs (forward and backward; optimiser step) replayed on
+        static buffers (:mod:`turnpike.backends._module_step`): one launch each instead of thousands.
+        On a device other than CUDA the same graph-ready step runs eagerly and the solution says why
+        (``extra["training_step"]``); refused inside a process group and with a compile mode that
+        captures graphs itself.
+    cudnn_benchmark : bool or "auto"
+        ``torch.backends.cudnn.benchmark`` during the training steps (cuDNN times its algorithms for
+        each new input shape once); "auto": on for CUDA, whose batches have static shapes here.
 
     Inside a process group of K > 1 ranks the module trains through DistributedDataParallel:
     every rank draws the same global batch and keeps its share, its loss scaled by K·b_r/B so
@@ -172,6 +187,11 @@ class ModuleBackend(Backend):
         self._graphless = [p for p in self.module.exit_parameters() if p.requires_grad] if no_stage else []
         self.trainer = self._distributed_trainer()
         self.compile = settings.compile
+        self.step_mode, self.step_reason = step_mode(settings.cuda_graph, device=device,
+                                                     world_size=self.world_size, compile_mode=settings.compile)
+        self.cudnn_benchmark = (device.type == "cuda") if settings.cudnn_benchmark == "auto" \
+            else settings.cudnn_benchmark
+        self._static = None                 # the StaticStep of the phase (step_mode static or graphed)
         self.normalise, self.augment, self.amp = normalise, settings.augment, settings.amp
         self.eval_batch_size = settings.eval_batch_size
         self.workers = checked_workers(settings.loader_workers, device)
@@ -321,7 +341,9 @@ class ModuleBackend(Backend):
         solution's evaluation run the module under the same one."""
         if not self.amp:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        # a static step keeps no cast weights between calls: a graph would replay stale casts
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              cache_enabled=self.step_mode is StepMode.EAGER)
 
     def loss_terms(self, logits, labels):
         """J's loss part from the readouts: (N+1, B, C) with a stage cost, else (B, C)
@@ -337,11 +359,14 @@ class ModuleBackend(Backend):
 
     def _loss(self, images, labels):
         """J without its input penalty: the exits' and the output's losses (differentiable)."""
+        return self._loss_and_output(images, labels)[0]
+
+    def _loss_and_output(self, images, labels):
+        """(:meth:`_loss`, the output logits (detached))."""
         with self.autocast():
             logits = self._forward(images)
         value, final = self.loss_terms(logits, labels)
-        self._last = (final.detach(), labels)
-        return value
+        return value, final.detach()
 
     def _penalty(self):
         """w_s r‖w‖² = ½·decay·‖w‖² (:func:`turnpike._objective.weight_penalty`), one fused norm over all
@@ -349,13 +374,29 @@ class ModuleBackend(Backend):
         return weight_penalty(self.ocp, self._decayed, fused=True)
 
     def evaluate(self, phase: int, step: int) -> float:
-        self.module.train()
+        if not self.module.training:                  # e.g. a callback evaluated the module
+            self.module.train()
         images, labels, scale = self._batch(phase, step)
-        self.optimiser.zero_grad(set_to_none=True)
+        with cudnn_benchmark(self.cudnn_benchmark):
+            if self._static is None:
+                value, final = self._gradient(images, labels, scale)
+            else:
+                value, final, labels = self._static.evaluate(images, labels)
+        self._last = (final, labels)
+        if self.world_size > 1:
+            # J of the whole batch, the same on every rank: their divergence guards agree
+            torch.distributed.all_reduce(value)
+            value = value / self.world_size
+        return value if self.sync_every > 1 else float(value)
+
+    def _gradient(self, images, labels, scale: float = 1.0):
+        """(J on prepared images (a 0-dim tensor), output logits), the gradient of J left in the parameters'
+        ``.grad``. The static step zeroes the gradients in place (their addresses stay); the eager one drops them."""
+        self.optimiser.zero_grad(set_to_none=self.step_mode is StepMode.EAGER)
         with torch.no_grad():
             for copies, buffers in self._buffer_copies:
                 torch._foreach_copy_(copies, buffers)
-        value = self._loss(images, labels)
+        value, final = self._loss_and_output(images, labels)
         if self.world_size > 1:
             value = value * scale
         value.backward()
@@ -369,11 +410,7 @@ class ModuleBackend(Backend):
             for p in self._graphless:        # the decay acts on them too (see __init__)
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-        if self.world_size > 1:
-            # J of the whole batch, the same on every rank: their divergence guards agree
-            torch.distributed.all_reduce(value)
-            value = value / self.world_size
-        return value if self.sync_every > 1 else float(value)
+        return value, final
 
     def any_rank(self, flag: bool) -> bool:
         if self.world_size == 1:
@@ -390,33 +427,56 @@ class ModuleBackend(Backend):
             groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
         # the penalty's gradient is the optimisers' weight decay: added to the gradient (SGD, Adam: exactly
         # ∇ w_s r‖w‖², scaled by a group's lr factor like the rest of it) or decoupled (AdamW: lr·decay·w,
-        # the same fixed point); one fused kernel per step on a GPU (torch's fastest there), foreach on a CPU
-        lr, fused = options["lr"], ({"fused": True} if self.device.type == "cuda" else {"foreach": True})
+        # the same fixed point), inside one fused kernel per step. Fused on every device (benchmarks/
+        # optimiser_step.py): the static step needs it (foreach reads a tensor learning rate on the host), and
+        # eager and static steps then share its arithmetic exactly (Adam's foreach step rounds otherwise);
+        # a static step also keeps Adam's step counts on the device (capturable)
+        static = self.step_mode is not StepMode.EAGER
+        lr, fused = options["lr"], {"fused": True}
+        if static:
+            for group in groups:
+                group["lr"] = static_learning_rate(lr * group["lr_factor"], self.device)
         if method.name == "sgd":
             self.optimiser = torch.optim.SGD(groups, lr=lr, momentum=options["momentum"],
                                              nesterov=options["nesterov"], weight_decay=self.decay, **fused)
         else:
             kind = torch.optim.Adam if method.name == "adam" else torch.optim.AdamW
             self.optimiser = kind(groups, lr=lr, betas=(options["beta1"], options["beta2"]),
-                                  weight_decay=self.decay, **fused)
+                                  weight_decay=self.decay, **fused, **({"capturable": True} if static else {}))
         self.options, self.steps = options, steps
+        if static:
+            for p in self._decayed:       # allocated once, zeroed in place by every step
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self._static = StaticStep(self._gradient, self.optimiser.step, batch_size=self.batch_size or self.count,
+                                      graphed=self.step_mode is StepMode.GRAPHED)
 
     def update(self, step: int) -> None:
         rate = learning_rate(self.options, step, self.steps)
+        if self._static is None:
+            for group in self.optimiser.param_groups:
+                group["lr"] = rate * group["lr_factor"]
+            self.optimiser.step()
+            return
         for group in self.optimiser.param_groups:
-            group["lr"] = rate * group["lr_factor"]
-        self.optimiser.step()
+            group["lr"].fill_(rate * group["lr_factor"])       # read on the device by the fused step
+        self._static.update()
 
     def load_optimiser_state(self, state: dict) -> None:
         if state:
             # torch restores every group's settings from the state; keep this run's own: the weight decay
-            # (checkpoints before 2026-12-04 stored 0, the penalty then being in the objective) and the
-            # fused/foreach implementation of this device (a checkpoint may come from another)
-            own = [{k: g[k] for k in ("weight_decay", "fused", "foreach") if k in g}
+            # (older checkpoints stored 0, the penalty then being in the objective) and the implementation
+            # of this device and step mode (a checkpoint may come from another)
+            own = [{k: g[k] for k in ("weight_decay", "fused", "foreach", "capturable") if k in g}
                    for g in self.optimiser.param_groups]
+            if self._static is not None:          # the learning-rate tensors the fused step reads
+                for settings, group in zip(own, self.optimiser.param_groups):
+                    settings["lr"] = group["lr"]
             self.optimiser.load_state_dict(state)
             for group, settings in zip(self.optimiser.param_groups, own):
                 group.update(settings)
+            if self._static is not None:          # new state tensors: the graphs are captured anew
+                self._static.reset()
 
     # --- state ----------------------------------------------------------------------------
     def _state_tensors(self):

@@ -67,6 +67,9 @@ def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
                    help="channels-last memory format of the network and batches (default: %(default)s)")
     p.add_argument("--compile", default=C.compile, choices=COMPILE_MODES, metavar="MODE",
                    help="torch.compile the training forward pass with this mode (%(choices)s; default: eager)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="take each training step as two CUDA graphs replayed on static buffers (CUDA devices: one "
+                        "launch instead of thousands; elsewhere the same step runs eagerly; not under torchrun)")
     p.add_argument("--sync-batchnorm", action="store_true",
                    help="under torchrun: normalise by the statistics of the whole batch over all ranks (default: "
                         "each rank's share, as plain DistributedDataParallel)")
@@ -81,7 +84,8 @@ def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
                         f"(default {PROCESS_GROUP_TIMEOUT_S:g})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; every setting must match the stored one "
-                        "except --time-limit, --device, --data, --tensorboard, --compile (and train's --weights: "
+                        "except --time-limit, --device, --data, --tensorboard, --compile, --cuda-graph (and train's "
+                        "--weights: "
                         "the checkpoint replaces them); with no run in "
                         "--out, a new one starts (and the command says so)")
     p.add_argument("--overwrite", action="store_true",
@@ -100,7 +104,7 @@ def recipe_settings(args, device, *, seed: int, time_limit) -> dict:
     return dict(dataset=args.dataset, data_dir=args.data, epochs=args.epochs, milestones=args.milestones, lr=args.lr,
                 weight_decay=args.weight_decay, train_subset=args.train_subset, test_subset=args.test_subset,
                 batch_size=args.batch_size, gamma=args.gamma, eps_fraction=args.eps_fraction, device=device,
-                amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                amp=args.amp, channels_last=args.channels_last, compile=args.compile, cuda_graph=args.cuda_graph,
                 sync_batchnorm=args.sync_batchnorm, tensorboard=args.tensorboard, time_limit_s=time_limit,
                 finetune_epochs=args.finetune_epochs, seed=seed)
 

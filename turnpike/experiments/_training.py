@@ -70,6 +70,7 @@ class TrainingRecipe(abc.ABC):
     amp: bool = False                    # bf16 autocast (GPU)
     channels_last: bool = True           # channels-last memory format (1.3x the images/s of NCHW on a CPU)
     compile: str | None = None           # torch.compile mode of the training forward pass (None: eager)
+    cuda_graph: bool = False             # each training step as CUDA graphs (CUDA; elsewhere the same step eagerly)
     sync_batchnorm: bool = False         # under torchrun: BN statistics of the whole batch over all ranks
     tensorboard: bool = False            # the per-epoch scalars also to out/tensorboard
     time_limit_s: float | None = None    # training + fine-tuning stop at the first epoch end past it (resume later)
@@ -107,7 +108,7 @@ class TrainingRecipe(abc.ABC):
         _checks.real("momentum", self.momentum, minimum=0.0, maximum=1.0, strict_max=True)
         if self.time_limit_s is not None:
             _checks.real("time_limit_s", self.time_limit_s, minimum=0.0)
-        for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard"):
+        for name in ("amp", "channels_last", "sync_batchnorm", "tensorboard", "cuda_graph"):
             _checks.boolean(name, getattr(self, name))
         if self.compile is not None:
             _checks.choice("compile", self.compile, COMPILE_MODES)
@@ -271,7 +272,7 @@ def _solve_settings(config: TrainingRecipe, data) -> dict:
                 test_data=test if labels is None else (test, labels), normalise=(data.mean, data.std),
                 augment=config.augment_batch,
                 amp=config.amp, channels_last=config.channels_last, compile=config.compile,
-                sync_batchnorm=config.sync_batchnorm)
+                cuda_graph=config.cuda_graph, sync_batchnorm=config.sync_batchnorm)
 
 
 def _sgd_options(config: TrainingRecipe, per_epoch: int) -> dict:
@@ -285,7 +286,7 @@ def _sgd_options(config: TrainingRecipe, per_epoch: int) -> dict:
 RESUMABLE_STOPS = (Status.TIME_LIMIT, Status.INTERRUPTED)
 #: settings that may change when a run is resumed (they do not change its result; train's initial ``weights``
 #: are replaced by the checkpoint's)
-RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile", "weights")
+RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile", "cuda_graph", "weights")
 #: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
 RUN_FILES = ("config.json", "metrics.json", "log.jsonl", "checkpoint.pt", "finetune_checkpoint.pt", "network.pt",
              "*.png", "early_exit.json", "tensorboard", "pruned-*.pt2", "pruned-*.json")

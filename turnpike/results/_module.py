@@ -101,7 +101,8 @@ class ModuleSolution(SolutionOutcome):
                    history=history, wall_time_s=wall_time_s, seed=backend.seed, exit_metrics=metrics,
                    output_residual_norms=residual,
                    branch_parameter_norms=module.branch_parameter_norms().detach().cpu().double().numpy(),
-                   extra={"backend": "module", "amp": backend.amp})
+                   extra={"backend": "module", "amp": backend.amp, "training_step": backend.step_mode.value,
+                          **({"training_step_reason": backend.step_reason} if backend.step_reason else {})})
 
     def __repr__(self) -> str:
         return (f"ModuleSolution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}, "

@@ -1,0 +1,548 @@
+"""ResNet-54 training against the device's limit, in one call (issue 30): every line names the device.
+
+    PYTHONPATH=. python benchmarks/gpu_limit.py --out "$OUT"            # on a GPU machine, under 5 minutes
+    .venv/bin/python benchmarks/gpu_limit.py --tiny --out /tmp/limit    # every section, tiny, on a CPU
+
+Each line is printed (and appended to OUT/limit.log) as soon as it is measured; a section that would
+overrun ``--budget`` seconds is skipped with a line saying so. Sections:
+
+- env: device, its memory bandwidth and bf16 peak (the card's specification where known, and measured:
+  a device-to-device copy, a large bf16 matrix product), host CPU and cores, torch/CUDA/cuDNN;
+- roofline: multiply-adds of the paper's ResNet-54 (16/32/64, 3 x 18 blocks, 32 x 32: ``exit_costs``) and of
+  the timed network, FLOPs per trained image (6 per multiply-add: forward, and twice that backward),
+  bytes per trained image of the eager step (every aten operator reading its tensor arguments and writing
+  its outputs once, recorded at two batch sizes and split into a per-image part and a per-step part), and
+  the ceilings in images/s these give;
+- eager: the plain loop and turnpike's standard step at ``--batch``, and the profiler's device busy time,
+  kernels and operator calls per step;
+- graphed: plain (torch's whole-network capture), standard, WS and full with ``cuda_graph=True``: capture
+  time, step time, GPU idle share, TB/s of the byte model, % of the roofline; then standard at
+  ``--batches`` with peak memory;
+- cudnn: standard graphed with ``cudnn.benchmark`` off/on and channels-last/NCHW; each stage's blocks
+  forward and backward in NHWC and NCHW;
+- correctness: no host synchronisation in the warm-up steps (``torch.cuda.set_sync_debug_mode("error")``);
+  graphed vs eager weights after ``--compare-steps`` steps from one state, beside eager vs eager;
+- concurrent: four graphed batch-128 runs, each on its own CUDA stream, together;
+- kernels: the graphed standard step's kernels grouped by class, and the top ones (OUT/kernels.txt).
+
+OUT receives limit.log, limit.json (every number) and kernels.txt: three files.
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import turnpike as tp
+from turnpike.backends import make_backend
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _plain_resnet import MEAN, STD, WEIGHT_DECAY, PlainPreActResNet, PlainStep, synthetic_data  # noqa: E402
+
+#: (memory bandwidth in bytes/s, dense bf16 peak in FLOP/s) of cards by the name torch reports
+SPECIFICATIONS = {"H200": (4.8e12, 989e12), "H100 80GB HBM3": (3.35e12, 989e12), "H100 SXM": (3.35e12, 989e12),
+                  "H100 NVL": (3.9e12, 835e12), "H100 PCIe": (2.0e12, 756e12), "A100-SXM4-80GB": (2.039e12, 312e12),
+                  "A100-SXM4-40GB": (1.555e12, 312e12), "A100 80GB PCIe": (1.935e12, 312e12)}
+VARIANTS = ("plain", "standard", "ws", "full")
+PAPER_BLOCKS, PAPER_WIDTHS, IMAGE = 18, (16, 32, 64), 32
+
+
+def options():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for limit.log, limit.json, kernels.txt")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--budget", type=float, default=290.0, help="seconds for the whole call")
+    parser.add_argument("--tiny", action="store_true", help="1 block per stage, width 4, batch 8: a CPU check")
+    parser.add_argument("--blocks", type=int, default=PAPER_BLOCKS, help="blocks per stage")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--batches", default="128,1024,2048", help="further batch sizes of the graphed step")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--compare-steps", type=int, default=20)
+    args = parser.parse_args()
+    if args.tiny:
+        args.blocks, args.batch, args.batches, args.steps, args.compare_steps = 1, 8, "4,16", 2, 4
+    args.widths = (4, 4, 4) if args.tiny else PAPER_WIDTHS
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+    return args
+
+
+class Report:
+    """Lines to stdout and OUT/limit.log as they come, numbers to OUT/limit.json, each line naming the device."""
+
+    def __init__(self, out: Path, device_name: str, budget: float):
+        self.out, self.tag, self.numbers = out, f"[{device_name}]", {}
+        out.mkdir(parents=True, exist_ok=True)
+        self.log = (out / "limit.log").open("w")
+        self.started, self.budget = time.perf_counter(), budget
+
+    def line(self, text: str) -> None:
+        text = f"{self.tag} {text}"
+        print(text, flush=True)
+        self.log.write(text + "\n")
+        self.log.flush()
+
+    def record(self, section: str, **numbers) -> None:
+        self.numbers.setdefault(section, {}).update(numbers)
+        (self.out / "limit.json").write_text(json.dumps(self.numbers, indent=1, default=str))
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.started)
+
+    @contextlib.contextmanager
+    def section(self, name: str, needs: float):
+        """Run the section if ``needs`` seconds are left; report a failure as a line and go on."""
+        if self.left() < needs:
+            self.line(f"{name}: skipped, {self.left():.0f} s of the budget left (needs about {needs:.0f})")
+            yield False
+            return
+        began = time.perf_counter()
+        try:
+            yield True
+        except Exception as error:                                         # noqa: BLE001 (reported, next section)
+            self.line(f"{name}: FAILED {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        self.line(f"{name}: {time.perf_counter() - began:.1f} s")
+
+
+class Bench:
+    """The steps being compared, built alike: synthetic uint8 data on the device, crop + flip, SGD."""
+
+    def __init__(self, args, device):
+        self.args, self.device = args, device
+        self.amp = device.type == "cuda"
+        self.cuda = device.type == "cuda"
+
+    def step(self, variant: str, batch: int, *, graphed: bool, channels_last: bool = True,
+             cudnn_benchmark=True, blocks=None, widths=None):
+        """A step object (``evaluate(phase, step)``, ``update(step)``) of ``variant`` at ``batch``."""
+        blocks, widths = blocks or self.args.blocks, widths or self.args.widths
+        if variant == "plain":
+            return PlainStep(widths, blocks, batch, self.device, amp=self.amp, channels_last=channels_last,
+                             graphed=graphed)
+        torch.manual_seed(0)
+        net = tp.PreActResNet(blocks_per_stage=blocks, widths=widths, in_channels=3, num_classes=10, exits=variant)
+        images, labels = synthetic_data(batch)
+        loss = tp.CrossEntropy(num_classes=10)
+        penalty = tp.InputPenalty(WEIGHT_DECAY / 2)
+        stage = penalty if variant == "standard" else 0.02 * loss + penalty
+        ocp = tp.OCP(net, images, labels.numpy(), stage_cost=stage, terminal_cost=loss)
+        settings = {"normalise": ((MEAN,) * 3, (STD,) * 3), "amp": self.amp, "channels_last": channels_last,
+                    "sync_every": 10 ** 9, "cuda_graph": graphed, "cudnn_benchmark": cudnn_benchmark,
+                    "augment": lambda x, generator: tp.data.augment(x, generator=generator)}
+        backend = make_backend(ocp, seed=0, batch_size=batch, device=self.device, settings=settings)
+        backend.begin_phase(0, backend.methods["sgd"], 10 ** 9, {**backend.methods["sgd"].defaults, "lr": 0.01})
+        return backend
+
+    def synchronise(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def run(self, step, steps: int, first: int) -> float:
+        """Seconds per step over ``steps`` steps (CUDA events on a GPU), J kept on the device."""
+        values = []
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            began = time.perf_counter()
+        for k in range(first, first + steps):
+            values.append(step.evaluate(0, k))
+            step.update(k)
+        if self.cuda:
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            seconds = time.perf_counter() - began
+        if not bool(torch.isfinite(torch.stack(values)).all()):
+            raise RuntimeError("a step diverged")
+        return seconds / steps
+
+    def warm(self, step, graphed: bool) -> float:
+        """Warm-up steps (allocations, cuDNN choices, the graphs' capture); the seconds of the capturing step."""
+        warm_steps = 3
+        self.run(step, warm_steps, 0)
+        self.synchronise()
+        began = time.perf_counter()
+        self.run(step, 1, warm_steps)                     # graphed: captures, then replays once
+        self.synchronise()
+        capture = time.perf_counter() - began
+        self.run(step, 1, warm_steps + 1)
+        return capture if graphed else float("nan")
+
+    def release(self):
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+class TrafficRecorder(TorchDispatchMode):
+    """Bytes every aten operator reads (tensor arguments) and writes (tensor outputs), each tensor once per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        seen = {}
+        for t in torch.utils._pytree.tree_leaves((args, kwargs, out)):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                seen[id(t)] = t.numel() * t.element_size()
+        self.bytes += sum(seen.values())
+        return out
+
+
+def step_bytes(bench, variant: str, batch: int) -> int:
+    step = bench.step(variant, batch, graphed=False)
+    bench.run(step, 1, 0)
+    recorder = TrafficRecorder()
+    with recorder:
+        step.evaluate(0, 1)
+        step.update(1)
+    return recorder.bytes
+
+
+def byte_model(bench, variant: str) -> tuple[float, float]:
+    """(bytes per image, bytes per step) of the eager step: recorded at batches 2 and 4, linear in the batch."""
+    small, large = step_bytes(bench, variant, 2), step_bytes(bench, variant, 4)
+    per_image = (large - small) / 2
+    return per_image, small - 2 * per_image
+
+
+def specification(name: str):
+    for key, spec in SPECIFICATIONS.items():
+        if key in name:
+            return spec
+    return None
+
+
+def measured_peaks(bench) -> tuple[float, float]:
+    """(copy bandwidth in bytes/s: read + write of a large buffer, matrix-product FLOP/s) of this device."""
+    size, n = (2 ** 28, 8192) if bench.cuda else (2 ** 22, 512)
+    source = torch.empty(size, dtype=torch.float32, device=bench.device)
+    target = torch.empty_like(source)
+    dtype = torch.bfloat16 if bench.cuda else torch.float32
+    a = torch.randn(n, n, device=bench.device, dtype=dtype)
+    b = torch.randn(n, n, device=bench.device, dtype=dtype)
+    timings = []
+    for work in (lambda: target.copy_(source), lambda: a @ b):
+        work()
+        bench.synchronise()
+        began = time.perf_counter()
+        for _ in range(5):
+            work()
+        bench.synchronise()
+        timings.append((time.perf_counter() - began) / 5)
+    return 2 * source.numel() * 4 / timings[0], 2 * n ** 3 / timings[1]
+
+
+def host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def profile_step(bench, step, steps: int = 3, first: int = 100):
+    """(device busy s per step, kernels per step, aten calls per step, profiler) over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.cuda else [])
+    with profile(activities=activities) as prof:
+        bench.run(step, steps, first)
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / 1e6 / steps if kernels else float("nan")
+    calls = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / steps
+    return busy, len(kernels) / steps, calls, prof
+
+
+#: kernel classes by the first keyword their name contains (weight and data gradients before the forward)
+KERNEL_CLASSES = (("conv weight gradient", ("wgrad",)), ("conv data gradient", ("dgrad",)),
+                  ("conv forward", ("fprop", "conv", "implicit", "winograd")),
+                  ("batch norm", ("batch_norm", "batchnorm", "bn_", "welford")),
+                  ("optimiser", ("sgd", "adam", "multi_tensor", "foreach")),
+                  ("matrix product", ("gemm", "cutlass", "sm90", "sm80")),
+                  ("reduction", ("reduce",)), ("elementwise", ("elementwise", "vectorized", "unrolled")),
+                  ("copy and fill", ("copy", "memcpy", "memset", "fill")))
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    for label, keys in KERNEL_CLASSES:
+        if any(key in lowered for key in keys):
+            return label
+    return "other"
+
+
+def roofline(report, bench, args, peaks):
+    """Multiply-adds, FLOPs and bytes per image and the ceilings they give, for the paper's network and the timed one."""
+    bandwidth, flops = peaks
+    paper = tp.PreActResNet.standard(blocks_per_stage=PAPER_BLOCKS, exits="ws")
+    costs = paper.exit_costs(IMAGE, IMAGE)
+    exits_extra = costs["early_exit"][-1] - costs["network"]
+    report.line(f"roofline: the paper's ResNet-54 (16/32/64, 3 x 18 blocks, {IMAGE}x{IMAGE}): {costs['network']:,} "
+                f"multiply-adds forward, {6 * costs['network'] / 1e9:.2f} GFLOP per trained image; WS exits "
+                f"+{100 * exits_extra / costs['network']:.1f} %")
+    report.record("roofline", paper_multiply_adds=costs["network"], paper_exit_multiply_adds=exits_extra)
+    timed = tp.PreActResNet(blocks_per_stage=args.blocks, widths=args.widths, exits="ws")
+    macs = timed.exit_costs(IMAGE, IMAGE)["network"]
+    models = {}
+    for variant in ("standard", "ws"):
+        per_image, per_step = byte_model(bench, variant)
+        models[variant] = (per_image, per_step)
+    per_image, per_step = models["standard"]
+    at_batch = per_image + per_step / args.batch
+    ceiling = min(bandwidth / at_batch, flops / (6 * macs))
+    report.line(f"roofline: timed network {args.blocks} blocks/stage, widths {args.widths}: {macs:,} multiply-adds, "
+                f"{6 * macs / 1e9:.3f} GFLOP/image; eager-step bytes {per_image / 1e6:.1f} MB/image + "
+                f"{per_step / 1e6:.1f} MB/step (standard), {models['ws'][0] / 1e6:.1f} MB/image (WS) = "
+                f"{at_batch / 1e6:.1f} MB/image at batch {args.batch}; ceilings at {bandwidth / 1e12:.2f} TB/s and "
+                f"{flops / 1e12:.3g} TFLOP/s: memory {bandwidth / at_batch:,.0f}, compute {flops / (6 * macs):,.0f}"
+                f" images/s")
+    report.record("roofline", timed_multiply_adds=macs, bytes_per_image=per_image, bytes_per_step=per_step,
+                  ws_bytes_per_image=models["ws"][0], ceiling_images_per_s=ceiling)
+    return {variant: (image, step) for variant, (image, step) in models.items()}, ceiling
+
+
+def main():
+    args = options()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    report = Report(Path(args.out), name, args.budget)
+    bench = Bench(args, device)
+    kernels_file = Path(args.out) / "kernels.txt"
+    kernels_file.write_text("")
+    spec = specification(name) if bench.cuda else None
+
+    with report.section("env", 20) as go:
+        if go:
+            copy, product = measured_peaks(bench)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            cudnn = torch.backends.cudnn.version() if bench.cuda else None
+            report.line(f"env: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {cudnn}; host "
+                        f"{host_cpu()}, {cores} cores; measured copy {copy / 1e12:.2f} TB/s, "
+                        f"{'bf16' if bench.cuda else 'float32'} product {product / 1e12:.1f} TFLOP/s; specification "
+                        + (f"{spec[0] / 1e12:.2f} TB/s, {spec[1] / 1e12:.0f} TFLOP/s bf16" if spec else "unknown"))
+            report.record("env", device=name, torch=torch.__version__, cuda=torch.version.cuda, cudnn=cudnn,
+                          host=host_cpu(), cores=cores, copy_bytes_per_s=copy, product_flops=product,
+                          specification=spec)
+    peaks = spec or (report.numbers.get("env", {}).get("copy_bytes_per_s", 1e12),
+                     report.numbers.get("env", {}).get("product_flops", 1e14))
+    models, ceiling = {"standard": (float("nan"), 0.0)}, float("nan")
+    with report.section("roofline", 20) as go:
+        if go:
+            models, ceiling = roofline(report, bench, args, peaks)
+
+    def bytes_of(variant, batch):
+        image, step = models.get(variant, models["standard"])
+        return image * batch + step
+
+    batch = args.batch
+    with report.section("eager", 40) as go:
+        if go:
+            for variant in ("plain", "standard"):
+                step = bench.step(variant, batch, graphed=False)
+                bench.warm(step, False)
+                seconds = bench.run(step, args.steps, 10)
+                busy, kernels, calls, _ = profile_step(bench, step)
+                report.line(f"eager {variant}, batch {batch}: {seconds * 1e3:.2f} ms/step, {batch / seconds:,.0f} "
+                            f"images/s; device busy {busy * 1e3:.2f} ms/step ({100 * busy / seconds:.0f} %), "
+                            f"{kernels:.0f} kernels and {calls:.0f} aten calls a step")
+                report.record("eager", **{f"{variant}_s": seconds, f"{variant}_busy_s": busy,
+                                          f"{variant}_kernels": kernels})
+                del step
+                bench.release()
+
+    graphed_times = {}
+    with report.section("graphed", 60) as go:
+        if go:
+            if not bench.cuda:
+                report.line("graphed: no CUDA here, so each 'graphed' step below is the graph-ready step run eagerly")
+            for variant in VARIANTS:
+                step = bench.step(variant, batch, graphed=True)
+                capture = bench.warm(step, True)
+                seconds = bench.run(step, args.steps, 10)
+                busy, kernels, _, prof = profile_step(bench, step)
+                graphed_times[variant] = seconds
+                moved = bytes_of("ws" if variant in ("ws", "full") else "standard", batch) / seconds
+                eager = report.numbers.get("eager", {}).get(f"{variant}_s")
+                idle = f"{100 * max(0.0, 1 - busy / seconds):.0f} %" if bench.cuda else "n/a"
+                report.line(f"graphed {variant}, batch {batch}: capture {capture:.2f} s, {seconds * 1e3:.2f} ms/step, "
+                            f"{batch / seconds:,.0f} images/s" + (f" ({eager / seconds:.2f}x eager)" if eager else "")
+                            + f"; GPU idle {idle}, {kernels:.0f} kernels a step, "
+                            f"{moved / 1e12:.2f} TB/s of the byte model, {100 * batch / seconds / ceiling:.1f} % of the"
+                            f" roofline")
+                report.record("graphed", **{f"{variant}_s": seconds, f"{variant}_capture_s": capture,
+                                            f"{variant}_busy_s": busy})
+                if variant == "standard":
+                    kernel_table(report, prof, kernels_file, args.steps)
+                del step, prof
+                bench.release()
+            if "standard" in graphed_times:
+                report.line("graphed ratios, batch %d: " % batch + ", ".join(
+                    f"{v}/standard {graphed_times[v] / graphed_times['standard']:.3f}" for v in ("ws", "full", "plain")
+                    if v in graphed_times))
+            for other in args.batches:
+                if bench.cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                step = bench.step("standard", other, graphed=True)
+                bench.warm(step, True)
+                seconds = bench.run(step, args.steps, 10)
+                peak = torch.cuda.max_memory_allocated() / 2 ** 30 if bench.cuda else float("nan")
+                report.line(f"graphed standard, batch {other}: {seconds * 1e3:.2f} ms/step, {other / seconds:,.0f} "
+                            f"images/s, peak memory {peak:.2f} GiB")
+                report.record("graphed", **{f"standard_batch{other}_s": seconds, f"standard_batch{other}_gib": peak})
+                del step
+                bench.release()
+
+    with report.section("cudnn", 60) as go:
+        if go:
+            for benchmark in (False, True):
+                for channels_last in (False, True):
+                    step = bench.step("standard", batch, graphed=True, channels_last=channels_last,
+                                      cudnn_benchmark=benchmark)
+                    bench.warm(step, True)
+                    seconds = bench.run(step, args.steps, 10)
+                    report.line(f"cudnn.benchmark {benchmark}, {'NHWC' if channels_last else 'NCHW'}: graphed standard"
+                                f" {seconds * 1e3:.2f} ms/step, {batch / seconds:,.0f} images/s")
+                    report.record("cudnn", **{f"benchmark_{benchmark}_nhwc_{channels_last}_s": seconds})
+                    del step
+                    bench.release()
+            stage_layouts(report, bench, args)
+
+    with report.section("correctness", 60) as go:
+        if go:
+            correctness(report, bench, args)
+
+    with report.section("concurrent", 40) as go:
+        if go:
+            concurrent(report, bench, args, graphed_times)
+    report.line(f"done in {args.budget - report.left():.0f} s")
+
+
+def kernel_table(report, prof, path: Path, steps: int) -> None:
+    """The step's kernels grouped by class (a line) and the top ones (kernels.txt)."""
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:          # a CPU: the operators instead
+        with path.open("a") as stream:
+            stream.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20) + "\n")
+        report.line("kernels: no CUDA kernels on this device; the top operators are in kernels.txt")
+        return
+    classes = {}
+    for event in kernels:
+        label = kernel_class(event.key)
+        classes[label] = classes.get(label, 0.0) + event.self_device_time_total / steps
+    total = sum(classes.values())
+    report.line("kernels of the graphed standard step: " + ", ".join(
+        f"{label} {100 * t / total:.0f} %" for label, t in sorted(classes.items(), key=lambda kv: -kv[1])))
+    with path.open("a") as stream:
+        stream.write(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25) + "\n")
+        for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]:
+            stream.write(f"{kernel_class(event.key):22s} {event.self_device_time_total / steps:9.1f} us/step "
+                         f"{event.count // steps:5d}x  {event.key[:120]}\n")
+    report.record("kernels", **{label: t for label, t in classes.items()})
+
+
+def stage_layouts(report, bench, args):
+    """Each stage's blocks, forward and backward, in NHWC and NCHW (cuDNN's choice of kernels per layout)."""
+    torch.manual_seed(0)
+    net = PlainPreActResNet(args.widths, args.blocks).to(bench.device)
+    c_in = args.widths[0]
+    for stage, width in enumerate(args.widths):
+        size = IMAGE if stage == 0 else IMAGE >> (stage - 1)          # the first block of stages 1, 2 strides
+        blocks = net.blocks[stage * args.blocks:(stage + 1) * args.blocks]
+        x = torch.randn(args.batch, c_in, size, size, device=bench.device)
+        times = {}
+        for layout in (torch.contiguous_format, torch.channels_last):
+            blocks.to(memory_format=layout)
+            inputs = x.contiguous(memory_format=layout).requires_grad_()
+            for repeat in range(2 + args.steps):
+                if repeat == 2:
+                    bench.synchronise()
+                    began = time.perf_counter()
+                with torch.autocast(bench.device.type, dtype=torch.bfloat16, enabled=bench.amp):
+                    out = blocks(inputs)
+                out.float().sum().backward()
+            bench.synchronise()
+            times[layout] = (time.perf_counter() - began) / args.steps
+        report.line(f"stage {stage} ({args.blocks} blocks, {c_in}->{width} channels, {size}x{size} in): forward+"
+                    f"backward NCHW {times[torch.contiguous_format] * 1e3:.2f} ms, NHWC "
+                    f"{times[torch.channels_last] * 1e3:.2f} ms (NHWC/NCHW "
+                    f"{times[torch.channels_last] / times[torch.contiguous_format]:.2f})")
+        report.record("layouts", **{f"stage{stage}_nchw_s": times[torch.contiguous_format],
+                                    f"stage{stage}_nhwc_s": times[torch.channels_last]})
+        c_in = width
+
+
+def correctness(report, bench, args):
+    """No host sync while warming up; graphed vs eager weights after a few steps, beside eager vs eager."""
+    batch = min(args.batch, 128)
+    if bench.cuda:
+        step = bench.step("standard", batch, graphed=True)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for k in range(3):                        # not bench.run: its divergence check reads J back
+                step.evaluate(0, k)
+                step.update(k)
+            verdict = "none"
+        except RuntimeError as error:
+            verdict = str(error).splitlines()[0]
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        report.line(f"correctness: host synchronisations in 3 warm-up steps of the graphed standard step: {verdict}")
+        report.record("correctness", warmup_sync=verdict)
+    else:
+        report.line("correctness: sync debug mode needs CUDA; the CPU suite checks that no operator reads back "
+                    "(tests/test_static_step.py)")
+    runs = {}
+    for label, graphed in (("eager", False), ("eager again", False), ("graphed", True)):
+        step = bench.step("standard", batch, graphed=graphed)
+        bench.run(step, args.compare_steps, 0)
+        runs[label] = torch.cat([p.detach().float().flatten() for p in step.module.parameters()])
+        del step
+    scale = runs["eager"].abs().max()
+    for other in ("eager again", "graphed"):
+        difference = float((runs[other] - runs["eager"]).abs().max() / scale)
+        report.line(f"correctness: after {args.compare_steps} steps at batch {batch}, max |w - w_eager| / max |w|: "
+                    f"{other} {difference:.2e}")
+        report.record("correctness", **{f"{other.replace(' ', '_')}_difference": difference})
+
+
+def concurrent(report, bench, args, graphed_times):
+    """Four graphed batch-128 runs, each on its own CUDA stream, stepped in turn: images/s together."""
+    if not bench.cuda:
+        report.line("concurrent: CUDA streams only; on this device the runs would take turns")
+        return
+    count, batch = 4, 128
+    runs = [bench.step("standard", batch, graphed=True) for _ in range(count)]
+    streams = [torch.cuda.Stream() for _ in range(count)]
+    for first, steps in ((0, 5), (5, args.steps)):
+        torch.cuda.synchronize()
+        began = time.perf_counter()
+        for k in range(first, first + steps):
+            for run, stream in zip(runs, streams):
+                with torch.cuda.stream(stream):
+                    run.evaluate(0, k)
+                    run.update(k)
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - began) / args.steps
+    single = bench.step("standard", batch, graphed=True)
+    bench.warm(single, True)
+    alone = bench.run(single, args.steps, 10)
+    together = count * batch / seconds
+    report.line(f"concurrent: {count} graphed batch-{batch} runs on their own streams: {together:,.0f} images/s "
+                f"together; one alone {batch / alone:,.0f} images/s"
+                + (f"; one batch-{args.batch} run {args.batch / graphed_times['standard']:,.0f}"
+                   if "standard" in graphed_times else ""))
+    report.record("concurrent", together_images_per_s=together, alone_images_per_s=batch / alone)
+
+
+if __name__ == "__main__":
+    main()
