@@ -328,3 +328,21 @@ def test_cudnn_benchmark_is_set_for_the_step_and_restored(monkeypatch):
     assert seen == [True, True] and torch.backends.cudnn.benchmark == before
     assert backend_of(preact("ws"), 0.1).cudnn_benchmark is False         # "auto": on for CUDA only
     assert _module_step.WARMUP_STEPS == WARMUP_STEPS >= 1
+
+
+def test_the_cli_trains_with_cuda_graph_on_a_cpu_and_records_the_step(tmp_path, capsys):
+    import json
+
+    from turnpike.cli import main
+    argv = ["resnet54", "--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1",
+            "--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--batch-size", "24", "--quiet",
+            "--no-plots"]
+    assert main(argv + ["--out", str(tmp_path / "graph"), "--cuda-graph"]) == 0
+    assert "--cuda-graph on cpu: CUDA graphs need a CUDA device" in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "eager")]) == 0
+    graph, eager = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("graph", "eager"))
+    assert graph["training_step"] == "static" and eager["training_step"] == "eager"
+    configs = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("graph", "eager")]
+    assert [c["config"]["cuda_graph"] for c in configs] == [True, False]
+    for key in ("exit_train_loss", "exit_test_accuracy", "objective", "test_accuracy"):
+        assert graph[key] == eager[key], key

@@ -155,6 +155,9 @@ def over_seeds(args, train) -> list:
     if args.amp and str(device) == "cpu":
         print(f"turnpike {args.command}: note: --amp on a CPU: bf16 autocast is applied, usually slower than "
               "float32 there and less accurate", file=sys.stderr)
+    if args.cuda_graph and not str(device).startswith("cuda"):
+        print(f"turnpike {args.command}: note: --cuda-graph on {device}: CUDA graphs need a CUDA device; the "
+              "graph-ready step runs eagerly (the same result)", file=sys.stderr)
     seeds = args.seeds if args.seeds else [args.seed]
     deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
     results = []

@@ -500,7 +500,7 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "pruned": _evaluate_pruned(solution, layer, data, config) if layer is not None else None,
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
         "images_per_s": epochs * data.split_size("train") / max(solution.wall_time_s, 1e-9),
-        "epochs": config.epochs, "epochs_done": taken // per_epoch,
+        "epochs": config.epochs, "epochs_done": taken // per_epoch, "training_step": solution.extra["training_step"],
         **config.describe(), "dataset": data.name,
         "early_exit": _early_exit(solution.network, data, config),
     }
