@@ -247,12 +247,12 @@ def test_import_turnpike_loads_no_heavy_optional_library():
 @pytest.mark.parametrize("name, module", [("run_spirals", "experiments"), ("ResNet54Config", "experiments"),
                                           ("depth_bounds_from_runs", "experiments"),
                                           ("init_distributed", "distributed"), ("SyncedBatchNorm2d", "distributed")])
-def test_names_moved_off_the_top_level_still_work_with_a_deprecation_warning(name, module):
+def test_names_of_the_subpackages_live_there_only(name, module):
+    """The top-level aliases of a release ago are gone (issue 29): each name is its subpackage's."""
     import importlib
-    with pytest.warns(DeprecationWarning, match=rf"turnpike\.{name} moved to turnpike\.{module}\.{name}"):
-        moved = getattr(tp, name)
-    assert moved is getattr(importlib.import_module(f"turnpike.{module}"), name)
-    assert name not in tp.__all__
+    assert hasattr(importlib.import_module(f"turnpike.{module}"), name)
+    with pytest.raises(AttributeError, match=f"has no attribute '{name}'"):
+        getattr(tp, name)
 
 
 def test_the_top_level_is_the_core_a_user_composes():

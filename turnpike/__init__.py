@@ -24,21 +24,3 @@ __all__ = [
     "models", "objective_tensor", "residual_network", "retain_freed_memory", "solve_ocp", "theory",
 ]
 
-#: names that moved out of the top level (deprecated here for one release): name -> its module now
-_MOVED = {**{name: "turnpike.experiments" for name in (
-              "MnistConfig", "NodeSpiralsConfig", "ResNet54Config", "SpiralsConfig", "depth_bounds_from_runs",
-              "load_resnet54_network", "run_mnist", "run_node_spirals", "run_resnet54", "run_resnet54_study",
-              "run_spirals")},
-          **{name: "turnpike.distributed" for name in (
-              "SyncedBatchNorm2d", "finish_distributed", "init_distributed", "is_main_process")}}
-
-
-def __getattr__(name):
-    if name not in _MOVED:
-        raise AttributeError(f"module 'turnpike' has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    warnings.warn(f"turnpike.{name} moved to {_MOVED[name]}.{name}; the top-level name goes in the next release",
-                  DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(_MOVED[name]), name)

@@ -70,11 +70,6 @@ def _names_by_dtype(tensors: dict) -> dict:
     return groups
 
 
-def _samples_in(index, count: int) -> int:
-    """Samples in a batch: ``count`` for the full batch (index None)."""
-    return count if index is None else int(index.shape[0])
-
-
 @dataclass(frozen=True)
 class ModuleSettings:
     """The settings of a module system's solve (``solve_ocp(..., **settings)``), each default defined

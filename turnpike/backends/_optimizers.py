@@ -186,8 +186,3 @@ def with_learning_rate(methods, options, lr: float) -> tuple:
     return tuple({**dict(opts), "lr": lr} if name in METHODS and METHODS[name].kind == "stepper" else dict(opts)
                  for name, opts in zip(methods, options))
 
-
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {name!r}")
-    return METHODS[name]

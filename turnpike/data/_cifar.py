@@ -29,7 +29,6 @@ except ImportError:  # numpy < 2
     from numpy.core import multiarray as _multiarray, numeric as _numeric
 
 IMAGE_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")
-CIFAR_DATASETS = ("cifar10", "cifar100")
 
 
 @dataclass(frozen=True)

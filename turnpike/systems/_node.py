@@ -322,15 +322,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
 
         return field_at
 
-    def vector_field(self, theta, t: float, x):
-        """F(x, u(t)) for states x (B, n) (numpy or torch)."""
-        torch = _torch()
-        as_numpy = isinstance(x, np.ndarray)
-        theta_t = torch.as_tensor(np.asarray(theta) if as_numpy else theta)
-        x_t = torch.as_tensor(x)
-        value = self._field(self.unpack(theta_t))(_checks.real("t", t), x_t)
-        return value.numpy() if as_numpy else value
-
     def interval_substeps(self, theta) -> list:
         """Fixed-grid steps in each control interval: ``substeps``, raised by ``step_bound``."""
         if self.step_bound is None or ODE_METHODS[self.method] != "fixed":

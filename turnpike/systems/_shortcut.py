@@ -80,10 +80,6 @@ class ShortcutNetwork(LayerMap):
         """The paper's depth: weight layers n·R."""
         return self.shortcut_depth * self.units
 
-    @property
-    def is_linear(self) -> bool:
-        return all(name == "identity" for name in self.activations)
-
     # --- initialisation ------------------------------------------------------------
     def initial_controls(self, rng: np.random.Generator, scale: float) -> np.ndarray:
         """θ from ``initialisation``, every matrix multiplied by ``scale``."""
