@@ -1,5 +1,5 @@
-"""benchmarks/gpu_limit.py (issue 30's one-call limit script) end to end on a tiny CPU configuration, and the
-throughput benchmark's --cuda-graph path."""
+"""Issue 30's benchmarks at tiny sizes on a CPU: the one-call limit script end to end, the throughput benchmark's
+--cuda-graph path, and a whole run against its step benchmark."""
 import json
 import subprocess
 import sys
@@ -39,3 +39,13 @@ def test_throughput_benchmark_with_cuda_graph_runs_on_a_cpu():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "cuda_graph True" in lines[0] and lines[-1].startswith("best batch size")
+
+
+def test_whole_run_benchmark_compares_a_run_with_its_steps_at_a_tiny_size():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "whole_run.py"), "--width", "4", "--blocks", "1",
+                           "--epochs", "1,2", "--train-subset", "256"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("device cpu") and lines[1].startswith("steps: ")
+    assert sum(line.startswith(("1 epochs: whole", "2 epochs: whole")) for line in lines) == 2
+    assert "whole/steps" in lines[-1] and lines[-1].startswith("at the paper's 165 epochs")
