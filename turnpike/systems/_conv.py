@@ -300,7 +300,7 @@ class PreActResNet(BatchedExits, PruningAndCosts, nn.Module, ModuleSystem):
         """
         if all_exits:
             return self.exit_logits(images)
-        x = self.stem(self._check_images(images))
+        x = self.stem(self.check_inputs(images, "images"))
         for block in self.blocks:
             x = block(x)
         features = self._apply_tail(x)[:, None]   # (B, 1, C_f, H_f, W_f)
@@ -309,7 +309,7 @@ class PreActResNet(BatchedExits, PruningAndCosts, nn.Module, ModuleSystem):
 
     def states(self, images: Tensor) -> list:
         """[x_0, ..., x_N]; x_k has shape (B, widths[stage_of(k)], H_s, W_s)."""
-        x = self.stem(self._check_images(images))
+        x = self.stem(self.check_inputs(images, "images"))
         states = [x]
         for block in self.blocks:
             x = block(x)
@@ -324,16 +324,6 @@ class PreActResNet(BatchedExits, PruningAndCosts, nn.Module, ModuleSystem):
 
     def _backbone_skip_module(self, t: _Transition) -> nn.Module:
         return self.tail_skips[t.tail_index] if t.tail_index is not None else self.blocks[t.position].skip
-
-    def _check_images(self, images: Tensor, name: str = "images") -> Tensor:
-        """Float images (B, in_channels, H, W): shapes and dtype only, nothing that waits for the device
-        (this runs in every forward pass); the values are checked where images enter (OCP, early exit)."""
-        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            fail(name, f"a tensor of images (B, {self.in_channels}, H, W)", images)
-        if not images.is_floating_point():
-            fail(name, "floating-point images prepared as in training (uint8 images: scale and normalise them, "
-                       "e.g. turnpike.data.normalise(images, mean, std))", images)
-        return images
 
     def _check_exit_index(self, name: str, k) -> int:
         k = integer(name, k, minimum=0)

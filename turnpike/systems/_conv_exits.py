@@ -222,7 +222,7 @@ class BatchedExits:
             self.eval()
             with torch.no_grad():
                 for batch in batches:
-                    images = self._check_images(batch[0] if isinstance(batch, (tuple, list)) else batch, "batches")
+                    images = self.check_inputs(batch[0] if isinstance(batch, (tuple, list)) else batch, "batches")
                     self._exit_logits_from_states(self.states(images.to(device)), batch_statistics=True,
                                                   cumulative=True)
                     used += 1

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._checks import choice, integer
+from .._checks import choice, fail, integer
 from ._conv_blocks import EXIT_VARIANTS, _truncated_blocks_per_stage
 
 
@@ -70,8 +70,8 @@ class PruningAndCosts:
         return choice("exits", exits, EXIT_VARIANTS)
 
     @torch.no_grad()
-    def exit_costs(self, height: int, width: int) -> dict:
-        """Multiply-adds per image of size ``height`` × ``width`` (convolutions and linear maps):
+    def exit_costs(self, *spatial: int) -> dict:
+        """Multiply-adds per image of size ``spatial`` = (height, width) (convolutions and linear maps):
 
         ``{"network": the plain forward pass, "early_exit": (N+1,) list}`` where early_exit[k] is
         what early exit spends on an image that stops at exit k: the stem, blocks 0..k-1 and the
@@ -79,8 +79,9 @@ class PruningAndCosts:
         its linear map). Counted from one forward pass of a blank image, so every shape is the one
         the network computes.
         """
-        height = integer("height", height, minimum=1)
-        width = integer("width", width, minimum=1)
+        if len(spatial) != 2:
+            fail("spatial", "2 sizes (height, width) of the images", spatial)
+        height, width = (integer(name, size, minimum=1) for name, size in zip(("height", "width"), spatial))
         counts, hooks = {}, []
         for name, module in self.named_modules():
             if isinstance(module, nn.Conv2d):

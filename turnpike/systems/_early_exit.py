@@ -18,15 +18,14 @@ import numpy as np
 import torch
 
 from .._checks import boolean, fail, image_batch, integer, labels as class_labels, real
-from ._conv import PreActResNet
+from ._protocol import ModuleSystem
 
 
 def _checked_network(network):
-    """A network with exits: the toolkit's PreActResNet or any ResidualNetwork (skip-path exits)."""
-    from ._residual import ResidualNetwork
-
-    if not isinstance(network, (PreActResNet, ResidualNetwork)):
-        fail("network", "a PreActResNet or ResidualNetwork (exits are what early exit needs)", network)
+    """A network with exits (:class:`ModuleSystem`: PreActResNet, any ResidualNetwork, or one of the user's)."""
+    if not isinstance(network, ModuleSystem):
+        fail("network", "a PreActResNet or ResidualNetwork, or another network with exits (a "
+                        "turnpike.systems.ModuleSystem: exits are what early exit needs)", network)
     return network
 
 
@@ -34,11 +33,11 @@ def _checked_threshold(name: str, threshold) -> float:
     return real(name, threshold, minimum=0.0, maximum=1.0)
 
 
-def _checked_images(network: PreActResNet, images) -> torch.Tensor:
+def _checked_images(network: ModuleSystem, images) -> torch.Tensor:
     """At least one finite float image (B, in_channels, H, W), numpy or torch, on the network's device; as
     a tensor of the network's dtype. uint8 images are refused: the network wants them prepared as in
     training (scaled and normalised by the training set's statistics, which it does not know)."""
-    tensor = network._check_images(image_batch("images", images, network.input_shape))
+    tensor = network.check_inputs(image_batch("images", images, network.input_shape), "images")
     if tensor.shape[0] < 1:
         fail("images", "at least one image", tensor)
     parameter = next(network.parameters())
@@ -49,7 +48,7 @@ def _checked_images(network: PreActResNet, images) -> torch.Tensor:
 
 
 @torch.no_grad()
-def early_exit_predict(network: PreActResNet, images: torch.Tensor, threshold: float) -> tuple:
+def early_exit_predict(network: ModuleSystem, images: torch.Tensor, threshold: float) -> tuple:
     """(predicted classes (B,), exit index per image (B,)): each image stops at the first exit whose
     softmax confidence exceeds ``threshold``, at exit N otherwise. Runs in eval mode (restored after).
 
@@ -61,7 +60,7 @@ def early_exit_predict(network: PreActResNet, images: torch.Tensor, threshold: f
 
 
 @torch.no_grad()
-def _predict(network: PreActResNet, images: torch.Tensor, threshold: float) -> tuple:
+def _predict(network: ModuleSystem, images: torch.Tensor, threshold: float) -> tuple:
     """:func:`early_exit_predict` on checked arguments (the timed loop of :func:`early_exit_curve`)."""
     was_training = network.training
     network.eval()
@@ -94,7 +93,7 @@ def _checked_thresholds(thresholds) -> list:
 
 
 @torch.no_grad()
-def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch_size: int | None = None,
+def early_exit_curve(network: ModuleSystem, images, labels, thresholds, *, batch_size: int | None = None,
                      measure_speed: bool = False) -> dict:
     """Accuracy against the mean number of blocks executed, over ``thresholds``.
 
@@ -109,7 +108,7 @@ def early_exit_curve(network: PreActResNet, images, labels, thresholds, *, batch
     (``images_per_s``: the network's time alone). Returns ``{"thresholds", "accuracy", "mean_blocks",
     "mean_compute", "images_per_s"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy.
     ``mean_compute`` is the multiply-adds early exit spends per image over those of the plain network
-    (:meth:`PreActResNet.exit_costs`: the blocks run and every head evaluated on the way; above 1
+    (:meth:`ModuleSystem.exit_costs`: the blocks run and every head evaluated on the way; above 1
     when few images stop early, since the plain network evaluates one head).
     """
     network = _checked_network(network)

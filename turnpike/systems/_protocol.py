@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import _array
+from .._checks import fail
 from .._distributed import convert_to_synced_batch_norm
 
 
@@ -194,27 +195,70 @@ class FixedStepScheme(FlatSystem):
 
 
 class ModuleSystem(System):
-    """A system that is a ``torch.nn.Module`` owning its parameters (trained by the module backend).
+    r"""A residual network with an exit after every block: a ``torch.nn.Module`` owning its parameters,
+    trained by the module backend, whose readout of layer k is the intermediate output
+    :math:`\hat y_k = E_k(x_k)` of eq. (2) of the 2025 paper.
 
-    Beyond ``nn.Module``'s own API it provides the readouts of all layers at once and the
-    parameter partition a trainer needs (own learning rates and weight decay per group).
+    Training, its solution, pruning, export, early exit and the studies use these members and no
+    others, so a new exit network plugs in by implementing them (``tests/test_exit_protocol.py`` writes
+    one from scratch): the structure (``stem``, ``blocks``, ``depth``, ``input_shape``,
+    ``num_classes``), the exits (:meth:`exit_logits`, :meth:`exit_logit`, :meth:`states`), pruning
+    and costs (:meth:`subresnet`, :meth:`exit_costs`), the exits' statistics
+    (:meth:`recalibrate_exit_statistics`), the parameter partition (:meth:`branch_parameters`,
+    :meth:`exit_parameters`, :meth:`branch_parameter_norms`) and the input check (:meth:`check_inputs`).
     """
 
     backend: ClassVar[str] = "module"
     num_classes: int
+    #: V: inputs -> x_0
+    stem: object
+    #: the residual blocks in order, block k: x_k -> x_{k+1} (indexable, each a module)
+    blocks: object
 
     def check_readout(self, width: int, argument: str) -> None:
         if width != self.num_classes:
             raise ValueError(f"{argument}: expected a cost on {self.num_classes} logits (the network's "
                              f"classes), got one reading {width}")
 
+    @property
+    @abc.abstractmethod
+    def depth(self) -> int:
+        """N, the number of residual blocks (exits 0..N)."""
+
+    @abc.abstractmethod
+    def forward(self, inputs, *, all_exits: bool = False):
+        """The output E_N(x_N), (B, C); with ``all_exits`` :meth:`exit_logits` (DistributedDataParallel and
+        ``torch.compile`` wrap the module's own call, so the trainer asks for all exits through it)."""
+
     @abc.abstractmethod
     def exit_logits(self, inputs):
         """Readouts of every layer k = 0..N: the intermediate outputs E_k(x_k), shape (N+1, B, C).
 
-        ``forward(inputs, all_exits=True)`` must return the same (the trainer calls the module
-        itself, which is what DistributedDataParallel and ``torch.compile`` wrap), and
-        ``forward(inputs)`` the output E_N(x_N) alone, (B, C)."""
+        ``forward(inputs, all_exits=True)`` must return the same, and ``forward(inputs)`` the output
+        E_N(x_N) alone, (B, C). In training mode, exits with statistics of their own use the batch's."""
+
+    @abc.abstractmethod
+    def exit_logit(self, k: int, x_k):
+        """E_k(x_k) of one exit from the state x_k, (B, C) (early exit evaluates exits one at a time)."""
+
+    @abc.abstractmethod
+    def states(self, inputs) -> list:
+        """[x_0, ..., x_N] of a batch of inputs."""
+
+    @abc.abstractmethod
+    def subresnet(self, depth: int, *, exits=None):
+        """SubResNet-``depth``: the first ``depth`` blocks, the remaining skip paths and the head, as a module
+        whose output equals exit ``depth`` (Lemma 2); an exit network itself, ``exits`` its variant."""
+
+    @abc.abstractmethod
+    def exit_costs(self, *spatial: int) -> dict:
+        """Multiply-adds per input of spatial size ``spatial``: ``{"network": the forward pass, "early_exit":
+        list of N+1}``, entry k what early exit spends on an input that leaves at exit k."""
+
+    @abc.abstractmethod
+    def recalibrate_exit_statistics(self, batches) -> int:
+        """Recompute the exits' running statistics over ``batches`` (inputs, or (inputs, ...) pairs) for a
+        network trained without stage cost; returns the number of batches. Nothing else changes."""
 
     @abc.abstractmethod
     def branch_parameters(self):
@@ -224,9 +268,33 @@ class ModuleSystem(System):
     def exit_parameters(self):
         """Parameters owned by the intermediate outputs only (none when they share the backbone's)."""
 
+    @abc.abstractmethod
+    def branch_parameter_norms(self):
+        """(N,) tensor of ‖w_F,k‖, each branch's parameters as one vector."""
+
+    def parameter_count(self) -> int:
+        """Number of parameters, exit parameters included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def check_inputs(self, inputs, name: str = "inputs"):
+        """Float inputs (B, *input_shape) (None in ``input_shape``: any size there): shapes and dtype only,
+        nothing that waits for the device (every forward pass checks); values are checked where inputs
+        enter (the OCP, early exit)."""
+        import torch
+        shape = self.input_shape
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() != len(shape) + 1 or any(
+                s is not None and s != t for s, t in zip(shape, inputs.shape[1:])):
+            described = ", ".join("any" if s is None else str(s) for s in shape)
+            fail(name, f"a tensor of inputs (B, {described})", inputs)
+        if not inputs.is_floating_point():
+            fail(name, "floating-point inputs prepared as in training (uint8 images: scale and normalise them, "
+                       "e.g. turnpike.data.normalise(images, mean, std))", inputs)
+        return inputs
+
     def synchronise_batch_norm(self) -> None:
         """Normalise by the statistics of the batch over all ranks of a process group in training
         mode (``solve_ocp(..., sync_batchnorm=True)`` under DistributedDataParallel): every
         ``nn.BatchNorm2d`` becomes a :class:`turnpike.distributed.SyncedBatchNorm2d` holding the same tensors.
         A system with batch statistics outside BatchNorm2d modules extends this."""
         convert_to_synced_batch_norm(self)
+

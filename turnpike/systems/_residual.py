@@ -209,7 +209,7 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         (use it under DistributedDataParallel, which only sees calls of the module itself)."""
         if all_exits:
             return self.exit_logits(inputs)
-        x = self.stem(self._check_inputs(inputs))
+        x = self.stem(self.check_inputs(inputs))
         for block in self.blocks:
             x = block(x)
         return self.head(x)
@@ -220,7 +220,7 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
 
     def _states_and_skips(self, inputs: Tensor) -> tuple:
         """([x_0..x_N], {q: s_q(x_q)}) — the skip outputs of projection blocks, which exit q shares ("ws")."""
-        x = self.stem(self._check_inputs(inputs))
+        x = self.stem(self.check_inputs(inputs))
         states, skips = [x], {}
         keep = self.exits != "full"
         for q, block in enumerate(self.blocks):
@@ -297,7 +297,7 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
                 m.momentum = None
             with torch.no_grad():
                 for batch in batches:
-                    inputs = self._check_inputs(batch[0] if isinstance(batch, (tuple, list)) else batch, "batches")
+                    inputs = self.check_inputs(batch[0] if isinstance(batch, (tuple, list)) else batch, "batches")
                     if reference is not None:
                         inputs = inputs.to(reference.device)
                     states, skips = self._states_and_skips(inputs)
@@ -322,22 +322,6 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         self._plain_modules.clear()
 
     # -------------------------------------------------------------------------------- checks
-    def _check_inputs(self, inputs: Tensor, name: str = "inputs") -> Tensor:
-        """Float inputs (B, *input_shape): shapes and dtype only, nothing that waits for the device."""
-        shape = self.input_shape
-        if not isinstance(inputs, Tensor) or inputs.dim() != len(shape) + 1 or any(
-                s is not None and s != t for s, t in zip(shape, inputs.shape[1:])):
-            described = ", ".join("any" if s is None else str(s) for s in shape)
-            fail(name, f"a tensor of inputs (B, {described})", inputs)
-        if not inputs.is_floating_point():
-            fail(name, "floating-point inputs prepared as in training (uint8 images: scale and normalise them, "
-                       "e.g. turnpike.data.normalise(images, mean, std))", inputs)
-        return inputs
-
-    def _check_images(self, images: Tensor, name: str = "images") -> Tensor:
-        """:meth:`_check_inputs` under the name the early-exit tools call (as :class:`PreActResNet`'s)."""
-        return self._check_inputs(images, name)
-
     def _check_exit_index(self, name: str, k) -> int:
         k = integer(name, k, minimum=0)
         if k > self.depth:
