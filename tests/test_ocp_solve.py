@@ -549,10 +549,19 @@ def test_solution_without_test_data_or_soft_ce():
 
 
 def test_method_kinds_say_who_owns_the_loop():
-    from turnpike.backends._module import MODULE_METHODS
+    import torch
 
-    assert {name: m.kind for name, m in turnpike.METHODS.items()} == {"adam": "stepper", "sgd": "stepper", "lbfgs": "loop"}
-    assert all(m.kind == "stepper" and m.stepper is None for m in MODULE_METHODS.values())
+    from turnpike.backends._module import MODULE_METHODS
+    from turnpike.backends._protocol import LoopMethod, StepMethod
+
+    kinds = {name: type(m) for name, m in turnpike.METHODS.items()}
+    assert kinds == {"adam": StepMethod, "sgd": StepMethod, "lbfgs": LoopMethod}
+    assert all(isinstance(m, StepMethod) for m in MODULE_METHODS.values())
+    # a module method builds its torch optimiser, as a flat one builds its stepper: one mechanism, no names
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    for name, method in MODULE_METHODS.items():
+        built = method.stepper([{"params": [parameter]}], method.defaults, weight_decay=0.1, capturable=False)
+        assert isinstance(built, torch.optim.Optimizer) and built.param_groups[0]["weight_decay"] == 0.1, name
 
 
 @pytest.mark.parametrize("n,hidden,batch,expected", [

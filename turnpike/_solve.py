@@ -23,6 +23,7 @@ from . import _checks
 from ._ocp import OCP
 from .results import Status
 from .backends import make_backend
+from .backends._protocol import StepMethod
 from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
 from .backends._schedules import check_options
 
@@ -312,10 +313,9 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
             store every layer's train and test states in the solution (pass
             False for large data sets and use :func:`turnpike.layer_statistics`).
 
-        Module systems (:class:`turnpike.backends.ModuleSettings`, described in
-        :class:`turnpike.backends.ModuleBackend`): ``normalise``, ``augment``,
-        ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``, ``compile``,
-        ``sync_every``, ``sync_batchnorm``. Inside a process group (torchrun,
+        Module systems (:class:`turnpike.backends.ModuleSettings`, each described there): ``normalise``,
+        ``augment``, ``eval_batch_size``, ``exit_lr_factor``, ``amp``, ``channels_last``, ``compile``,
+        ``sync_every``, ``sync_batchnorm``, ``loader_workers``, ``cuda_graph``, ``cudnn_benchmark``. Inside a process group (torchrun,
         :func:`turnpike.distributed.init_distributed`) a module system trains with DistributedDataParallel,
         each rank on its share of every batch (:mod:`turnpike._distributed`); only rank 0
         writes the checkpoint.
@@ -380,7 +380,7 @@ def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoint
     first = run.phase_step if phase == run.phase else 0
     if phase == run.phase and run.optimiser_state:
         backend.load_optimiser_state(run.optimiser_state)
-    if method.kind == "stepper":
+    if isinstance(method, StepMethod):
         stop = _take_steps(backend, run, recorder, checkpoints, phase, first)
         status, message = Status.MAX_STEPS, f"finished {steps} {method.name} steps"
     else:

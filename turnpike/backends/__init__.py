@@ -16,19 +16,22 @@ from .._objective import objective_tensor
 from ._engines import autograd_objective
 from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines
 from ._optimizers import METHODS, method_schedule, with_learning_rate
-from ._protocol import Backend, Method
+from ._protocol import Backend, LoopMethod, Method, StepMethod
 from ._schedules import learning_rate
 
-__all__ = ["BACKENDS", "Backend", "COMPILE_MODES", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "METHODS",
-           "MODULE_METHODS", "Method", "ModuleBackend", "ModuleSettings", "autograd_objective", "available_engines",
-           "learning_rate", "make_backend", "method_schedule", "objective_tensor", "with_learning_rate"]
+__all__ = ["BACKENDS", "Backend", "COMPILE_MODES", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "LoopMethod",
+           "METHODS", "MODULE_METHODS", "Method", "ModuleBackend", "ModuleSettings", "StepMethod", "autograd_objective",
+           "available_engines", "learning_rate", "make_backend", "method_schedule", "objective_tensor", "with_learning_rate"]
 
 
 def __getattr__(name):
     # the module backend (and torch.distributed with it) loads only when a module system is solved
-    if name in ("COMPILE_MODES", "MODULE_METHODS", "ModuleBackend", "ModuleSettings"):
-        from . import _module
-        return getattr(_module, name)
+    if name in ("COMPILE_MODES", "MODULE_METHODS", "ModuleSettings"):
+        from . import _module_settings
+        return getattr(_module_settings, name)
+    if name == "ModuleBackend":
+        from ._module import ModuleBackend
+        return ModuleBackend
     raise AttributeError(f"module 'turnpike.backends' has no attribute {name!r}")
 
 

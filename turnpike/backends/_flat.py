@@ -24,7 +24,7 @@ from ..systems._protocol import (BufferedLayerMap, DifferentiableObjective, Fixe
                                  OwnGradient, Trajectories)
 from ._engines import adjoint_objective, autograd_objective, scheme_objective, system_objective
 from ._optimizers import METHODS
-from ._protocol import Backend
+from ._protocol import Backend, StepMethod
 from ._sweep import Workspace, buffered_adjoint_objective
 
 # The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per
@@ -208,7 +208,7 @@ class FlatBackend(Backend):
 
     # --- optimisers ---------------------------------------------------------------------
     def begin_phase(self, phase, method, steps, options) -> None:
-        self.stepper = method.stepper(self.theta, steps, options) if method.kind == "stepper" else None
+        self.stepper = method.stepper(self.theta, steps, options) if isinstance(method, StepMethod) else None
 
     def update(self, step: int) -> None:
         self.theta = self.stepper.update(self.theta, self._gradient, step)

@@ -27,40 +27,20 @@ statistics) and the optimiser state.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .. import _checks
 from .._distributed import world
 from .._objective import module_loss_terms, weight_penalty
 from .._runs import write_atomically
-from ..data import batch_indices
 from ..data._augment import checked_statistics
 from ..results import ModuleSolution
-from ._module_data import checked_workers, data_source
+from ._module_data import TrainingBatches, checked_workers, data_source, test_source
+from ._module_settings import MODULE_METHODS, ModuleSettings
 from ._module_step import StaticStep, StepMode, cudnn_benchmark, static_learning_rate, step_mode
-from ._protocol import Backend, Method
+from ._protocol import Backend, StepMethod
 from ._schedules import learning_rate
-
-#: ``torch.compile`` modes of the training forward pass (``compile=``)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-_SCHEDULE = {"schedule": "constant", "milestones": (), "decay": 0.1, "warmup_steps": 0,
-             "final_lr_fraction": 0.0}
-
-
-#: methods of the module backend: torch.optim optimisers with a learning-rate schedule
-MODULE_METHODS = {
-    "sgd": Method("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": False, **_SCHEDULE}, True,
-                  "torch.optim.SGD with momentum (Nesterov optional)"),
-    "adam": Method("adam", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
-                   "torch.optim.Adam (weight decay added to the gradient, = the input penalty)"),
-    "adamw": Method("adamw", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, **_SCHEDULE}, True,
-                    "torch.optim.AdamW (decoupled weight decay)"),
-}
-
 
 def _names_by_dtype(tensors: dict) -> dict:
     """{dtype: [names of the tensors of that dtype]}, in the tensors' order."""
@@ -70,89 +50,10 @@ def _names_by_dtype(tensors: dict) -> dict:
     return groups
 
 
-@dataclass(frozen=True)
-class ModuleSettings:
-    """The settings of a module system's solve (``solve_ocp(..., **settings)``), each default defined
-    here; what each does is in :class:`ModuleBackend`'s docstring."""
-
-    normalise: tuple | None = None
-    augment: object = None
-    exit_lr_factor: float | None = None
-    eval_batch_size: int = 512
-    amp: bool = False
-    channels_last: bool = False
-    sync_batchnorm: bool = False
-    sync_every: object = "auto"
-    compile: str | None = None
-    loader_workers: object = "auto"
-    cuda_graph: bool = False
-    cudnn_benchmark: object = "auto"
-
-    def __post_init__(self):
-        if self.normalise is not None:
-            _checks.names("normalise", self.normalise, 2, "a pair (mean, std) of per-channel statistics")
-        if self.augment is not None and not callable(self.augment):
-            _checks.fail("augment", "a callable augment(images, generator) -> images", self.augment)
-        if self.exit_lr_factor is not None:
-            _checks.real("exit_lr_factor", self.exit_lr_factor, minimum=0.0, strict_min=True)
-        _checks.integer("eval_batch_size", self.eval_batch_size, minimum=1)
-        for name, value in (("amp", self.amp), ("channels_last", self.channels_last),
-                            ("sync_batchnorm", self.sync_batchnorm)):
-            _checks.boolean(name, value)
-        if self.sync_every != "auto":
-            _checks.integer("sync_every", self.sync_every, minimum=1)
-        if self.compile is not None:
-            _checks.choice("compile", self.compile, COMPILE_MODES)
-        if self.loader_workers != "auto":
-            _checks.integer("loader_workers", self.loader_workers, minimum=0)
-        _checks.boolean("cuda_graph", self.cuda_graph)
-        if self.cudnn_benchmark != "auto":
-            _checks.boolean("cudnn_benchmark", self.cudnn_benchmark)
-
-
 class ModuleBackend(Backend):
     """Trains a :class:`~turnpike.systems.ModuleSystem` (see the module docstring).
 
-    Options (``solve_ocp(..., **options)``):
-
-    normalise : (mean, std), optional
-        Per-channel statistics: uint8 inputs are scaled to [0, 1] and normalised per batch.
-    augment : callable, optional
-        ``augment(images, generator) -> images``, applied to training batches before
-        normalisation (e.g. random crop and flip from :mod:`turnpike.data`).
-    exit_lr_factor : float, optional
-        Learning-rate factor of the exit-only parameters (the full variant's heads); default
-        1/γ with γ the stage cost's loss weight, as the 2025 paper sets α/γ.
-    eval_batch_size : int
-        Chunk size of the per-exit evaluation in the solution.
-    amp : bool
-        bf16 autocast of the forward pass (costs are evaluated in float32).
-    channels_last : bool
-        Module and batches in channels-last memory format.
-    compile : str, optional
-        ``torch.compile`` the training forward pass with this mode (one of ``COMPILE_MODES``);
-        None (default) runs it eagerly.
-    sync_every : int or "auto"
-        Read J on the host every this many steps (``evaluate`` returns a device tensor in
-        between, so a step never waits for the GPU); "auto": every step on a CPU, once per
-        epoch on a GPU. Divergence is then detected at those reads and rolled back to the
-        parameters of the previous one.
-    sync_batchnorm : bool
-        Inside a process group: normalise every BatchNorm by the statistics of the whole batch
-        over all ranks (:meth:`ModuleSystem.synchronise_batch_norm`) instead of each rank's share.
-    loader_workers : int or "auto"
-        ``DataLoader`` worker processes reading a Dataset (inputs or test data given as one);
-        "auto": 0 on a CPU (decoding in the training process, whose threads use the cores), up to 8
-        on a GPU. Batches are pinned on a GPU.
-    cuda_graph : bool
-        Take each training step as two CUDA graphs (forward and backward; optimiser step) replayed on
-        static buffers (:mod:`turnpike.backends._module_step`): one launch each instead of thousands.
-        On a device other than CUDA the same graph-ready step runs eagerly and the solution says why
-        (``extra["training_step"]``); refused inside a process group and with a compile mode that
-        captures graphs itself.
-    cudnn_benchmark : bool or "auto"
-        ``torch.backends.cudnn.benchmark`` during the training steps (cuDNN times its algorithms for
-        each new input shape once); "auto": on for CUDA, whose batches have static shapes here.
+    Its settings (``solve_ocp(..., **settings)``) are :class:`ModuleSettings`' fields, each described there.
 
     Inside a process group of K > 1 ranks the module trains through DistributedDataParallel:
     every rank draws the same global batch and keeps its share, its loss scaled by K·b_r/B so
@@ -199,17 +100,20 @@ class ModuleBackend(Backend):
             self._mean, self._std = checked_statistics(*normalise, self.data.shape[1], device=device,
                                                        dtype=torch.float32)
         self.count = self.data.count
-        self.test_data = self._check_test_data(test_data)
+        self.test_data = test_source(test_data, like=self.data, shape=ocp.system.input_shape, device=device,
+                                     workers=self.workers, num_classes=ocp.num_classes, seed=seed)
         self.stage_weight = ocp.stage_weight if ocp.stage_state_cost is not None else 0.0
         self._forward = self._training_forward()
         self.decay = 2.0 * ocp.input_penalty          # ∇(w_s r‖w‖²) = 2 w_s r w
         gamma = (self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms)
                  if self.stage_weight > 0 else 1.0)
         self.exit_lr_factor = 1.0 / gamma if settings.exit_lr_factor is None else settings.exit_lr_factor
-        self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
+        self.batches = TrainingBatches(self.data, batch_size=batch_size, seed=seed, device=device,
+                                       augment=settings.augment, prepare=self.prepare, rank=self.rank,
+                                       world_size=self.world_size)
         sync_every = settings.sync_every
-        self.sync_every = (self.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" else sync_every
-        self._order = (None, None, None)
+        self.sync_every = (self.batches.per_epoch if device.type == "cuda" else 1) if sync_every == "auto" \
+            else sync_every
         self._last = None                   # (final logits, labels) of the latest batch
         self._saved = [torch.empty_like(t) for t in self._state_tensors()]
         # BatchNorm buffers as they were before the latest forward pass: a checkpoint taken
@@ -247,26 +151,6 @@ class ModuleBackend(Backend):
             return model(images, all_exits=all_exits)
         return forward if self.compile is None else torch.compile(forward, mode=self.compile)
 
-    def _check_test_data(self, test_data):
-        """The test set's source: (images, labels) or a Dataset of (image, label) pairs."""
-        if test_data is None:
-            return None
-        shape, kind = self.ocp.system.input_shape, "uint8" if self.data.uint8 else "floating-point"
-        if isinstance(test_data, torch.utils.data.Dataset):
-            _checks.image_dataset("test_data", test_data, shape)
-            source = data_source("test_data", test_data, None, device=self.device, workers=self.workers,
-                                 num_classes=self.ocp.num_classes, seed=self.seed)
-            if source.uint8 != self.data.uint8:                     # prepared like the inputs
-                _checks.fail("test_data", f"{kind} images like the training inputs", test_data[0][0])
-            return source
-        images = _checks.image_batch("test_data[0]", test_data[0], shape)
-        if (images.dtype == torch.uint8) != self.data.uint8:
-            _checks.fail("test_data[0]", f"{kind} images like the training inputs", images)
-        labels = _checks.labels("test_data[1]", np.asarray(test_data[1]), count=images.shape[0],
-                                num_classes=self.ocp.num_classes)
-        return data_source("test_data", images, labels, device=self.device, workers=self.workers,
-                           num_classes=self.ocp.num_classes, seed=self.seed)
-
     def fingerprint(self) -> dict:
         saved = {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
                  "data": list(self.data.shape), "amp": self.amp}
@@ -285,50 +169,6 @@ class ModuleBackend(Backend):
                 # no host-to-device copy and no check that waits for the device inside a step
                 images = images.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
         return images.contiguous(memory_format=self.memory_format)
-
-    def _batch(self, phase: int, step: int):
-        """(prepared images, labels, loss scale) of ``step``'s batch: this rank's share of it inside a
-        process group, whose loss is scaled by K·b_r/B so that DDP's mean of the ranks' gradients is
-        the gradient of the whole batch's mean (1 in one process)."""
-        epoch, position = divmod(step, self.per_epoch)
-        batches = self._epoch_batches(phase, epoch)
-        index, size = batches[position], self.count if batches[position] is None else len(batches[position])
-        if self.data.streamed:      # this rank's share only, read from the dataset
-            images, labels = self.data.batch((phase, epoch), epoch, position, self._order[2])
-        else:
-            images, labels = self.data.batch(index)
-        if self.augment is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(hash((self.seed, phase, step)) & 0x7FFF_FFFF_FFFF)
-            images = self.augment(images, generator)      # the global batch's draws on every rank
-        scale = 1.0
-        if self.world_size > 1:
-            if not self.data.streamed:
-                images, labels = self._share(images), self._share(labels)
-            scale = self.world_size * labels.shape[0] / size
-        return self.prepare(images), labels, scale
-
-    def _epoch_batches(self, phase: int, epoch: int) -> list:
-        """The epoch's global batches (index tensors; [None] for the full batch), drawn once per
-        (seed, phase, epoch) so that a resumed run draws the same ones; for a Dataset also this
-        rank's share of each, as lists of sample indices (``_order[2]``)."""
-        if self._order[0] == (phase, epoch):
-            return self._order[1]
-        if self.batch_size is None or self.batch_size == self.count:
-            batches = [None]
-        else:
-            batches = batch_indices(self.count, self.batch_size, seed=self.seed * 7919 + phase, epoch=epoch,
-                                    device="cpu" if self.data.streamed else self.device)
-        shares = None
-        if self.data.streamed:
-            shares = [self._share(torch.arange(self.count) if index is None else index).tolist()
-                      for index in batches]
-        self._order = ((phase, epoch), batches, shares)
-        return batches
-
-    def _share(self, batch):
-        """This rank's contiguous share of a global batch (shares differ by at most one sample)."""
-        return torch.tensor_split(batch, self.world_size)[self.rank]
 
     # --- objective ------------------------------------------------------------------------
     def autocast(self):
@@ -371,7 +211,7 @@ class ModuleBackend(Backend):
     def evaluate(self, phase: int, step: int) -> float:
         if not self.module.training:                  # e.g. a callback evaluated the module
             self.module.train()
-        images, labels, scale = self._batch(phase, step)
+        images, labels, scale = self.batches.draw(phase, step)
         with cudnn_benchmark(self.cudnn_benchmark):
             if self._static is None:
                 value, final = self._gradient(images, labels, scale)
@@ -415,29 +255,18 @@ class ModuleBackend(Backend):
         return bool(vote.item())
 
     # --- optimiser ------------------------------------------------------------------------
-    def begin_phase(self, phase, method: Method, steps: int, options: dict) -> None:
+    def begin_phase(self, phase, method: StepMethod, steps: int, options: dict) -> None:
         exit_ids = {id(p) for p in self.module.exit_parameters()}
         groups = [{"params": [p for p in self.module.parameters() if id(p) not in exit_ids], "lr_factor": 1.0}]
         if exit_ids:
             groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
-        # the penalty's gradient is the optimisers' weight decay: added to the gradient (SGD, Adam: exactly
-        # ∇ w_s r‖w‖², scaled by a group's lr factor like the rest of it) or decoupled (AdamW: lr·decay·w,
-        # the same fixed point), inside one fused kernel per step. Fused on every device (benchmarks/
-        # optimiser_step.py): the static step needs it (foreach reads a tensor learning rate on the host), and
-        # eager and static steps then share its arithmetic exactly (Adam's foreach step rounds otherwise);
-        # a static step also keeps Adam's step counts on the device (capturable)
+        # the input penalty's gradient is the optimiser's weight decay, inside its fused step (MODULE_METHODS);
+        # a static step reads its learning rates from tensors and keeps Adam's step counts on the device
         static = self.step_mode is not StepMode.EAGER
-        lr, fused = options["lr"], {"fused": True}
         if static:
             for group in groups:
-                group["lr"] = static_learning_rate(lr * group["lr_factor"], self.device)
-        if method.name == "sgd":
-            self.optimiser = torch.optim.SGD(groups, lr=lr, momentum=options["momentum"],
-                                             nesterov=options["nesterov"], weight_decay=self.decay, **fused)
-        else:
-            kind = torch.optim.Adam if method.name == "adam" else torch.optim.AdamW
-            self.optimiser = kind(groups, lr=lr, betas=(options["beta1"], options["beta2"]),
-                                  weight_decay=self.decay, **fused, **({"capturable": True} if static else {}))
+                group["lr"] = static_learning_rate(options["lr"] * group["lr_factor"], self.device)
+        self.optimiser = method.stepper(groups, options, weight_decay=self.decay, capturable=static)
         self.options, self.steps = options, steps
         if static:
             for p in self._decayed:       # allocated once, zeroed in place by every step

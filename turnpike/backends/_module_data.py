@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 
 from .. import _checks
-from ..data import SupportsEpoch, SupportsUnaugmented
+from ..data import SupportsEpoch, SupportsUnaugmented, batch_indices
 
 
 class ResidentData:
@@ -140,8 +141,84 @@ def data_source(name: str, inputs, labels, *, device, workers: int, num_classes,
     return ResidentData(inputs, labels, device)
 
 
+def test_source(test_data, *, like, shape, device, workers: int, num_classes, seed: int):
+    """The test set's source (None without one): (images, labels) or a Dataset of (image, label) pairs, its images
+    stored like the training inputs ``like`` (uint8 or floating point: they are prepared alike)."""
+    if test_data is None:
+        return None
+    kind = "uint8" if like.uint8 else "floating-point"
+    if isinstance(test_data, torch.utils.data.Dataset):
+        _checks.image_dataset("test_data", test_data, shape)
+        source = data_source("test_data", test_data, None, device=device, workers=workers, num_classes=num_classes,
+                             seed=seed)
+        if source.uint8 != like.uint8:
+            _checks.fail("test_data", f"{kind} images like the training inputs", test_data[0][0])
+        return source
+    images = _checks.image_batch("test_data[0]", test_data[0], shape)
+    if (images.dtype == torch.uint8) != like.uint8:
+        _checks.fail("test_data[0]", f"{kind} images like the training inputs", images)
+    labels = _checks.labels("test_data[1]", np.asarray(test_data[1]), count=images.shape[0], num_classes=num_classes)
+    return data_source("test_data", images, labels, device=device, workers=workers, num_classes=num_classes,
+                       seed=seed)
+
+
 def checked_workers(value, device) -> int:
     """``loader_workers``: "auto" is 0 on a CPU (the training threads use its cores) and up to 8 on a GPU."""
     if value == "auto":
         return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     return _checks.integer("loader_workers", value, minimum=0)
+
+
+class TrainingBatches:
+    """The batch of a training step: drawn from a per-epoch permutation seeded by (seed, phase, epoch), so that
+    a resumed run draws the same ones; augmented from a generator seeded by (seed, phase, step); inside a
+    process group of K ranks this rank's contiguous share of it (shares differ by at most one sample)."""
+
+    def __init__(self, data, *, batch_size, seed: int, device, augment, prepare, rank: int, world_size: int):
+        self.data, self.batch_size, self.seed, self.device = data, batch_size, seed, device
+        self.augment, self.prepare, self.rank, self.world_size = augment, prepare, rank, world_size
+        self.count = data.count
+        self.per_epoch = 1 if batch_size is None else -(-self.count // batch_size)
+        self._order = (None, None, None)          # (phase, epoch), its batches, this rank's shares of them
+
+    def draw(self, phase: int, step: int):
+        """(prepared images, labels, loss scale) of ``step``'s batch: this rank's share of it inside a
+        process group, whose loss is scaled by K·b_r/B so that DDP's mean of the ranks' gradients is
+        the gradient of the whole batch's mean (1 in one process)."""
+        epoch, position = divmod(step, self.per_epoch)
+        batches = self._epoch_batches(phase, epoch)
+        index, size = batches[position], self.count if batches[position] is None else len(batches[position])
+        if self.data.streamed:      # this rank's share only, read from the dataset
+            images, labels = self.data.batch((phase, epoch), epoch, position, self._order[2])
+        else:
+            images, labels = self.data.batch(index)
+        if self.augment is not None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(hash((self.seed, phase, step)) & 0x7FFF_FFFF_FFFF)
+            images = self.augment(images, generator)      # the global batch's draws on every rank
+        scale = 1.0
+        if self.world_size > 1:
+            if not self.data.streamed:
+                images, labels = self._share(images), self._share(labels)
+            scale = self.world_size * labels.shape[0] / size
+        return self.prepare(images), labels, scale
+
+    def _epoch_batches(self, phase: int, epoch: int) -> list:
+        """The epoch's global batches (index tensors; [None] for the full batch); for a Dataset also this
+        rank's share of each, as lists of sample indices (``_order[2]``)."""
+        if self._order[0] == (phase, epoch):
+            return self._order[1]
+        if self.batch_size is None or self.batch_size == self.count:
+            batches = [None]
+        else:
+            batches = batch_indices(self.count, self.batch_size, seed=self.seed * 7919 + phase, epoch=epoch,
+                                    device="cpu" if self.data.streamed else self.device)
+        shares = None
+        if self.data.streamed:
+            shares = [self._share(torch.arange(self.count) if index is None else index).tolist()
+                      for index in batches]
+        self._order = ((phase, epoch), batches, shares)
+        return batches
+
+    def _share(self, batch):
+        return torch.tensor_split(batch, self.world_size)[self.rank]

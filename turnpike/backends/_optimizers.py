@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import _array, _checks
-from ._protocol import Method
+from ._protocol import LoopMethod, StepMethod
 from ._schedules import learning_rate
 
 
@@ -149,11 +149,11 @@ def run_lbfgs(objective, theta, steps, options, report):
 _SCHEDULE = {"schedule": "cosine", "final_lr_fraction": 0.01, "warmup_steps": 0}
 
 METHODS = {
-    "adam": Method("adam", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **_SCHEDULE},
+    "adam": StepMethod("adam", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **_SCHEDULE},
                    True, "Adam with a cosine learning-rate schedule", stepper=AdamStepper),
-    "sgd": Method("sgd", {"lr": 0.01, "momentum": 0.9, "nesterov": False, **_SCHEDULE},
+    "sgd": StepMethod("sgd", {"lr": 0.01, "momentum": 0.9, "nesterov": False, **_SCHEDULE},
                   True, "SGD with momentum", stepper=SGDStepper),
-    "lbfgs": Method("lbfgs", {"memory": 20, "gtol": 1e-10, "ftol": 1e-14, "max_line_search": 30},
+    "lbfgs": LoopMethod("lbfgs", {"memory": 20, "gtol": 1e-10, "ftol": 1e-14, "max_line_search": 30},
                     False, "L-BFGS quasi-Newton, full batch", run=run_lbfgs),
 }
 
@@ -183,6 +183,6 @@ def method_schedule(method, steps, options, *, default_steps: int, default_optio
 def with_learning_rate(methods, options, lr: float) -> tuple:
     """``options`` (one dict per method) with the learning rate of the first-order methods set to
     ``lr``; L-BFGS keeps its own settings (an unknown name is left to the registry's check)."""
-    return tuple({**dict(opts), "lr": lr} if name in METHODS and METHODS[name].kind == "stepper" else dict(opts)
+    return tuple({**dict(opts), "lr": lr} if name in METHODS and isinstance(METHODS[name], StepMethod) else dict(opts)
                  for name, opts in zip(methods, options))
 

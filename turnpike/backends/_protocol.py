@@ -23,25 +23,32 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Method:
-    """An optimiser in a backend's registry.
-
-    ``kind`` "stepper": a first-order method that ``solve_ocp`` steps one update at a time
-    (``backend.evaluate`` then ``backend.update``); its state can be saved between steps, so a
-    killed run resumes exactly. ``stepper`` is the class the backend builds for it (None: the
-    backend builds its own, e.g. torch.optim for module systems). "loop": the method owns its
-    loop, ``run`` (L-BFGS).
-    """
+    """An optimiser in a backend's registry: a :class:`StepMethod` or a :class:`LoopMethod`."""
 
     name: str
     defaults: dict
     minibatch: bool
     description: str
-    stepper: type | None = None
-    run: Callable | None = None
 
-    @property
-    def kind(self) -> str:
-        return "loop" if self.run is not None else "stepper"
+
+@dataclass(frozen=True)
+class StepMethod(Method):
+    """A first-order method that ``solve_ocp`` steps one update at a time (``backend.evaluate`` then
+    ``backend.update``); its state can be saved between steps, so a killed run resumes exactly.
+
+    ``stepper`` builds its state for a phase, called by the backend: the flat one as
+    ``stepper(θ, steps, options)`` (an object with ``update``, ``state_dict``, ``load_state_dict``), the
+    module one as ``stepper(parameter groups, options, weight_decay=, capturable=)`` (a torch.optim optimiser).
+    """
+
+    stepper: Callable = None
+
+
+@dataclass(frozen=True)
+class LoopMethod(Method):
+    """A method that owns its loop (L-BFGS): ``run(objective, θ, steps, options, report)``."""
+
+    run: Callable = None
 
 
 class Backend(abc.ABC):
