@@ -5,7 +5,8 @@
 - :class:`ModuleBackend` — a ``torch.nn.Module`` system (the convolutional ResNet): autograd,
   ``torch.optim`` with parameter groups and schedules, BatchNorm buffers, augmentation, devices.
 
-The system chooses: :func:`make_backend` reads the ``backend`` it declares.
+The system's type chooses: :func:`make_backend` trains a ModuleSystem with the module backend, a FlatSystem
+with the flat one.
 """
 from collections.abc import Mapping
 from dataclasses import fields
@@ -18,8 +19,9 @@ from ._flat import ENGINES, Engine, FlatBackend, FlatSettings, available_engines
 from ._optimizers import METHODS, method_schedule, with_learning_rate
 from ._protocol import Backend, LoopMethod, Method, StepMethod
 from ._schedules import learning_rate
+from ..systems._protocol import FlatSystem, ModuleSystem
 
-__all__ = ["BACKENDS", "Backend", "COMPILE_MODES", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "LoopMethod",
+__all__ = ["Backend", "COMPILE_MODES", "ENGINES", "Engine", "FlatBackend", "FlatSettings", "LoopMethod",
            "METHODS", "MODULE_METHODS", "Method", "ModuleBackend", "ModuleSettings", "StepMethod", "autograd_objective",
            "available_engines", "learning_rate", "make_backend", "method_schedule", "objective_tensor", "with_learning_rate"]
 
@@ -40,13 +42,21 @@ def _module_backend():
     return ModuleBackend
 
 
-#: backend name (``System.backend``) -> a function giving the backend class
-BACKENDS = {"flat": lambda: FlatBackend, "module": _module_backend}
+#: (system class, what errors call its kind, a function giving its backend class): the system's type chooses
+_KINDS = ((ModuleSystem, "module", _module_backend), (FlatSystem, "flat", lambda: FlatBackend))
+
+
+def backend_for(system) -> tuple:
+    """(kind, backend class) of ``system``, chosen by its type: a ModuleSystem or a FlatSystem."""
+    for kind, label, backend in _KINDS:
+        if isinstance(system, kind):
+            return label, backend()
+    _checks.fail("system", "a turnpike system (a FlatSystem or a ModuleSystem)", system)
 
 
 def system_streams(system) -> bool:
     """Whether the system's backend reads a ``torch.utils.data.Dataset`` (the module backend's)."""
-    return system.backend == "module"
+    return isinstance(system, ModuleSystem)
 
 
 def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None):
@@ -68,14 +78,14 @@ def make_backend(ocp, *, seed, batch_size, device, test_data=None, settings=None
     if settings is not None and not isinstance(settings, Mapping):
         _checks.fail("settings", "a dict of the system kind's settings", settings)
     system = ocp.system
-    backend = BACKENDS[system.backend]()
+    kind, backend = backend_for(system)
     settings = dict(settings or {})
     own = [f.name for f in fields(backend.Settings)]
     for name in settings:
         if name not in own:
-            others = [kind for kind, other in BACKENDS.items() if name in {f.name for f in fields(other().Settings)}]
+            others = [label for _, label, other in _KINDS if name in {f.name for f in fields(other().Settings)}]
             got = f"one of the {others[0]} systems' backend options" if others else "an unknown setting"
-            raise ValueError(f"{name}: expected one of the settings of the {system.backend} system "
+            raise ValueError(f"{name}: expected one of the settings of the {kind} system "
                              f"{type(system).__name__} ({', '.join(own)}), got {got}")
     return backend(ocp, seed=seed, batch_size=batch_size, device=device, test_data=test_data,
                    settings=backend.Settings(**settings))

@@ -1,15 +1,15 @@
 r"""What a system must provide to be posed as an OCP and solved by :func:`turnpike.solve_ocp`.
 
 Every system is a layer map :math:`x_{k+1} = f_k(x_k, u_k)`, k = 0..N-1, with a *readout*:
-the logits the costs see at layer k. Two kinds exist, and the kind names the backend that
+the logits the costs see at layer k. Two kinds exist, and the kind chooses the backend that
 trains it (:mod:`turnpike.backends`):
 
-- :class:`FlatSystem` (``backend = "flat"``): the controls live outside the system in one flat
+- :class:`FlatSystem` (the flat backend): the controls live outside the system in one flat
   vector θ (ResNets (1) and (26), the neural ODE). The readout of layer k is the first
   ``width`` components of x_k (Remark 4 of the 2024 paper: C for classification, all n
   for tracking). The capabilities it implements (:class:`LayerMapSystem`, ...) say which
   gradient engines can train it.
-- :class:`ModuleSystem` (``backend = "module"``): a ``torch.nn.Module`` that owns its
+- :class:`ModuleSystem` (the module backend): a ``torch.nn.Module`` that owns its
   parameters and buffers (the convolutional ResNet). Its readout of layer k is the
   intermediate output :math:`E_k(x_k)` of eq. (2) of the 2025 paper, computed by the
   module for all layers at once.
@@ -20,7 +20,6 @@ These are abstract base classes, not duck types: ``solve_ocp`` and ``OCP`` dispa
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
 
 import numpy as np
 
@@ -30,9 +29,8 @@ from .._distributed import convert_to_synced_batch_norm
 
 
 class System(abc.ABC):
-    """Common to every system: a horizon N, the backend that trains it, an input shape."""
+    """Common to every system: a horizon N and an input shape."""
 
-    backend: ClassVar[str]
     depth: int                     # N, the number of layers (the OCP's horizon)
 
     @property
@@ -57,7 +55,6 @@ class FlatSystem(System):
     (:func:`turnpike.backends.available_engines`); a system names no engine itself.
     """
 
-    backend: ClassVar[str] = "flat"
     state_dim: int
 
     @property
@@ -208,7 +205,6 @@ class ModuleSystem(System):
     :meth:`exit_parameters`, :meth:`branch_parameter_norms`) and the input check (:meth:`check_inputs`).
     """
 
-    backend: ClassVar[str] = "module"
     num_classes: int
     #: V: inputs -> x_0
     stem: object
