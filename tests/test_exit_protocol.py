@@ -137,3 +137,24 @@ def test_a_module_system_missing_a_member_cannot_be_built():
 
     with pytest.raises(TypeError, match="abstract"):
         Incomplete()
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.0], ids=["stage-cost", "standard"])
+def test_the_solutions_objective_is_the_ocps_on_the_training_set(gamma):
+    """J of the trained network, written out here: γ Σ_{k<N} mean CE(ŷ_k) + mean CE(ŷ_N) + r‖w‖² (eval mode)."""
+    torch.manual_seed(1)
+    net = ToyExitNetwork(depth=3)
+    images, labels = quadrant_images(70, seed=2)              # 70 samples: chunks of 32, 32 and 6
+    loss = tp.CrossEntropy(num_classes=CLASSES)
+    r = 1e-3
+    stage = gamma * loss + tp.InputPenalty(r) if gamma else tp.InputPenalty(r)
+    ocp = tp.OCP(net, images, labels, stage_cost=stage, terminal_cost=loss)
+    solution = tp.solve_ocp(ocp, method="sgd", steps=5, batch_size=16, options={"lr": 0.05}, eval_batch_size=32,
+                            progress=False)
+    net.eval()
+    with torch.no_grad():
+        logits = net.exit_logits(images).double()
+        target = torch.as_tensor(labels)
+        ce = [torch.nn.functional.cross_entropy(logits[k], target) for k in range(net.depth + 1)]
+        expected = gamma * sum(ce[:-1]) + ce[-1] + r * sum((p.double() ** 2).sum() for p in net.parameters())
+    assert solution.objective == pytest.approx(float(expected), rel=1e-6)

@@ -11,7 +11,6 @@ from PIL import Image
 import turnpike as tp
 from turnpike.backends import make_backend
 from turnpike.data import ImageFolderDataset, SupportsEpoch, SupportsUnaugmented
-from turnpike.results import ModuleSolution
 
 from test_distributed import run_ranks
 from test_module_backend import CLASSES, SOLVE, tiny_data, tiny_net, tiny_ocp
@@ -114,8 +113,7 @@ def test_an_augmented_image_folder_dataset_is_the_same_for_any_worker_count(tmp_
     resident = tp.OCP(solutions[0].network, plain.train_images, plain.train_labels, stage_cost=costs.stage_cost,
                       terminal_cost=costs.terminal_cost)
     backend = make_backend(resident, seed=0, batch_size=8, device="cpu", settings={"normalise": SOLVE["normalise"]})
-    again = ModuleSolution.evaluate(backend, status=solutions[0].status, message="", history=solutions[0].history,
-                                    wall_time_s=0.0, test_data=None)
+    again = backend.solution(status=solutions[0].status, message="", history=solutions[0].history, wall_time_s=0.0)
     np.testing.assert_allclose(again.exit_metrics["train_loss"], solutions[0].exit_metrics["train_loss"], rtol=1e-6)
 
 

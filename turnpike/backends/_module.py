@@ -32,10 +32,11 @@ import torch
 
 from .. import _checks
 from .._distributed import world
-from .._objective import module_loss_terms, weight_penalty
+from .._objective import module_loss_terms, stage_term_active, weight_penalty
 from .._runs import write_atomically
 from ..data._augment import checked_statistics
 from ..results import ModuleSolution
+from ..results._module import ModuleEvaluation
 from ._module_data import TrainingBatches, checked_workers, data_source, test_source
 from ._module_settings import MODULE_METHODS, ModuleSettings
 from ._module_step import StaticStep, StepMode, cudnn_benchmark, static_learning_rate, step_mode
@@ -79,8 +80,8 @@ class ModuleBackend(Backend):
         self.sync_batchnorm = settings.sync_batchnorm
         # exit-only parameters (the full variant's heads) get no gradient through the graph without the
         # stage cost; the weight decay still acts on them, in the optimiser step (after DDP's reduction)
-        no_stage = ocp.stage_state_cost is None or ocp.stage_weight == 0
-        self._graphless = [p for p in self.module.exit_parameters() if p.requires_grad] if no_stage else []
+        self.stage_active = stage_term_active(ocp)
+        self._graphless = [] if self.stage_active else [p for p in self.module.exit_parameters() if p.requires_grad]
         self.trainer = self._distributed_trainer()
         self.compile = settings.compile
         self.step_mode, self.step_reason = step_mode(settings.cuda_graph, device=device,
@@ -102,11 +103,11 @@ class ModuleBackend(Backend):
         self.count = self.data.count
         self.test_data = test_source(test_data, like=self.data, shape=ocp.system.input_shape, device=device,
                                      workers=self.workers, num_classes=ocp.num_classes, seed=seed)
-        self.stage_weight = ocp.stage_weight if ocp.stage_state_cost is not None else 0.0
+        self.stage_weight = ocp.stage_weight if self.stage_active else 0.0        # w_s of J's stage sum
         self._forward = self._training_forward()
         self.decay = 2.0 * ocp.input_penalty          # ∇(w_s r‖w‖²) = 2 w_s r w
-        gamma = (self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms)
-                 if self.stage_weight > 0 else 1.0)
+        # γ of the 2025 paper, the exit losses' weight w_s·(the stage cost's loss weight): the full exits learn at α/γ
+        gamma = self.stage_weight * sum(w for w, _ in ocp.stage_state_cost.terms) if self.stage_active else 1.0
         self.exit_lr_factor = 1.0 / gamma if settings.exit_lr_factor is None else settings.exit_lr_factor
         self.batches = TrainingBatches(self.data, batch_size=batch_size, seed=seed, device=device,
                                        augment=settings.augment, prepare=self.prepare, rank=self.rank,
@@ -145,7 +146,7 @@ class ModuleBackend(Backend):
 
         Through the module's own call (DistributedDataParallel only sees those), compiled if asked."""
         model = self.trainer if self.trainer is not None else self.module
-        all_exits = self.stage_weight > 0
+        all_exits = self.stage_active
 
         def forward(images):
             return model(images, all_exits=all_exits)
@@ -357,5 +358,10 @@ class ModuleBackend(Backend):
             # rank 0's BatchNorm statistics on every rank (unsynced, each rank's last update was its own)
             for buffer in self.module.buffers():
                 torch.distributed.broadcast(buffer, 0)
-        return ModuleSolution.evaluate(self, status=status, message=message, history=history,
-                                       wall_time_s=wall_time_s, test_data=self.test_data)
+        extra = {"amp": self.amp, "training_step": self.step_mode.value,
+                 **({"training_step_reason": self.step_reason} if self.step_reason else {})}
+        evaluation = ModuleEvaluation(module=self.module, ocp=self.ocp, train=self.data, test=self.test_data,
+                                      prepare=self.prepare, autocast=self.autocast, chunk_size=self.eval_batch_size,
+                                      seed=self.seed, extra=extra)
+        return ModuleSolution.evaluate(evaluation, status=status, message=message, history=history,
+                                       wall_time_s=wall_time_s)

@@ -19,39 +19,55 @@ augmentation) before the exits are evaluated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .. import _checks
+from .._objective import module_loss_terms, stage_term_active, weight_penalty
 from ._solution import SolutionOutcome, Status, turnpike_layer_of
 
 
+@dataclass(frozen=True)
+class ModuleEvaluation:
+    """What a module system's solution is computed from, handed over by the backend at the end of a solve.
+
+    ``train`` and ``test`` are sources of (stored images, labels) chunks (``chunks(size)``, ``count``;
+    :mod:`turnpike.backends._module_data`), ``prepare`` turns stored images into network inputs, ``autocast()``
+    is the forward pass's context in training, ``extra`` what the solution reports of the training."""
+
+    module: torch.nn.Module
+    ocp: object
+    train: object
+    test: object | None
+    prepare: Callable
+    autocast: Callable
+    chunk_size: int
+    seed: int
+    extra: dict
+
+
 @torch.no_grad()
-def exit_statistics(backend, source) -> dict:
-    """Per-exit mean loss, accuracy, stage-cost value and output residuals over a data set (the backend's
-    source of it: :mod:`turnpike.backends._module_data`)."""
-    module, ocp = backend.module, backend.ocp
+def exit_statistics(evaluation: ModuleEvaluation, source) -> dict:
+    """Per-exit mean loss, accuracy and output residuals over a data set, and J's loss part there
+    (:func:`turnpike._objective.module_loss_terms` on every chunk, weighted by its size)."""
+    module, ocp = evaluation.module, evaluation.ocp
     loss_cost = ocp.terminal_cost or ocp.stage_state_cost
-    totals = {"loss": 0.0, "correct": 0.0, "residual": 0.0, "stage": 0.0}
-    for chunk, chunk_labels in source.chunks(backend.eval_batch_size):
-        with backend.autocast():
-            logits = module.exit_logits(backend.prepare(chunk))
+    totals = {"loss": 0.0, "correct": 0.0, "residual": 0.0, "objective": 0.0}
+    for chunk, chunk_labels in source.chunks(evaluation.chunk_size):
+        with evaluation.autocast():
+            logits = module.exit_logits(evaluation.prepare(chunk))
         logits = logits.float()                                                   # (N+1, b, C)
         totals["loss"] = totals["loss"] + loss_cost.state_per_sample(logits, chunk_labels).sum(dim=1).double()
         totals["correct"] = totals["correct"] + (logits.argmax(-1) == chunk_labels).sum(dim=1).double()
         totals["residual"] = totals["residual"] + (logits[1:] - logits[:-1]).pow(2).sum(dim=(1, 2)).double()
-        if backend.stage_weight > 0:
-            totals["stage"] = totals["stage"] + ocp.stage_state_cost.state_per_sample(
-                logits[:-1], chunk_labels).sum().double()
-        if ocp.terminal_cost is not None:
-            totals.setdefault("terminal", 0.0)
-            totals["terminal"] = totals["terminal"] + ocp.terminal_cost.state_per_sample(
-                logits[-1], chunk_labels).sum().double()
+        loss_part = module_loss_terms(ocp, logits, chunk_labels)[0]                # the chunk's mean
+        totals["objective"] = totals["objective"] + loss_part.double() * chunk_labels.shape[0]
     count = source.count
     value = lambda key: np.asarray(torch.as_tensor(totals[key]).cpu(), dtype=np.float64) / count   # noqa: E731
     return {"loss": value("loss"), "accuracy": value("correct"), "residual": np.sqrt(value("residual")),
-            "stage": float(value("stage")), "terminal": float(value("terminal")) if "terminal" in totals else 0.0}
+            "objective": float(value("objective"))}
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,31 +94,32 @@ class ModuleSolution(SolutionOutcome):
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def evaluate(cls, backend, *, status, message, history, wall_time_s, test_data):
-        module, ocp = backend.module, backend.ocp
+    def evaluate(cls, evaluation: ModuleEvaluation, *, status, message, history, wall_time_s):
+        """The solution of a solve that ended with ``status``: every exit evaluated on the train and test sets
+        (eval mode), J on the training set by :mod:`turnpike._objective`'s definition."""
+        module, ocp = evaluation.module, evaluation.ocp
         module.eval()
-        if backend.stage_weight == 0:
+        if not stage_term_active(ocp):
             # exits never trained: their BatchNorm statistics come from the training set, post hoc
             module.recalibrate_exit_statistics(
-                backend.prepare(images) for images, _ in backend.data.chunks(backend.eval_batch_size))
-        train = exit_statistics(backend, backend.data)
+                evaluation.prepare(images) for images, _ in evaluation.train.chunks(evaluation.chunk_size))
+        train = exit_statistics(evaluation, evaluation.train)
         metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"]}
         residual = train["residual"]
-        if test_data is not None:
-            test = exit_statistics(backend, test_data)
+        if evaluation.test is not None:
+            test = exit_statistics(evaluation, evaluation.test)
             metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
             residual = test["residual"]
-        penalty = 0.5 * backend.decay * float(sum(p.detach().double().pow(2).sum() for p in module.parameters()
-                                                  if p.requires_grad))     # the trained weights, as in training
-        objective = backend.stage_weight * train["stage"] + ocp.terminal_weight * train["terminal"] + penalty
+        # the trained weights' penalty, in float64 as the losses are summed
+        penalty = float(weight_penalty(ocp, [p.detach().double() for p in module.parameters() if p.requires_grad]))
+        objective = train["objective"] + penalty
         if not np.isfinite(objective) and status != Status.DIVERGED:
             status, message = Status.DIVERGED, "the final objective is not finite; lower the learning rate"
         return cls(ocp=ocp, network=module, objective=float(objective), status=status, message=message,
-                   history=history, wall_time_s=wall_time_s, seed=backend.seed, exit_metrics=metrics,
+                   history=history, wall_time_s=wall_time_s, seed=evaluation.seed, exit_metrics=metrics,
                    output_residual_norms=residual,
                    branch_parameter_norms=module.branch_parameter_norms().detach().cpu().double().numpy(),
-                   extra={"backend": "module", "amp": backend.amp, "training_step": backend.step_mode.value,
-                          **({"training_step_reason": backend.step_reason} if backend.step_reason else {})})
+                   extra={"backend": "module", **evaluation.extra})
 
     def __repr__(self) -> str:
         return (f"ModuleSolution(status={self.status!r}, objective={self.objective:.6g}, depth={self.depth}, "
