@@ -7,7 +7,7 @@ The folder: ``--images`` training and ``--images // 4`` test images of Fashion-M
 installed; else the embedded MNIST subset, at most 5,000 images in all), written once as 28x28 grey PNG files,
 one sub-folder per class under ``train/`` and ``val/``, into a temporary folder. The run: what ``turnpike train
 --data DIR --image-size 32 --image-channels 1 --model-option base=B --model-option small_stem=true --variant ws``
-does, through the same pieces (:class:`TrainConfig`, ``problem``, the solve settings of ``_training``), for
+does, through the same pieces (:class:`TrainConfig`, ``problem``, the solve settings of ``_recipe``), for
 ``--epochs`` epochs at batch ``--batch``:
 
 - ``memory`` (the baseline, ``turnpike train --data DIR``): every image decoded into a uint8 tensor first
@@ -70,7 +70,7 @@ def one_run(config, workers):
     """(prepare s, train s, evaluate s, final weights) of one run of ``config``; ``workers`` None: in memory."""
     from turnpike import solve_ocp
     from turnpike.data import image_folder, image_folder_streams
-    from turnpike.experiments._training import _sgd_options, _solve_settings, problem
+    from turnpike.experiments._recipe import problem, sgd_options, solve_settings
 
     start = time.perf_counter()
     if workers is None:
@@ -80,11 +80,11 @@ def one_run(config, workers):
                                     workers=workers)
     prepared = time.perf_counter()
     ocp = problem(config, config.build_network(data), data)
-    settings = _solve_settings(config, data)
+    settings = solve_settings(config, data)
     per_epoch = settings["checkpoint_every"]
     marks = []
     begun = time.perf_counter()
-    solution = solve_ocp(ocp, method="sgd", steps=config.epochs * per_epoch, options=_sgd_options(config, per_epoch),
+    solution = solve_ocp(ocp, method="sgd", steps=config.epochs * per_epoch, options=sgd_options(config, per_epoch),
                          progress=False, callback=lambda step, value, module: marks.append(time.perf_counter()),
                          **settings, **({} if workers is None else {"loader_workers": workers}))
     ended = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 
 from turnpike.backends import make_backend
 from turnpike.experiments import ResNet54Config, run_resnet54
-from turnpike.experiments._training import _sgd_options, _solve_settings, problem
+from turnpike.experiments._recipe import problem, sgd_options, solve_settings
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--device", default="cpu")
@@ -57,13 +57,13 @@ def step_rate() -> float:
     recipe = config(2)
     data = recipe.load_data()
     ocp = problem(recipe, recipe.build_network(data), data)
-    settings = _solve_settings(recipe, data)
+    settings = solve_settings(recipe, data)
     per_epoch = settings.pop("checkpoint_every")
     batch, seed, device = settings.pop("batch_size"), settings.pop("seed"), settings.pop("device")
     test = settings.pop("test_data")
     backend = make_backend(ocp, seed=seed, batch_size=batch, device=torch.device(device), test_data=test,
                            settings=settings)
-    options = _sgd_options(recipe, per_epoch)
+    options = sgd_options(recipe, per_epoch)
     backend.begin_phase(0, backend.methods["sgd"], 2 * per_epoch, options)
     values = []
     for step in range(2 * per_epoch):

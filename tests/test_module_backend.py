@@ -438,7 +438,8 @@ def _run_data(train, train_labels, test, test_labels):
 
 def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(tmp_path):
     from turnpike.data import normalise
-    from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
+    from turnpike.experiments._resnet54 import ResNet54Config
+    from turnpike.experiments._summary import finetune_pruned
 
     def enlarged(images):     # 32 × 32: the run's 4-pixel crops keep the bright quadrant in view
         return images.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
@@ -472,7 +473,8 @@ def test_finetuning_the_pruned_subresnet_starts_from_its_weights_and_trains_it(t
 
 
 def test_finetuning_stops_at_its_time_limit_and_resumes_to_the_same_weights(tmp_path):
-    from turnpike.experiments._resnet54 import ResNet54Config, finetune_pruned
+    from turnpike.experiments._resnet54 import ResNet54Config
+    from turnpike.experiments._summary import finetune_pruned
 
     (train, train_labels), (test, test_labels) = tiny_data(64), tiny_data(32, seed=1)
     data = _run_data(train, train_labels, test, test_labels)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from turnpike.cli import main
-from turnpike.experiments._resnet54 import ResNet54Config, load_data, load_resnet54_network, run_config
+from turnpike.experiments import ResNet54Config, load_resnet54_network, run_config
+from turnpike.experiments._resnet54 import load_data
 from turnpike.experiments._study import PAPER_TABLE1, _paper_column, study_markdown, study_runs
 
 TINY = ["--dataset", "mnist", "--arch", "homogeneous", "--width", "4", "--blocks-per-stage", "1", "--epochs", "2",

@@ -76,18 +76,18 @@ def test_sigterm_stops_at_a_step_then_resume_ends_where_an_uninterrupted_run_end
 
     import torch
 
-    from turnpike.experiments import _training
+    from turnpike.experiments import _epoch_log
 
     arguments = ["resnet54", *TINY, "--epochs", "3", "--variant", "ws", "--seed", "3"]
     assert main([*arguments, "--out", str(tmp_path / "whole")]) == 0
-    log_call = _training._EpochLog.__call__
+    log_call = _epoch_log.EpochLog.__call__
 
     def terminated_at(self, step, value, module):
         log_call(self, step, value, module)
         if step == stop_step and not getattr(self, "signalled", False):
             self.signalled = True
             os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(_training._EpochLog, "__call__", terminated_at)
+    monkeypatch.setattr(_epoch_log.EpochLog, "__call__", terminated_at)
     out = tmp_path / "stopped"
     capsys.readouterr()
     assert main([*arguments, "--out", str(out)]) == 128 + signal.SIGTERM
@@ -96,7 +96,7 @@ def test_sigterm_stops_at_a_step_then_resume_ends_where_an_uninterrupted_run_end
     assert "resume with: turnpike" in error and error.rstrip().endswith("--resume")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM"
-    monkeypatch.setattr(_training._EpochLog, "__call__", log_call)
+    monkeypatch.setattr(_epoch_log.EpochLog, "__call__", log_call)
     assert main([*arguments, "--out", str(out), "--resume"]) == 0
     whole = torch.load(tmp_path / "whole" / "network.pt", weights_only=True)["state_dict"]
     resumed = torch.load(out / "network.pt", weights_only=True)["state_dict"]

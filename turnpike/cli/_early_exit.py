@@ -29,7 +29,8 @@ def add_parser(sub):
 def run(args) -> int:
 
     from .._runs import check_writable_folder, read_json, write_json
-    from ..experiments._training import EvaluationBatches, load_run_network, run_config
+    from ..experiments._recipe import EvaluationBatches
+    from ..experiments._run_reading import load_run_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)

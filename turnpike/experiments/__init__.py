@@ -13,11 +13,12 @@ from ._depth_bounds import depth_bounds_from_runs
 from ._export import export_pruned
 from ._mnist import MnistConfig, run_mnist
 from ._node import NodeSpiralsConfig, run_node_spirals
-from ._resnet54 import ResNet54Config, load_resnet54_network, run_resnet54
+from ._resnet54 import ResNet54Config, run_resnet54
 from ._study import run_resnet54_study, run_study
 from ._spirals import SpiralsConfig, run_spirals
 from ._train import TrainConfig, run_train
-from ._training import TrainingRecipe, load_run_network, run_config
+from ._recipe import TrainingRecipe
+from ._run_reading import load_resnet54_network, load_run_network, run_config
 
 __all__ = ["MnistConfig", "NodeSpiralsConfig", "ResNet54Config", "SpiralsConfig", "TrainConfig", "TrainingRecipe",
            "depth_bounds_from_runs", "export_pruned", "load_resnet54_network", "load_run_network", "run_config", "run_mnist", "run_node_spirals",

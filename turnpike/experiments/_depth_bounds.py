@@ -20,7 +20,7 @@ import numpy as np
 from .. import _checks
 from .._runs import read_json
 from ..theory import ExitLosses, depth_bound_table, format_depth_bound_table
-from ._training import _CONFIGS
+from ._run_reading import TRAINING_COMMANDS
 
 _COMMANDS = "`turnpike resnet54` or `turnpike train`"
 
@@ -35,7 +35,7 @@ def _read_run(folder, name: str) -> tuple[str, dict, dict]:
     config = read_json(paths[0], f"the config.json of a {_COMMANDS} run")
     metrics = read_json(paths[1], f"the metrics.json of a finished {_COMMANDS} run")
     command = config.get("command", "resnet54") if isinstance(config, dict) else None
-    if command not in _CONFIGS or not isinstance(config.get("config"), dict) or "exit_train_loss" not in metrics:
+    if command not in TRAINING_COMMANDS or not isinstance(config.get("config"), dict) or "exit_train_loss" not in metrics:
         _checks.fail(name, f"a finished {_COMMANDS} run folder", f"{folder}, a run of another command")
     return command, config["config"], metrics
 
@@ -69,7 +69,7 @@ def depth_bounds_from_runs(network, subresnets) -> dict:
         if sub_config["variant"] != "standard" or sub_config["subresnet"] is None:
             _checks.fail("subresnets", "runs of --variant standard --subresnet M (trained from scratch)",
                          f"{folder} (variant {sub_config['variant']}, subresnet {sub_config['subresnet']})")
-        different = [key for key in _CONFIGS[command].architecture_fields if sub_config.get(key) != config.get(key)]
+        different = [key for key in TRAINING_COMMANDS[command].architecture_fields if sub_config.get(key) != config.get(key)]
         if different:
             _checks.fail("subresnets", f"runs with the network's {', '.join(different)} (Theorem 1 compares "
                                        f"the same data, architecture and weight decay)", str(folder))

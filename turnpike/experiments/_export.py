@@ -18,7 +18,8 @@ import torch
 from .. import _checks
 from .._runs import check_writable_file, read_json, write_json
 from ..data import ImageFolderStreams, ImageFolderTensors
-from ._training import EvaluationBatches, _run_file, load_run_network, run_config
+from ._recipe import EvaluationBatches
+from ._run_reading import _run_file, load_run_network, run_config
 
 __all__ = ["export_pruned"]
 

@@ -1,7 +1,7 @@
 r"""The 2025 stage-cost paper's ResNet-54 experiments (Sec. 3, App. A.1), as one reusable run.
 
 A pre-activation ResNet (:class:`~turnpike.systems.PreActResNet`) trained by the shared run of
-:mod:`._training` (objective (3), the paper's recipe as :class:`TrainingRecipe`'s defaults).
+:mod:`._training` (objective (3), the paper's recipe as :class:`TrainingRecipe`'s defaults, ``_recipe.py``).
 ``subresnet=M`` trains the SubResNet-M architecture from scratch (Definition 1). He et al.'s
 weight decay λ = 1e-4 for this network is the paper's Table 2–3 value.
 """
@@ -13,18 +13,19 @@ import torch
 
 from .. import _checks
 from ..systems._conv import PreActResNet
-from ._training import (EARLY_EXIT_THRESHOLDS, RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe,
-                        finetune_pruned, load_run_network, problem, run_config, run_training)
+from ._recipe import TrainingRecipe
+from ._training import run_training
 
-__all__ = ["EARLY_EXIT_THRESHOLDS", "RESUMABLE", "RESUMABLE_STOPS", "RUN_FILES", "ResNet54Config", "build_network",
-           "finetune_pruned", "load_data", "load_resnet54_network", "problem", "run_config", "run_resnet54"]
+__all__ = ["ResNet54Config", "build_network", "load_data", "run_resnet54"]
 
 _DEFAULT_WIDTH = {"cifar10": 64, "cifar100": 64, "mnist": 32, "fashion-mnist": 32}
 
 
 @dataclass
-class ResNet54Config(TrainingRecipe, command="resnet54"):
+class ResNet54Config(TrainingRecipe):
     """A ``turnpike resnet54`` run: the recipe's settings and the pre-activation network's shape."""
+
+    command = "resnet54"
 
     arch: str = "standard"               # standard (16/32/64) | homogeneous
     width: int | None = None             # homogeneous width (default 64 CIFAR, 32 MNIST-like)
@@ -79,10 +80,3 @@ def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool 
                                                                       "a ResNet54Config")
     return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress)
 
-
-def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
-    """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode and the run's
-    memory format, as evaluated for its metrics: e.g. for :func:`turnpike.early_exit_predict` or
-    :meth:`PreActResNet.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
-    another network, is a ValueError naming the file."""
-    return load_run_network(folder, device=device, command="resnet54")

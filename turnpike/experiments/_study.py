@@ -36,7 +36,9 @@ from .._distributed import is_main_process
 from .._runs import claim_run_folder, read_json, write_json, write_text
 from ._depth_bounds import depth_bounds_from_runs
 from ._resnet54 import ResNet54Config
-from ._training import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe, load_run_network, run_training
+from ._recipe import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe
+from ._run_reading import load_run_network
+from ._training import run_training
 
 #: Table 1 of the 2025 paper: test accuracy (%) and parameters (millions) of ResNet-54 and SubResNet-12,
 #: per (architecture, data set) column

@@ -21,7 +21,8 @@ from ..data import IMAGE_DATASETS, image_folder, image_folder_streams, random_fl
 from ..data._images import available_data
 from ..models import build_model, load_weights, model_factory
 from ..systems import ResidualNetwork, residual_network
-from ._training import TrainingRecipe, run_training
+from ._recipe import TrainingRecipe
+from ._training import run_training
 
 __all__ = ["TrainConfig", "run_train"]
 
@@ -32,9 +33,11 @@ _CHANNELS = {"cifar10": 3, "cifar100": 3, "mnist": 1, "fashion-mnist": 1}
 
 
 @dataclass
-class TrainConfig(TrainingRecipe, command="train"):
+class TrainConfig(TrainingRecipe):
     """A ``turnpike train`` run: the recipe's settings (``dataset`` "folder": ``data_dir`` is an image folder),
     the model and how a folder's images are read."""
+
+    command = "train"
 
     dataset: str = "folder"              # folder (an image folder, data_dir) | cifar10 | cifar100 | mnist | ...
     model: str = "resnet18"              # a built-in model, PACKAGE.MODULE:FACTORY or FILE.py:FACTORY
