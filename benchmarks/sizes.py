@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import PlainResNet  # noqa: E402
 
 import turnpike as tp  # noqa: E402
-from turnpike._solve import _ThreadLimit, _threads  # noqa: E402
+from turnpike._solve_context import ThreadLimit, solve_threads  # noqa: E402
 
 STATE_DIMS = (2, 16, 64, 256, 784)
 HIDDEN_DIMS = (8, 64, 128)
@@ -117,7 +117,7 @@ def turnpike_step_time(ocp, batch, dtype, engine, steps) -> float:
 def sweep_time(backend, steps) -> float:
     """Median time of one J/∇J evaluation (the sweep alone, no optimiser update) of ``backend``'s engine."""
     times = []
-    threads = _ThreadLimit(torch.get_num_threads(), numpy_sweep=backend.numpy_sweep)   # as solve_ocp sets them
+    threads = ThreadLimit(torch.get_num_threads(), numpy_sweep=backend.numpy_sweep)   # as solve_ocp sets them
     try:
         for step in range(steps + 2):
             start = time.perf_counter()
@@ -164,7 +164,7 @@ def measure(n, h, depth, batch_setting, dtype_name, seconds, peaks, rounds=2) ->
     ocp = problem(n, h, depth, count)
     backend_probe = tp.backends.make_backend(ocp, seed=0, batch_size=None if batch == count else batch,
                                              device=torch.device("cpu"), settings={"dtype": dtype_name})
-    threads = _threads("auto", backend_probe.layer_work) or DEFAULT_THREADS
+    threads = solve_threads("auto", backend_probe.layer_work) or DEFAULT_THREADS
     torch.set_num_threads(threads)
     key = (dtype_name, threads)
     if key not in peaks:

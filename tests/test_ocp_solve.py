@@ -573,7 +573,7 @@ def test_method_kinds_say_who_owns_the_loop():
     (784, 128, 128, "buffered"),     # 1.28e7: the MNIST size
 ])
 def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch, expected):
-    from turnpike._solve import _threads
+    from turnpike._solve_context import solve_threads
     from turnpike.backends import make_backend
 
     rng = np.random.default_rng(0)
@@ -584,7 +584,7 @@ def test_auto_engine_and_threads_follow_the_measured_thresholds(n, hidden, batch
     auto = make_backend(ocp, settings={"engine": "auto", "dtype": "float64"}, **settings)
     assert auto.engine == expected and auto.engine_name == "adjoint"
     assert make_backend(ocp, settings={"engine": "adjoint"}, **settings).engine == "adjoint"   # explicit: never swapped
-    assert _threads("auto", auto.layer_work) == (1 if batch * n * max(n, hidden) < 3e6 else None)
+    assert solve_threads("auto", auto.layer_work) == (1 if batch * n * max(n, hidden) < 3e6 else None)
 
 
 def test_threads_limit_numpys_blas_while_solving_and_restore_it():

@@ -8,9 +8,6 @@ backend the system declares (:mod:`turnpike.backends`).
 from __future__ import annotations
 
 import enum
-import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,16 +21,9 @@ from ._ocp import OCP
 from .results import Status
 from .backends import make_backend
 from .backends._protocol import StepMethod
-from .backends._flat import ONE_THREAD_LAYER_WORK, fingerprint_text
+from .backends._flat import fingerprint_text
 from .backends._schedules import check_options
-
-
-def _as_sequence(value, count, name):
-    if isinstance(value, (list, tuple)):
-        if len(value) != count:
-            _checks.fail(name, f"{count} entries, one per method", value)
-        return list(value)
-    return [value] * count
+from ._solve_context import Checkpoints, Signals, ThreadLimit, checkpoint_plan, per_method, solve_threads
 
 
 def _plan(backend, method, steps, options, batch_size, seed) -> "_Run":
@@ -44,9 +34,9 @@ def _plan(backend, method, steps, options, batch_size, seed) -> "_Run":
     for name in names:
         _checks.choice("method", name, backend.methods)
     methods = [backend.methods[name] for name in names]
-    steps = [_checks.integer("steps", s, minimum=1) for s in _as_sequence(steps, len(methods), "steps")]
+    steps = [_checks.integer("steps", s, minimum=1) for s in per_method(steps, len(methods), "steps")]
     options = [_checks.options(f"options for {m.name!r}", o, m.defaults)
-               for m, o in zip(methods, _as_sequence(options, len(methods), "options"))]
+               for m, o in zip(methods, per_method(options, len(methods), "options"))]
     for m, n, o in zip(methods, steps, options):
         check_options(m.name, o, n)
     for m in methods:
@@ -66,29 +56,6 @@ class Stop(enum.Enum):
     SIGNAL = "signal"              # SIGTERM or Ctrl-C with a checkpoint: stopped at a step boundary
     KEYBOARD = "keyboard"          # Ctrl-C at once (no checkpoint, or a second Ctrl-C)
     TIME_LIMIT = "time_limit"      # time_limit passed at a checkpoint
-
-
-class _Signals:
-    """SIGTERM and SIGINT (Ctrl-C) during a solve with a checkpoint: noted here and acted on at the next
-    step boundary, where a checkpoint is written (a scheduler's pre-emption loses nothing). A second
-    Ctrl-C raises KeyboardInterrupt at once. Installed in the main thread only (Python delivers
-    signals there); :meth:`restore` puts the previous handlers back."""
-
-    def __init__(self, active: bool):
-        self.received = None           # the signal.Signals noted, if any
-        self._previous = {}
-        if active and threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._note)
-
-    def _note(self, number, frame) -> None:
-        if self.received is not None and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(number)
-
-    def restore(self) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
 
 @dataclass
@@ -128,24 +95,6 @@ class _Run:
         backend.write_checkpoint(checkpoint, {"phase": phase, "phase_step": phase_step,
                                               "fingerprint": self.fingerprint, "history": kept},
                                  with_optimiser=with_optimiser)
-
-
-@dataclass
-class _Checkpoints:
-    """Where and when the loop checkpoints, and the time limit it checks just after each checkpoint."""
-
-    path: object
-    every: int
-    time_limit: float | None
-    called: float                  # perf_counter() when solve_ocp was called
-    stopped_at: tuple | None = None  # (phase, step) of the checkpoint a stop was written at
-
-    def due(self, step: int, first: int) -> bool:
-        return self.path is not None and step > first and step % self.every == 0
-
-    def time_is_up(self, backend) -> bool:
-        # every rank alike: a rank that stops alone leaves the others waiting for it
-        return self.time_limit is not None and backend.any_rank(time.perf_counter() - self.called > self.time_limit)
 
 
 class _Recorder:
@@ -337,16 +286,16 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     backend = make_backend(ocp, seed=seed, batch_size=batch_size, device=_checks.device("device", device),
                            test_data=test_data, settings=settings)
     run = _plan(backend, method, steps, options, batch_size, seed)
-    checkpoints = _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count)
+    checkpoints = checkpoint_plan(checkpoint, checkpoint_every, resume, time_limit, batch_size, count)
     if resume and Path(checkpoint).exists():
         run.restore(backend, checkpoint)
     bar = None
     if progress and backend.writes_files:
         from tqdm.auto import tqdm
         bar = tqdm(total=sum(run.steps), initial=len(run.history["step"]), desc="solve_ocp", unit="step", leave=False)
-    thread_limit = _ThreadLimit(_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
+    thread_limit = ThreadLimit(solve_threads(threads, backend.layer_work), numpy_sweep=backend.numpy_sweep)
     start = checkpoints.called - (run.history["time_s"][-1] if run.history["time_s"] else 0.0)
-    signals = _Signals(active=checkpoint is not None)
+    signals = Signals(active=checkpoint is not None)
     recorder = _Recorder(backend, run.history, divergence_factor=divergence_factor, callback=callback, bar=bar,
                          start=start, samples_per_step=batch_size or count, signals=signals)
     status, message, stop, phase = Status.MAX_STEPS, "", None, run.phase
@@ -373,7 +322,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     return solution
 
 
-def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int) -> tuple:
+def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: Checkpoints, phase: int) -> tuple:
     """Run one method (a phase) from where the loop stands: (status, message, :class:`Stop` or None)."""
     method, steps, options = run.methods[phase], run.steps[phase], run.options[phase]
     backend.begin_phase(phase, method, steps, options)
@@ -392,7 +341,7 @@ def _run_phase(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoint
     return status, message, stop
 
 
-def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoints, phase: int, first: int):
+def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: Checkpoints, phase: int, first: int):
     """The steps of a first-order method from ``first``; the :class:`Stop` that ended them early, or None."""
     method, steps = run.methods[phase], run.steps[phase]
     for step in range(first, steps):
@@ -416,7 +365,7 @@ def _take_steps(backend, run: _Run, recorder: _Recorder, checkpoints: _Checkpoin
     return None
 
 
-def _signalled(signals: _Signals, backend, due: bool) -> bool:
+def _signalled(signals: Signals, backend, due: bool) -> bool:
     """Whether to stop for a signal at this step: at once in one process; in a process group at the
     next checkpoint step, where the ranks agree (a rank that stops alone leaves the others waiting)."""
     if not backend.distributed:
@@ -424,7 +373,7 @@ def _signalled(signals: _Signals, backend, due: bool) -> bool:
     return due and backend.any_rank(signals.received is not None)
 
 
-def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, checkpoints: _Checkpoints) -> tuple:
+def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, checkpoints: Checkpoints) -> tuple:
     """(status, message) of a solve that ended early; back to the last good parameters unless the time
     limit or a signal stopped it just after a checkpoint (its parameters are then the checkpoint's)."""
     if checkpoints.stopped_at is not None:
@@ -447,53 +396,3 @@ def _stopped(stop: Stop, backend, recorder: _Recorder, run: _Run, phase: int, ch
                                     f"resume=True continues from the last checkpoint")
     resumable = "; resume=True continues from the last checkpoint" if checkpoints.path is not None else ""
     return Status.STOPPED, f"stopped by the user (Ctrl-C) after step {after}{resumable}"
-
-
-def _checkpoints(checkpoint, checkpoint_every, resume, time_limit, batch_size, count) -> _Checkpoints:
-    if checkpoint is not None and (not isinstance(checkpoint, (str, os.PathLike)) or Path(checkpoint).is_dir()):
-        _checks.fail("checkpoint", "None or the path of a file (a string or pathlib.Path, not a folder)", checkpoint)
-    per_epoch = 1 if batch_size is None else -(-count // batch_size)
-    default = per_epoch if batch_size is not None else 100
-    every = _checks.integer("checkpoint_every", default if checkpoint_every is None else checkpoint_every, minimum=1)
-    if resume and checkpoint is None:
-        _checks.fail("resume", "a checkpoint path to resume from (checkpoint=...)", resume)
-    if time_limit is not None:
-        time_limit = _checks.real("time_limit", time_limit, minimum=0.0)
-        if checkpoint is None:
-            _checks.fail("checkpoint", "a path with time_limit (the solve stops just after writing it)", None)
-    return _Checkpoints(checkpoint, every, time_limit, time.perf_counter())
-
-
-class _ThreadLimit:
-    """``threads`` (None: no change) for torch's intra-op pool and for the BLAS library numpy calls,
-    until :meth:`restore`. numpy's BLAS (OpenBLAS or MKL) keeps a pool of its own, all cores by
-    default: without the limit the numpy sweep multiplied on two threads while told to use one (and
-    against a one-thread baseline, 10-36% faster than it was entitled to at n = 64, h = 64-128).
-
-    With ``numpy_sweep`` (J and ∇J in numpy, torch only for the optimiser step) torch gets one
-    thread: both pools busy-wait between calls, and two of them on the same cores slowed each other
-    down (n = 256, h = 8, batch 128, float64: 8.2 ms a step with both at two threads, 5.0 with
-    torch at one and numpy's BLAS at two; n = h = 64, batch 512: 27 against 19 ms)."""
-
-    def __init__(self, threads, *, numpy_sweep=False):
-        self.previous, self._blas = torch.get_num_threads(), None
-        if threads is None:
-            return
-        torch.set_num_threads(1 if numpy_sweep else threads)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:      # an environment without it (the GPU image): numpy's BLAS as it is
-            return
-        self._blas = threadpool_limits(limits=threads, user_api="blas")
-
-    def restore(self):
-        torch.set_num_threads(self.previous)
-        if self._blas is not None:
-            self._blas.restore_original_limits()
-
-
-def _threads(threads, layer_work):
-    """Threads for the solve ("auto": one for overhead-bound small layers), or None (no change)."""
-    if threads == "auto":
-        return 1 if layer_work is not None and layer_work < ONE_THREAD_LAYER_WORK else None
-    return None if threads is None else _checks.integer("threads", threads, minimum=1)

@@ -8,9 +8,9 @@ n-shortcut network at zero). Notes: ``theory/``.
 """
 from ._depth_bounds import (DepthBoundRow, ExitLosses, average_exit_loss, average_loss_bound, average_loss_constant,
                             depth_bound_table, format_depth_bound_table, objective_bound, stage_cost_objective)
-from ._dissipativity import (DissipationReport, StageCostLowerBound, SteadySet, StorageCertificate,
-                             dissipation_margins, huber_template, optimal_steady_set, search_storage_function,
-                             stage_cost_lower_bound)
+from ._dissipativity import (DissipationReport, StageCostLowerBound, SteadySet, dissipation_margins,
+                             optimal_steady_set, stage_cost_lower_bound)
+from ._storage import StorageCertificate, huber_template, search_storage_function
 from .._objective import module_parameters_vector
 from ._hessian import (DENSE_LIMIT, EIGENVALUE_SELECTIONS, HessianSpectrum, directional_derivatives, extreme_eigenvalues,
                        hessian, hessian_vector_product)
