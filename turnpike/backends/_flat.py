@@ -27,17 +27,12 @@ from ._optimizers import METHODS
 from ._protocol import Backend, StepMethod
 from ._sweep import Workspace, buffered_adjoint_objective
 
-# The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per
-# layer (batch × n × hidden width), measured by benchmarks/sizes.py (2-core CPU, 2026-11-24, 180 sizes,
-# numpy's BLAS held to the solve's threads and torch at one thread beside it: 5 sizes more than 10%
-# slower than the faster engine, all at depth 60 where the faster one changes between sweeps). Below,
-# numpy's lower per-call cost wins: two spirals 3×; n = 256, h = 8, batch 128 1.7–3.8×; from
-# 10⁷ on (n = 784, h = 128, batch 128, the MNIST size) the fused, preallocated products lead by 10%.
-# (Before numpy's BLAS and torch stopped sharing the cores, the rule had to switch at 65,536 state
-# entries or 2·10⁶ multiply-adds.)
+# The buffered torch sweep beats the plain numpy one from products of this many multiply-adds per layer
+# (batch × n × hidden width); below it numpy's lower per-call cost wins (benchmarks/sizes.py, its results in
+# benchmarks/results/sizes-*.csv, benchmarks/README.md).
 _BUFFERED_PRODUCT_WORK = 10_000_000
-# solve_ocp's threads="auto" runs one thread below this layer work (n = 64, batch 512: 21 vs 28 ms a
-# step; two threads from 3.9·10⁶: n = 64, h = 128, batch 480, 36 vs 55 ms; benchmarks/sizes.py)
+# solve_ocp's threads="auto" runs one thread below this layer work, where a second thread only adds
+# synchronisation (benchmarks/sizes.py)
 ONE_THREAD_LAYER_WORK = 3_000_000
 
 

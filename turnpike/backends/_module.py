@@ -120,9 +120,9 @@ class ModuleBackend(Backend):
         # BatchNorm buffers as they were before the latest forward pass: a checkpoint taken
         # inside a step holds these, since the resumed run repeats that step's forward pass
         self._buffers_before = {name: torch.empty_like(b) for name, b in self.module.named_buffers()}
-        # (copies, buffers) per dtype: a foreach copy of one dtype runs as multi-tensor kernels on a GPU;
-        # one list of mixed dtypes (the BatchNorms' int64 batch counts) fell back to a copy per buffer
-        # (331 cudaMemcpyAsync a step for ResNet-54 in the H200 profile)
+        # (copies, buffers) per dtype: a foreach copy of one dtype runs as multi-tensor kernels on a GPU; one
+        # list of mixed dtypes (the BatchNorms' int64 batch counts) falls back to a copy per buffer
+        # (benchmarks/results/gpu/profile.log)
         buffers = dict(self.module.named_buffers())
         self._buffer_copies = [([self._buffers_before[n] for n in names], [buffers[n] for n in names])
                                for names in _names_by_dtype(buffers).values()]
