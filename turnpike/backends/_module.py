@@ -238,9 +238,8 @@ class ModuleBackend(Backend):
         value.backward()
         value = value.detach()
         if self.decay > 0:
-            # The penalty's gradient decay·w is the optimiser's weight decay (inside its fused step);
-            # through autograd it took a norm's backward per parameter tensor: 4,990 operator calls a
-            # step for ResNet-54 (torch.profiler on a CPU), on a GPU bound by its kernel launches.
+            # the penalty's gradient decay·w is the optimiser's weight decay (inside its fused step): through
+            # autograd it would take a norm's backward per parameter tensor, thousands of launches a step
             with torch.no_grad():
                 value = value + self._penalty()
             for p in self._graphless:        # the decay acts on them too (see __init__)

@@ -50,14 +50,15 @@ class StepMode(enum.Enum):
 
 
 def step_mode(cuda_graph: bool, *, device: torch.device, world_size: int, compile_mode) -> tuple[StepMode, str]:
-    """(mode, reason) for the ``cuda_graph`` setting; the reason says why a graph was not used ("" if it was).
+    """(mode, reason) for the ``cuda_graph`` setting; the reason says why a graph asked for is not used ("" when
+    it is, or was not asked for).
 
     Refused where a graph cannot apply at all: inside a process group (DDP's all-reduce) and with a
     torch.compile mode that captures graphs of its own. On a device other than CUDA the graph-ready
     step runs eagerly: the same result, and a stated reason.
     """
     if not cuda_graph:
-        return StepMode.EAGER, "cuda_graph=False"
+        return StepMode.EAGER, ""
     if world_size > 1:
         _checks.fail("cuda_graph", f"False inside a process group of {world_size} ranks (DistributedDataParallel "
                                    "reduces gradients with collectives between the backward kernels, which this "
