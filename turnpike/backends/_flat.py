@@ -45,13 +45,21 @@ def _buffered(ocp, theta, inputs, labels, *, workspace=None, with_gradient=True)
 class Engine:
     """A gradient engine: ``engine(ocp, θ, inputs, labels) -> (J, ∇J)``, open to the systems whose
     class implements one of ``capabilities`` (abstract classes of :mod:`turnpike.systems`) and, if
-    given, passes ``applies`` (settings of the instance, e.g. a scheme with an exact adjoint)."""
+    given, passes ``applies`` (settings of the instance, e.g. a scheme with an exact adjoint).
+
+    What the backend does for it: ``numpy_sweep`` (J and ∇J in numpy: ``solve_ocp`` gives numpy's BLAS the
+    threads), ``buffered`` (it runs on a preallocated torch :class:`Workspace` the backend holds), and
+    ``batch_rollout`` (the progress bar's batch accuracy may roll the batch out; not where that is an ODE
+    solve of its own)."""
 
     name: str
     capabilities: tuple
     objective: Callable
     description: str
     applies: Callable | None = None
+    numpy_sweep: bool = False
+    buffered: bool = False
+    batch_rollout: bool = True
 
     def available(self, system) -> bool:
         return isinstance(system, self.capabilities) and (self.applies is None or self.applies(system))
@@ -64,10 +72,12 @@ class Engine:
 ENGINES = {engine.name: engine for engine in (
     Engine("scheme", (FixedStepScheme,), scheme_objective,
            "exact adjoint of a fixed-step Runge-Kutta scheme (NeuralODE: euler, midpoint, rk4)",
-           applies=lambda system: system.scheme_unavailable() is None),
-    Engine("adjoint", (LayerMapSystem,), adjoint_objective, "costate sweep over the layer maps, numpy"),
-    Engine("buffered", (BufferedLayerMap,), _buffered, "the costate sweep on preallocated torch buffers"),
-    Engine("system", (OwnGradient,), system_objective, "the system's own J and gradient"),
+           applies=lambda system: system.scheme_unavailable() is None, numpy_sweep=True),
+    Engine("adjoint", (LayerMapSystem,), adjoint_objective, "costate sweep over the layer maps, numpy",
+           numpy_sweep=True),
+    Engine("buffered", (BufferedLayerMap,), _buffered, "the costate sweep on preallocated torch buffers",
+           buffered=True),
+    Engine("system", (OwnGradient,), system_objective, "the system's own J and gradient", batch_rollout=False),
     # a system with its own gradient computes it from the same objective_tensor: not listed twice
     Engine("autograd", (Trajectories, DifferentiableObjective), autograd_objective,
            "torch autograd through objective_tensor (the reference)",
@@ -148,10 +158,10 @@ class FlatBackend(Backend):
         self.engine = _choose_engine(system, engine, large, device)
         # the name reported: "adjoint" covers both forms of the sweep
         self.engine_name = "adjoint" if self.engine == "buffered" and requested in ("auto", "adjoint") else self.engine
-        self.workspace = Workspace(device) if self.engine == "buffered" else None
-        self.numpy_sweep = self.engine in ("adjoint", "scheme")
-        self._evaluate = (functools.partial(_buffered, workspace=self.workspace) if self.workspace
-                          else ENGINES[self.engine])
+        engine = ENGINES[self.engine]
+        self.workspace = Workspace(device) if engine.buffered else None
+        self.numpy_sweep, self._batch_rollout = engine.numpy_sweep, engine.batch_rollout
+        self._evaluate = functools.partial(_buffered, workspace=self.workspace) if self.workspace else engine
         self.theta = self._initial(settings.initial_controls, settings.init_scale)
         self.inputs = ocp.inputs.astype(self.dtype)
         if _resident(device):        # controls, optimiser state and data stay on the GPU
@@ -239,7 +249,7 @@ class FlatBackend(Backend):
 
     def batch_accuracy(self) -> float | None:
         classes = self.ocp.num_classes
-        if not classes or self.engine == "system" or not isinstance(self.ocp.system, Trajectories):
+        if not classes or not self._batch_rollout or not isinstance(self.ocp.system, Trajectories):
             return None
         if self.workspace is not None and self.workspace.last_states is not None:
             final = self.workspace.last_states[-1]          # the forward pass just made
