@@ -116,6 +116,11 @@ class TrainingRecipe(abc.ABC):
         ``initial_weights`` any pretrained weights the config names are not read (a run folder's own weights
         replace them)."""
 
+    def build_initial_network(self, data) -> tuple:
+        """(the network a run starts from, what it started from for the metrics: ``{}``, or e.g. ``{"weights":
+        report}`` of the pretrained weights loaded into it)."""
+        return self.build_network(data), {}
+
     @abc.abstractmethod
     def network_depth(self) -> int:
         """N, the residual blocks of the configured network (not of its SubResNet), without reading the data."""

@@ -76,7 +76,6 @@ class TrainConfig(TrainingRecipe):
         if self.flip is not None:
             _checks.boolean("flip", self.flip)
         _checks.choice("crop", self.crop, CROPS)
-        self._weights_report = None          # what build_network loaded from ``weights`` (for the metrics)
         if _checks.boolean("stream", self.stream) and self.dataset != "folder":
             _checks.fail("stream", f"False for the built-in data set {self.dataset!r} (read into memory; streaming "
                                    "reads an image folder, --data DIR)", self.stream)
@@ -121,7 +120,15 @@ class TrainConfig(TrainingRecipe):
         """The user's model (seeded; ``weights`` loaded unless not ``initial_weights``) as a
         :class:`ResidualNetwork` with this run's exits, or (``subresnet`` M) its SubResNet-M architecture: the
         first M blocks and the remaining skip paths before the head, as initialised (Definition 1)."""
-        network = self._network(data.num_classes, data.channels, initial_weights=initial_weights)
+        return self._built(data, initial_weights=initial_weights)[0]
+
+    def build_initial_network(self, data) -> tuple:
+        """(:meth:`build_network`, ``{"weights": what was loaded from weights}`` or ``{}``)."""
+        network, report = self._built(data, initial_weights=True)
+        return network, ({"weights": report} if report else {})
+
+    def _built(self, data, *, initial_weights: bool) -> tuple:
+        network, report = self._network(data.num_classes, data.channels, initial_weights=initial_weights)
         if network.num_classes != data.num_classes:
             _checks.fail("model", f"a network with {data.num_classes} outputs, the data's classes ({self.model} "
                          f"has {network.num_classes}; give its factory a num_classes parameter)", self.model)
@@ -130,24 +137,25 @@ class TrainConfig(TrainingRecipe):
                          f"{network.input_shape[0]}; give its factory an in_channels parameter)", self.model)
         if self.subresnet is not None:
             network = network.subresnet(self._checked_subresnet_depth(network.depth), exits="standard")
-        return network
+        return network, report
 
-    def _network(self, num_classes: int, channels: int, *, initial_weights: bool = False) -> ResidualNetwork:
+    def _network(self, num_classes: int, channels: int, *, initial_weights: bool = False) -> tuple:
+        """(the user's model as a ResidualNetwork with this run's exits, what ``weights`` loaded into it or None)."""
         torch.manual_seed(self.seed)
         model = build_model(self.model, num_classes=num_classes, in_channels=channels, options=self.model_options)
-        if initial_weights and self.weights is not None:
-            self._weights_report = load_weights(model, self.weights).as_dict()
+        report = load_weights(model, self.weights).as_dict() if initial_weights and self.weights is not None else None
         if isinstance(model, ResidualNetwork):
             if model.exits == self.variant:
-                return model
+                return model, report
             # the same parts with this run's exits: one factory serves every variant (and a study's runs)
             return ResidualNetwork(model.stem, model.blocks, model.head, num_classes=model.num_classes,
-                                   input_shape=model.input_shape, exits=self.variant, exit_momentum=model.exit_momentum)
-        return residual_network(model, exits=self.variant)
+                                   input_shape=model.input_shape, exits=self.variant,
+                                   exit_momentum=model.exit_momentum), report
+        return residual_network(model, exits=self.variant), report
 
     def network_depth(self) -> int:
         channels = self.image_channels if self.dataset == "folder" else _CHANNELS[self.dataset]
-        return self._network(num_classes=10, channels=channels).depth    # (the depth does not depend on them)
+        return self._network(num_classes=10, channels=channels)[0].depth    # (the depth does not depend on them)
 
     def network_label(self, depth: int) -> str:
         return self.model.rpartition(":")[2]           # the model's (or its factory's) name
@@ -156,9 +164,8 @@ class TrainConfig(TrainingRecipe):
         return f"model {self.model}"
 
     def describe(self) -> dict:
-        """The variant, SubResNet depth and model, and what ``weights`` loaded (after :meth:`build_network`)."""
-        loaded = self._weights_report
-        return {**super().describe(), "model": self.model, **({"weights": loaded} if loaded else {})}
+        """The variant, SubResNet depth and model."""
+        return {**super().describe(), "model": self.model}
 
 
 def run_train(config: TrainConfig, out=None, *, plots: bool = True, resume: bool = False, overwrite: bool = False,

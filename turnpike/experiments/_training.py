@@ -41,7 +41,7 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     started = time.perf_counter()              # the time limit covers training and fine-tuning
     try:
         data = config.load_data()
-        net = config.build_network(data)
+        net, started_from = config.build_initial_network(data)
         ocp = problem(config, net, data)
     except BaseException:
         # data or model refused: a folder this run created stays no empty leftover that looks like a run
@@ -67,7 +67,7 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
         ocp, method="sgd", steps=config.epochs * per_epoch, options=options,
         checkpoint=out / "checkpoint.pt" if out is not None else None, resume=resume,
         time_limit=config.time_limit_s, progress=progress, callback=log, **settings)
-    metrics = summarise(solution, config, data, per_epoch)
+    metrics = {**summarise(solution, config, data, per_epoch), **started_from}
     if config.finetune_epochs and metrics["pruned"] and solution.status not in RESUMABLE_STOPS:
         left = None if config.time_limit_s is None else max(0.0, config.time_limit_s - (time.perf_counter() - started))
         _, tuned = finetune_pruned(
