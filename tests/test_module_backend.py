@@ -543,3 +543,16 @@ def test_resnet54_cli_over_seeds_writes_one_folder_each_and_a_summary(tmp_path, 
     assert main(common + ["--out", str(tmp_path / "limited"), "--time-limit", "0"]) == 0
     assert (tmp_path / "limited" / "seed-3" / "checkpoint.pt").exists() and not (tmp_path / "limited" / "seed-4").exists()
     assert json.loads((tmp_path / "limited" / "seeds.json").read_text())["runs"][0]["status"] == "time_limit"
+
+
+def test_a_checkpoints_history_is_read_through_the_backend(tmp_path):
+    """ModuleBackend.read_history: the J of every step before the checkpoint; a foreign file is refused by name."""
+    path = tmp_path / "checkpoint.pt"
+    stopped = tp.solve_ocp(tiny_ocp(tiny_net()), checkpoint=path, callback=lambda s, v, m: s < 7,
+                           **{**SOLVE, "checkpoint_every": 3})
+    history = ModuleBackend.read_history(path)
+    np.testing.assert_array_equal(history["objective"], stopped.history["objective"][:len(history["objective"])])
+    assert len(history["objective"]) == 6                     # the checkpoint at step 6 holds steps 0-5
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="checkpoint: expected a turnpike checkpoint of a module system"):
+        ModuleBackend.read_history(tmp_path / "other.pt")

@@ -343,13 +343,16 @@ class ModuleBackend(Backend):
         write_atomically(path, lambda stream: torch.save(payload, stream), "wb")
 
     def read_checkpoint(self, path):
-        try:
-            saved = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:                                  # noqa: BLE001 (any unreadable file)
-            raise ValueError(f"checkpoint: expected a turnpike checkpoint, could not read {path}: {error}") from None
+        saved = _checkpoint(path, self.device)
         self.module.load_state_dict(saved["module"])
         return ({key: saved[key] for key in ("fingerprint", "phase", "phase_step", "history")},
                 saved["optimiser"])
+
+    @staticmethod
+    def read_history(path) -> dict:
+        """The history a checkpoint of this backend holds (``step``, ``objective``, ``method``, ``time_s``: the
+        steps before it); a file that is not such a checkpoint is a ValueError naming it."""
+        return _checkpoint(path, "cpu")["history"]
 
     # --- result ---------------------------------------------------------------------------
     def solution(self, *, status, message, history, wall_time_s):
@@ -364,3 +367,15 @@ class ModuleBackend(Backend):
                                       seed=self.seed, extra=extra)
         return ModuleSolution.evaluate(evaluation, status=status, message=message, history=history,
                                        wall_time_s=wall_time_s)
+
+
+def _checkpoint(path, device) -> dict:
+    """The contents of a module checkpoint (module state, optimiser state, the solve's fields)."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:                                  # noqa: BLE001 (any unreadable file)
+        raise ValueError(f"checkpoint: expected a turnpike checkpoint, could not read {path}: {error}") from None
+    if not isinstance(saved, dict) or not {"module", "optimiser", "history"} <= set(saved):
+        raise ValueError(f"checkpoint: expected a turnpike checkpoint of a module system, got {path}, which holds "
+                         f"{sorted(saved) if isinstance(saved, dict) else type(saved).__name__}")
+    return saved

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import _checks
 from .._runs import write_atomically
@@ -63,8 +62,13 @@ class EpochLog:
 
 
 def objective_history(checkpoint: Path) -> list:
-    """J of every step before a run's checkpoint (empty without one)."""
+    """J of every step before a run's checkpoint (empty without one; an unreadable one too: the solve's resume
+    then says what is wrong with it)."""
+    from ..backends import ModuleBackend
+
+    if not Path(checkpoint).is_file():
+        return []
     try:
-        return list(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]["objective"])
-    except Exception:     # noqa: BLE001 (none, or unreadable: the solve's resume says what is wrong with it)
+        return list(ModuleBackend.read_history(checkpoint)["objective"])
+    except ValueError:
         return []
