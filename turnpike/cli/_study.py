@@ -52,7 +52,7 @@ def run_studies(args, make_config) -> int:
     from .._distributed import is_main_process
     from .._runs import write_json, write_text
     from ..experiments._study import seeds_summary
-    from ._resnet54 import exit_status, over_seeds
+    from ._training import exit_status, over_seeds
 
     studies = dict(over_seeds(args, partial(_study, make_config)))
     if is_main_process() and len(studies) > 1 and all(s["status"] == "finished" for s in studies.values()):
@@ -67,7 +67,7 @@ def _study(make_config, args, device, seed: int, out: Path, time_limit) -> dict:
     """One seed's study; prints each run's report, then the study's tables (rank 0)."""
     from .._distributed import is_main_process
     from ..experiments._study import run_study
-    from ._resnet54 import report
+    from ._training import report
 
     main_process = is_main_process()
 

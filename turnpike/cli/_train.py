@@ -49,7 +49,7 @@ def add_train_arguments(p, *, out: str, seeds: str) -> None:
     ``out`` is the default run folder, ``seeds`` what ``--seeds`` does."""
     from ..experiments._train import TrainConfig as C    # defaults defined once, in the config
     from ..models import BUILT_IN_MODELS
-    from ._resnet54 import add_recipe_arguments
+    from ._training import add_recipe_arguments
 
     p.add_argument("--model", default=C.model, metavar="NAME|MODULE:FACTORY|FILE.py:FACTORY",
                    help=f"a built-in model ({', '.join(BUILT_IN_MODELS)}), or a callable returning your "
@@ -83,7 +83,7 @@ def add_train_arguments(p, *, out: str, seeds: str) -> None:
 def train_config(args, device, *, seed: int, time_limit, **settings):
     """The :class:`TrainConfig` of the parsed options of :func:`add_train_arguments` (and ``settings``)."""
     from ..experiments._train import TrainConfig
-    from ._resnet54 import recipe_settings
+    from ._training import recipe_settings
 
     return TrainConfig(model=args.model, model_options=dict(args.model_options), image_size=args.image_size,
                        image_channels=args.image_channels, test_fraction=args.test_fraction, flip=args.flip,
@@ -93,18 +93,18 @@ def train_config(args, device, *, seed: int, time_limit, **settings):
 
 def run(args) -> int:
     from .._distributed import is_main_process
-    from ._resnet54 import _summarise_seeds, exit_status, over_seeds
+    from ._training import exit_status, over_seeds, summarise_seeds
 
     runs = over_seeds(args, _train)
     if is_main_process() and args.seeds and len(args.seeds) > 1:
-        _summarise_seeds(runs, Path(args.out))
+        summarise_seeds(runs, Path(args.out))
     return exit_status(runs[-1][1])
 
 
 def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
     from .._distributed import is_main_process
     from ..experiments._train import run_train
-    from ._resnet54 import report
+    from ._training import report
 
     config = train_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
                           subresnet=args.subresnet)
