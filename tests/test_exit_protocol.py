@@ -158,3 +158,35 @@ def test_the_solutions_objective_is_the_ocps_on_the_training_set(gamma):
         ce = [torch.nn.functional.cross_entropy(logits[k], target) for k in range(net.depth + 1)]
         expected = gamma * sum(ce[:-1]) + ce[-1] + r * sum((p.double() ** 2).sum() for p in net.parameters())
     assert solution.objective == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_standard_training_leaves_the_users_model_as_a_plain_loop_does():
+    """3 SGD steps (momentum, weight decay) of a torchvision-layout ResNet-18 through solve_ocp without stage cost:
+    every parameter and BatchNorm buffer of the user's model equals a plain loop's (the exits' statistics are
+    recalibrated on a copy, which the solution holds), float64."""
+    from turnpike.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=CLASSES, in_channels=3, base=4).double()
+    plain = __import__("copy").deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(12, 3, 16, 16, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, CLASSES, (12,), generator=g)
+    decay, lr = 1e-3, 0.05
+    ocp = tp.OCP(tp.residual_network(model, exits="standard"), images, labels.numpy(),
+                 stage_cost=tp.InputPenalty(decay / 2), terminal_cost=tp.CrossEntropy(num_classes=CLASSES))
+    solution = tp.solve_ocp(ocp, method="sgd", steps=3, options={"lr": lr, "momentum": 0.9}, progress=False)
+    optimiser = torch.optim.SGD(plain.parameters(), lr=lr, momentum=0.9, weight_decay=decay, fused=True)
+    for _ in range(3):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(plain(images), labels).backward()
+        optimiser.step()
+    mine, theirs = model.state_dict(), plain.state_dict()
+    assert set(mine) == set(theirs) and any("downsample.1.running_var" in name for name in mine)
+    for name in theirs:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-9, atol=1e-12, msg=name)
+    assert solution.network is not ocp.system                     # the evaluated, recalibrated copy
+    recalibrated = dict(solution.network.named_buffers())
+    moved = [name for name, t in ocp.system.named_buffers() if "running_var" in name
+             and not torch.equal(t, recalibrated[name])]
+    assert any(".skip." in name for name in moved), moved        # the projection skips' own: the copy's alone

@@ -605,3 +605,39 @@ def test_every_built_in_model_has_torchvisions_published_parameter_count(name, c
     with torch.device("meta"):        # torchvision's sizes, 1,000 classes, never run
         net = tp.residual_network(tp.models.BUILT_IN_MODELS[name]())
     assert net.parameter_count() == count and net.depth == depth
+
+
+def test_refreshing_exits_after_loading_weights_makes_them_the_loaded_networks(tmp_path):
+    """Weights (and BatchNorm statistics) loaded into a wrapped model after wrapping: the full exits still hold
+    the old copies and rows until refresh_exits(); after it, with the branches from block M on zeroed, exits
+    M..N equal exit M and exit N the model's own output (Lemma 1 in eval mode), to 1e-12."""
+    model = tiny("basic")
+    net = tp.residual_network(model, exits="full")
+    other = tiny("basic", seed=7)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():                          # pretrained weights and BatchNorm statistics of their own
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        for name, buffer in other.named_buffers():
+            if name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=g, dtype=buffer.dtype) + 0.5)
+            elif name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=g, dtype=buffer.dtype))
+    path = tmp_path / "pretrained.pt"
+    torch.save(other.state_dict(), path)
+    tp.models.load_weights(model, path)
+    M = 3
+    zero_branches(net, M)
+    net.eval()
+    x = inputs()
+
+    @torch.no_grad()
+    def gap():
+        logits = net.exit_logits(x)
+        return float((logits[M:] - logits[M]).abs().max()), float((logits[-1] - model(x)).abs().max())
+
+    stale, _ = gap()
+    assert stale > 1e-3                             # the exits' rows and copies are those of before the load
+    net.refresh_exits()
+    after, output = gap()
+    assert after < 1e-12 and output < 1e-12

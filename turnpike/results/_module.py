@@ -14,10 +14,12 @@ there keeps the SubResNet-k whose output equals exit k (Lemma 1/2 of the 2025 pa
 
 Networks trained without the stage cost have exits that were never trained; as the paper
 does, their per-exit BatchNorm statistics are recomputed over the training set (no
-augmentation) before the exits are evaluated.
+augmentation) before the exits are evaluated, on a copy of the network: the solution's
+``network`` is that copy, and the trained module keeps what training gave it.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,10 +51,10 @@ class ModuleEvaluation:
 
 
 @torch.no_grad()
-def exit_statistics(evaluation: ModuleEvaluation, source) -> dict:
-    """Per-exit mean loss, accuracy and output residuals over a data set, and J's loss part there
+def exit_statistics(evaluation: ModuleEvaluation, source, module) -> dict:
+    """Per-exit mean loss, accuracy and output residuals of ``module`` over a data set, and J's loss part there
     (:func:`turnpike._objective.module_loss_terms` on every chunk, weighted by its size)."""
-    module, ocp = evaluation.module, evaluation.ocp
+    ocp = evaluation.ocp
     loss_cost = ocp.terminal_cost or ocp.stage_state_cost
     totals = {"loss": 0.0, "correct": 0.0, "residual": 0.0, "objective": 0.0}
     for chunk, chunk_labels in source.chunks(evaluation.chunk_size):
@@ -98,16 +100,19 @@ class ModuleSolution(SolutionOutcome):
         """The solution of a solve that ended with ``status``: every exit evaluated on the train and test sets
         (eval mode), J on the training set by :mod:`turnpike._objective`'s definition."""
         module, ocp = evaluation.module, evaluation.ocp
-        module.eval()
         if not stage_term_active(ocp):
-            # exits never trained: their BatchNorm statistics come from the training set, post hoc
+            # exits never trained: their BatchNorm statistics come from the training set, post hoc, on a copy of
+            # the network (recalibration also sets the skips' own statistics, theory/skip-path-exits.md): the
+            # trained network keeps the statistics of its own forward passes, as a plain loop leaves them
+            module = copy.deepcopy(module).eval()
             module.recalibrate_exit_statistics(
                 evaluation.prepare(images) for images, _ in evaluation.train.chunks(evaluation.chunk_size))
-        train = exit_statistics(evaluation, evaluation.train)
+        module.eval()
+        train = exit_statistics(evaluation, evaluation.train, module)
         metrics = {"train_loss": train["loss"], "train_accuracy": train["accuracy"]}
         residual = train["residual"]
         if evaluation.test is not None:
-            test = exit_statistics(evaluation, evaluation.test)
+            test = exit_statistics(evaluation, evaluation.test, module)
             metrics.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
             residual = test["residual"]
         # the trained weights' penalty, in float64 as the losses are summed

@@ -194,9 +194,22 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         return torch.stack(norms) if norms else zero.new_zeros(0)
 
     @torch.no_grad()
+    def refresh_exits(self) -> None:
+        """Set everything the exits own to the backbone's: the full exits' weights (:meth:`copy_backbone_to_exits`)
+        and every exit's BatchNorm statistics on the skip paths and in the head (the rows start as that
+        BatchNorm's own statistics, as at construction). Call it after loading weights into the wrapped model
+        (e.g. :func:`turnpike.models.load_weights`): the exits then start from the loaded network."""
+        self.copy_backbone_to_exits()
+        for op, module in self._exit_path_norms():
+            table = self.exit_statistics[op.stats]
+            table.running_mean.copy_(module.running_mean.expand_as(table.running_mean))
+            table.running_var.copy_(module.running_var.expand_as(table.running_var))
+            table.num_batches_tracked.zero_()
+
+    @torch.no_grad()
     def copy_backbone_to_exits(self) -> None:
         """Set every full exit's own copies (weights, not statistics) to the backbone's. Done at construction;
-        call it again e.g. after loading backbone weights. A no-op for "ws" and "standard"."""
+        :meth:`refresh_exits` does it and sets the exits' statistics too. A no-op for "ws" and "standard"."""
         for ops in self._paths.values():
             for op in ops:
                 module = self.get_submodule(op.path)
