@@ -104,7 +104,7 @@ class ModuleSolution(SolutionOutcome):
             # exits never trained: their BatchNorm statistics come from the training set, post hoc, on a copy of
             # the network (recalibration also sets the skips' own statistics, theory/skip-path-exits.md): the
             # trained network keeps the statistics of its own forward passes, as a plain loop leaves them
-            module = copy.deepcopy(module).eval()
+            module = copy.deepcopy(module)
             module.recalibrate_exit_statistics(
                 evaluation.prepare(images) for images, _ in evaluation.train.chunks(evaluation.chunk_size))
         module.eval()
