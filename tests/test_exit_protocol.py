@@ -1,6 +1,7 @@
 """The module systems' protocol (issue 29): an exit network written here from scratch, not a ResidualNetwork,
 implements ``turnpike.systems.ModuleSystem`` and nothing else, and trains, gives its solution, prunes and exits
 early with no change to the library."""
+import copy
 import math
 
 import numpy as np
@@ -168,7 +169,7 @@ def test_standard_training_leaves_the_users_model_as_a_plain_loop_does():
 
     torch.manual_seed(0)
     model = resnet18(num_classes=CLASSES, in_channels=3, base=4).double()
-    plain = __import__("copy").deepcopy(model)
+    plain = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)
     images = torch.randn(12, 3, 16, 16, generator=g, dtype=torch.float64)
     labels = torch.randint(0, CLASSES, (12,), generator=g)

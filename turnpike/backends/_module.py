@@ -89,7 +89,7 @@ class ModuleBackend(Backend):
         self.cudnn_benchmark = (device.type == "cuda") if settings.cudnn_benchmark == "auto" \
             else settings.cudnn_benchmark
         self._static = None                 # the StaticStep of the phase (step_mode static or graphed)
-        self.normalise, self.augment, self.amp = normalise, settings.augment, settings.amp
+        self.normalise, self.amp = normalise, settings.amp
         self.eval_batch_size = settings.eval_batch_size
         self.workers = checked_workers(settings.loader_workers, device)
         self.data = data_source("inputs", ocp.inputs, ocp.labels, device=device, workers=self.workers,
