@@ -74,7 +74,7 @@ class Bench:
             return PlainStep(widths, blocks, batch, self.device, amp=self.amp, channels_last=channels_last,
                              graphed=graphed)
         torch.manual_seed(0)
-        net = tp.PreActResNet(blocks_per_stage=blocks, widths=widths, in_channels=3, num_classes=10, exits=variant)
+        net = tp.preact_resnet(blocks_per_stage=blocks, widths=widths, in_channels=3, num_classes=10, exits=variant)
         images, labels = synthetic_data(batch)
         loss = tp.CrossEntropy(num_classes=10)
         penalty = tp.InputPenalty(WEIGHT_DECAY / 2)

@@ -69,14 +69,14 @@ def options():
 def roofline(report, bench, args, peaks):
     """Multiply-adds, FLOPs and bytes per image and the ceilings they give, for the paper's network and the timed one."""
     bandwidth, flops = peaks
-    paper = tp.PreActResNet.standard(blocks_per_stage=PAPER_BLOCKS, exits="ws")
+    paper = tp.preact_resnet(blocks_per_stage=PAPER_BLOCKS, exits="ws")
     costs = paper.exit_costs(IMAGE, IMAGE)
     exits_extra = costs["early_exit"][-1] - costs["network"]
     report.line(f"roofline: the paper's ResNet-54 (16/32/64, 3 x 18 blocks, {IMAGE}x{IMAGE}): {costs['network']:,} "
                 f"multiply-adds forward, {6 * costs['network'] / 1e9:.2f} GFLOP per trained image; WS exits "
                 f"+{100 * exits_extra / costs['network']:.1f} %")
     report.record("roofline", paper_multiply_adds=costs["network"], paper_exit_multiply_adds=exits_extra)
-    timed = tp.PreActResNet(blocks_per_stage=args.blocks, widths=args.widths, exits="ws")
+    timed = tp.preact_resnet(blocks_per_stage=args.blocks, widths=args.widths, exits="ws")
     macs = timed.exit_costs(IMAGE, IMAGE)["network"]
     models = {}
     for variant in ("standard", "ws"):

@@ -24,7 +24,7 @@ args = parser.parse_args()
 
 def optimiser(kind: str, implementation: str, dtype=torch.float32):
     torch.manual_seed(0)
-    net = tp.PreActResNet.standard(blocks_per_stage=args.blocks, exits="ws").to(dtype)
+    net = tp.preact_resnet(blocks_per_stage=args.blocks, exits="ws").to(dtype)
     parameters = list(net.parameters())
     for p in parameters:
         p.grad = torch.randn_like(p)

@@ -64,9 +64,8 @@ def backend_for(variant: str, batch: int):
     if variant == "plain":
         return PlainLoop(batch)
     torch.manual_seed(0)
-    common = dict(blocks_per_stage=args.blocks, in_channels=3, num_classes=10, exits=variant)
-    net = (tp.PreActResNet.homogeneous(width=args.width, **common) if args.width
-           else tp.PreActResNet.standard(**common))
+    net = tp.preact_resnet(blocks_per_stage=args.blocks, widths=(args.width,) * 3 if args.width else (16, 32, 64),
+                           in_channels=3, num_classes=10, exits=variant)
     images, labels = synthetic_data(batch)
     labels = labels.numpy()
     loss = tp.CrossEntropy(num_classes=10)

@@ -50,7 +50,7 @@ def solution():
 @functools.cache
 def net():
     torch.manual_seed(0)
-    return tp.PreActResNet(blocks_per_stage=1, widths=(4, 4), num_classes=3).eval()
+    return tp.preact_resnet(blocks_per_stage=1, widths=(4, 4), num_classes=3).eval()
 
 
 def images(count=4, channels=3, dtype=torch.float32):
@@ -151,17 +151,17 @@ BAD = [
     ("node control_norm_at after T",
      lambda: tp.NeuralODE(state_dim=2, depth=2, horizon=1).control_norm_at(np.zeros(12), [0.5, 2.0]), ValueError,
      "times"),
-    ("conv net one class", lambda: tp.PreActResNet(widths=(4,), blocks_per_stage=1, num_classes=1), ValueError,
+    ("conv net one class", lambda: tp.preact_resnet(widths=(4,), blocks_per_stage=1, num_classes=1), ValueError,
      "num_classes"),
-    ("conv net no widths", lambda: tp.PreActResNet(widths=()), ValueError, "widths"),
-    ("conv net exits a list", lambda: tp.PreActResNet(widths=(4,), blocks_per_stage=1, exits=["ws"]), ValueError,
+    ("conv net no widths", lambda: tp.preact_resnet(widths=()), ValueError, "widths"),
+    ("conv net exits a list", lambda: tp.preact_resnet(widths=(4,), blocks_per_stage=1, exits=["ws"]), ValueError,
      "exits"),
-    ("conv net forward wrong channels", lambda: net()(images(channels=1)), ValueError, "images"),
-    ("conv net forward uint8", lambda: net()(uint8_images()), ValueError, "images"),
-    ("conv net exit_logits 3-d", lambda: net().exit_logits(images()[0]), ValueError, "images"),
+    ("conv net forward wrong channels", lambda: net()(images(channels=1)), ValueError, "inputs"),
+    ("conv net forward uint8", lambda: net()(uint8_images()), ValueError, "inputs"),
+    ("conv net exit_logits 3-d", lambda: net().exit_logits(images()[0]), ValueError, "inputs"),
     ("conv net recalibrate uint8", lambda: net().recalibrate_exit_statistics([uint8_images()]), ValueError,
      "batches"),
-    ("conv net exit_costs height 0", lambda: net().exit_costs(0, 8), ValueError, "height"),
+    ("conv net exit_costs height 0", lambda: net().exit_costs(0, 8), ValueError, "spatial[0]"),
     ("rollout wrong state width", lambda: system().rollout(theta(), np.zeros((2, 4))), ValueError, "x0"),
     ("unpack wrong length", lambda: system().unpack(theta()[:-1]), ValueError, "theta"),
     ("initial_controls rng an int", lambda: system().initial_controls(0, 0.1), ValueError, "rng"),

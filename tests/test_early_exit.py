@@ -77,9 +77,9 @@ def test_exit_costs_are_torchs_flop_count_of_the_same_computation(scheme, exits)
 
 def test_resnet110_costs_the_253_million_multiply_adds_the_pruning_literature_reports():
     # e.g. Li et al. 2017, "Pruning filters for efficient ConvNets", Table 1: 2.53e8 (multiply-adds)
-    from turnpike import PreActResNet
+    from turnpike import preact_resnet
 
-    assert round(PreActResNet.standard(blocks_per_stage=18).exit_costs(32, 32)["network"] / 1e6) == 253
+    assert round(preact_resnet(blocks_per_stage=18).exit_costs(32, 32)["network"] / 1e6) == 253
 
 
 def test_a_test_set_given_batch_by_batch_gives_the_curve_of_the_whole_tensor(network):
@@ -110,7 +110,7 @@ def test_training_mode_is_restored_and_bad_input_refused():
     assert net.training
     with pytest.raises(ValueError, match="threshold: expected a number <= 1"):
         early_exit_predict(net, images(), 1.5)
-    with pytest.raises(ValueError, match="network: expected a PreActResNet"):
+    with pytest.raises(ValueError, match="network: expected a ResidualNetwork"):
         early_exit_predict(torch.nn.Linear(2, 2), images(), 0.5)
 
 

@@ -27,8 +27,7 @@ def tiny_data(count=48, seed=0):
 
 def tiny_net(exits="ws", seed=0):
     torch.manual_seed(seed)
-    return tp.PreActResNet.homogeneous(width=4, blocks_per_stage=(2, 2), in_channels=1, num_classes=CLASSES,
-                                       exits=exits)
+    return tp.preact_resnet(widths=(4, 4), blocks_per_stage=(2, 2), in_channels=1, num_classes=CLASSES, exits=exits)
 
 
 def tiny_ocp(net, gamma=0.1, decay=1e-4):

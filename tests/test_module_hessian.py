@@ -1,5 +1,5 @@
 """Hessians of module systems (issue 22): objective_tensor, hessian, hessian_vector_product, extreme_eigenvalues
-and directional_derivatives on convolutional ResNets (turnpike.PreActResNet, turnpike.residual_network).
+and directional_derivatives on convolutional ResNets (turnpike.preact_resnet, turnpike.residual_network).
 
 Every check is against something computed another way: Hessian-vector products against double backward
 through the module's own forward pass with its own parameters (no functional_call, no turnpike costs), J
@@ -42,8 +42,8 @@ def warmed(net, channels):
 
 def preact(*, zero_branches=False, seed=0, blocks=1):
     torch.manual_seed(seed)
-    net = tp.PreActResNet(blocks_per_stage=blocks, widths=(4, 4), num_classes=C, in_channels=1,
-                          zero_branches=zero_branches).double()
+    net = tp.preact_resnet(blocks_per_stage=blocks, widths=(4, 4), num_classes=C, in_channels=1,
+                           zero_branches=zero_branches).double()
     return net
 
 
@@ -154,8 +154,8 @@ def test_objective_tensor_is_the_module_backends_objective(exits, gamma):
     """The OCP of the training recipe (objective (3): γ·CE per exit + CE + λ/2‖w‖²) on uint8 images that the
     backend normalises: J of objective_tensor at the module's parameters = the backend's J, both modes."""
     torch.manual_seed(3)
-    net = tp.PreActResNet.homogeneous(width=4, blocks_per_stage=(2, 2), in_channels=1, num_classes=C,
-                                      exits=exits).double()
+    net = tp.preact_resnet(widths=(4, 4), blocks_per_stage=(2, 2), in_channels=1, num_classes=C,
+                           exits=exits).double()
     rng = np.random.default_rng(0)
     raw = torch.as_tensor(rng.integers(0, 256, (12, 1, 8, 8)).astype(np.uint8))
     loss = tp.CrossEntropy(num_classes=C)
@@ -262,8 +262,8 @@ def test_bad_arguments_name_the_argument():
                                          "Hessian .*extreme_eigenvalues.*, got '675 parameters'"):
         theory.hessian(ocp, mode="eval", max_parameters=100)
     with pytest.raises(ValueError, match="^ocp.system: expected at most max_parameters=20000"):
-        theory.hessian(problem(tp.PreActResNet(blocks_per_stage=1, widths=(24, 24), num_classes=C,
-                                               in_channels=1).double(), 1, False), mode="eval")
+        theory.hessian(problem(tp.preact_resnet(blocks_per_stage=1, widths=(24, 24), num_classes=C,
+                                                in_channels=1).double(), 1, False), mode="eval")
     with pytest.raises(ValueError, match="^system: expected a module system"):
         theory.module_parameters_vector(tp.SingleLayerResNet(state_dim=3, depth=2))
     flat = tp.OCP(tp.SingleLayerResNet(state_dim=3, depth=2), np.zeros((4, 3)), [0, 1, 0, 1],

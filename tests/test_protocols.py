@@ -157,11 +157,11 @@ def test_the_settings_of_each_kind_are_declared_once():
 
 @pytest.mark.parametrize("name", sorted(FLAT_SETTINGS))
 def test_a_flat_setting_given_to_a_module_system_is_refused(name):
-    net = tp.PreActResNet.homogeneous(width=2, blocks_per_stage=(1,), in_channels=1, num_classes=2)
+    net = tp.preact_resnet(widths=(2,), blocks_per_stage=(1,), in_channels=1, num_classes=2)
     ocp = tp.OCP(net, torch.zeros((4, 1, 4, 4), dtype=torch.uint8), np.array([0, 1, 0, 1]),
                  terminal_cost=tp.CrossEntropy(num_classes=2))
     with pytest.raises(ValueError, match=rf"^{name}: expected one of the settings of the module system "
-                                         rf"PreActResNet \(normalise, .*\), got one of the flat systems' backend"):
+                                         rf"ResidualNetwork \(normalise, .*\), got one of the flat systems' backend"):
         tp.solve_ocp(ocp, method="sgd", steps=1, progress=False, **{name: FLAT_SETTINGS[name]})
 
 
@@ -181,7 +181,7 @@ def test_an_unknown_setting_is_refused_with_the_valid_ones():
 
 
 def _module_ocp():
-    net = tp.PreActResNet.homogeneous(width=2, blocks_per_stage=(1,), in_channels=1, num_classes=2)
+    net = tp.preact_resnet(widths=(2,), blocks_per_stage=(1,), in_channels=1, num_classes=2)
     return tp.OCP(net, torch.zeros((4, 1, 4, 4), dtype=torch.uint8), np.array([0, 1, 0, 1]),
                   terminal_cost=tp.CrossEntropy(num_classes=2))
 
@@ -256,7 +256,7 @@ def test_names_of_the_subpackages_live_there_only(name, module):
 
 
 def test_the_top_level_is_the_core_a_user_composes():
-    assert {"OCP", "solve_ocp", "Solution", "ModuleSolution", "Status", "PreActResNet", "TwoLayerResNet", "NeuralODE",
+    assert {"OCP", "solve_ocp", "Solution", "ModuleSolution", "Status", "preact_resnet", "TwoLayerResNet", "NeuralODE",
             "SoftCrossEntropy", "data", "theory"} <= set(tp.__all__)
     assert all(not name.startswith("run_") and not name.endswith("Config") for name in tp.__all__)
     assert all(hasattr(tp, name) for name in tp.__all__)

@@ -250,40 +250,44 @@ def test_exit_k_of_torchvision_blocks_is_relu_downsample_chain_then_the_head():
         torch.testing.assert_close(logits[k], expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("blocks", [(2, 1, 3), (2, 0, 0)], ids=["network", "trailing-skips"])
 @pytest.mark.parametrize("widths", [(4, 8, 16), (6, 6, 6)], ids=["standard", "homogeneous"])
-def test_generic_form_of_a_preactresnet_gives_its_eq2_exits_and_statistics(widths):
-    """PreActResNet's own modules in the generic form (no post-activation): the same exits and statistics."""
+@pytest.mark.parametrize("exits", ["ws", "full"])
+def test_composed_preact_exits_equal_the_skip_by_skip_eq2_exits_and_statistics(exits, widths, blocks):
+    """preact_resnet's exits, its 1×1 and subsampling skips composed into one map per stage, equal the same
+    network's exits computed skip by skip (eq. 2), and update the same statistics."""
     torch.manual_seed(0)
-    pre = randomise_preact(tp.PreActResNet(blocks_per_stage=(2, 1, 3), widths=widths, num_classes=CLASSES).double())
-    N = pre.depth
-    bn = nn.BatchNorm2d(widths[-1]).double()
-    bn.weight, bn.bias = pre.head_bn_weight, pre.head_bn_bias
-    head = nn.Sequential(bn, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), pre.head_linear)
-    net = tp.residual_network(stem=pre.stem, blocks=[(b.branch, b.skip) for b in pre.blocks], head=head)
-    table = net.exit_statistics[-1]
-    with torch.no_grad():
-        for mine, theirs in ((table.running_mean, pre.exit_running_mean), (table.running_var, pre.exit_running_var)):
-            mine.copy_(theirs[:N])
-        bn.running_mean.copy_(pre.exit_running_mean[N])
-        bn.running_var.copy_(pre.exit_running_var[N])
+    composed = randomise_exits(tp.preact_resnet(blocks_per_stage=blocks, widths=widths, num_classes=CLASSES,
+                                                exits=exits).double())
+    assert composed._chains is not None
+    chained = copy.deepcopy(composed)
+    chained.batched_exits = False
     x = torch.randn(6, 3, 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     for training in (False, True):
-        pre.train(training)
-        net.train(training)
-        with torch.no_grad():
-            torch.testing.assert_close(net.exit_logits(x), pre.exit_logits(x), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(table.running_var, pre.exit_running_var[:N], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(bn.running_mean, pre.exit_running_mean[N], rtol=1e-12, atol=1e-12)
+        composed.train(training)
+        chained.train(training)
+        logits = composed.exit_logits(x)
+        expected = chained.exit_logits(x)
+        torch.testing.assert_close(logits, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(logits[-1], chained(x), rtol=1e-12, atol=1e-12)
+        composed(x)                          # the same statistics updates as chained's forward pass
+        for mine, theirs in zip(composed.buffers(), chained.buffers()):
+            torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    grads = [torch.autograd.grad(net.exit_logits(x).square().sum(), list(net.parameters()))
+             for net in (composed, chained)]
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
 
 
 @torch.no_grad()
-def randomise_preact(pre):
+def randomise_exits(net):
     g = torch.Generator().manual_seed(5)
-    for p in pre.parameters():
+    for p in net.parameters():
         p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    pre.exit_running_mean.copy_(torch.randn(pre.exit_running_mean.shape, generator=g, dtype=torch.float64))
-    pre.exit_running_var.copy_(torch.rand(pre.exit_running_var.shape, generator=g, dtype=torch.float64) + 0.5)
-    return pre
+    for module in list(net.exit_statistics) + [m for m in net.head.modules() if isinstance(m, nn.BatchNorm2d)]:
+        module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g, dtype=torch.float64))
+        module.running_var.copy_(torch.rand(module.running_var.shape, generator=g, dtype=torch.float64) + 0.5)
+    return net
 
 
 @pytest.mark.parametrize("batched_exits", [True, None], ids=["batched", "auto"])
@@ -556,7 +560,7 @@ def test_early_exit_tools_work_on_a_residual_network():
     exit_costs) and refuse anything without exits."""
     net = randomise(NETWORKS["basic"]("ws")).eval()
     x = inputs(batch=10)
-    with pytest.raises(ValueError, match="a PreActResNet or ResidualNetwork"):
+    with pytest.raises(ValueError, match="a ResidualNetwork"):
         tp.early_exit_predict(torch.nn.Linear(2, 2), x, 0.5)
     with torch.no_grad():
         confidence, predicted = net.exit_logits(x).softmax(-1).max(-1)

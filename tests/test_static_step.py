@@ -35,8 +35,8 @@ def images_and_labels(count=40, seed=0, channels=1, size=8):
 
 def preact(exits, seed=0):
     torch.manual_seed(seed)
-    return tp.PreActResNet.homogeneous(width=4, blocks_per_stage=(2, 2), in_channels=1, num_classes=CLASSES,
-                                       exits=exits).double()
+    return tp.preact_resnet(widths=(4, 4), blocks_per_stage=(2, 2), in_channels=1, num_classes=CLASSES,
+                            exits=exits).double()
 
 
 def torchvision_layout(exits):

@@ -4,7 +4,7 @@ r"""Several processes, one solve: DistributedDataParallel for module systems.
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment; :func:`init_distributed`
 joins them into one process group (NCCL on GPUs, gloo on CPUs, so the same path runs and is
 tested on a CPU). Inside a process group the module backend (``solve_ocp`` on a
-:class:`~turnpike.PreActResNet`) trains through ``torch.nn.parallel.DistributedDataParallel``:
+:class:`~turnpike.ResidualNetwork`) trains through ``torch.nn.parallel.DistributedDataParallel``:
 
 - **Data.** Every rank draws the same global batch of ``batch_size`` samples (the per-epoch
   permutation and the augmentation generator are seeded by (seed, phase, epoch/step), not

@@ -180,7 +180,7 @@ def module_parameters_vector(system, dtype=None):
     """
     import torch
 
-    _checks.instance("system", system, ModuleSystem, "a module system (e.g. turnpike.PreActResNet)")
+    _checks.instance("system", system, ModuleSystem, "a module system (e.g. turnpike.preact_resnet(...))")
     dtype = torch.float64 if dtype is None else dtype
     tensors = [p.detach().reshape(-1).to(dtype) for _, p in trainable_parameters(system)]
     if not tensors:

@@ -45,7 +45,7 @@ class OCP:
         system = self.system
         if not isinstance(system, System):
             _checks.fail("system", "a turnpike system (SingleLayerResNet, TwoLayerResNet, NeuralODE, "
-                         "PreActResNet, ...)", system)
+                         "ResidualNetwork, ...)", system)
         inputs = self._checked_inputs(system)
         object.__setattr__(self, "inputs", inputs)
         if self.stage_cost is None and self.terminal_cost is None:

@@ -186,7 +186,7 @@ def solve_ocp(ocp, *, method="lbfgs", steps=500, options=None, batch_size=None, 
     ocp : OCP
         System, costs, weights and training data. The system's kind chooses the backend:
         flat systems (ResNets (1)/(26), NeuralODE) train one control vector θ; module
-        systems (:class:`PreActResNet`) a ``torch.nn.Module`` (see ``settings``).
+        systems (:class:`ResidualNetwork`) a ``torch.nn.Module`` (see ``settings``).
     method : str or sequence of str
         Optimiser name(s) from the backend's registry, run one after the other, each
         warm-started from the last. Flat: ``"adam"``, ``"sgd"``, ``"lbfgs"`` (e.g.

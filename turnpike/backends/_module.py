@@ -37,6 +37,7 @@ from .._runs import write_atomically
 from ..data._augment import checked_statistics
 from ..results import ModuleSolution
 from ..results._module import ModuleEvaluation
+from ._module_checkpoint import read_checkpoint_file, reordered, shaped_like_parameters
 from ._module_data import TrainingBatches, checked_workers, data_source, test_source
 from ._module_settings import MODULE_METHODS, ModuleSettings
 from ._module_step import StaticStep, StepMode, cudnn_benchmark, static_learning_rate, step_mode
@@ -153,7 +154,7 @@ class ModuleBackend(Backend):
         return forward if self.compile is None else torch.compile(forward, mode=self.compile)
 
     def fingerprint(self) -> dict:
-        saved = {"module": type(self.module).__name__, "parameters": sum(p.numel() for p in self.module.parameters()),
+        saved = {"module": self.module.architecture, "parameters": sum(p.numel() for p in self.module.parameters()),
                  "data": list(self.data.shape), "amp": self.amp}
         if self.world_size > 1 and not self.sync_batchnorm:
             saved["batch_norm_shards"] = self.world_size      # BN statistics of B/K samples: other steps
@@ -255,11 +256,17 @@ class ModuleBackend(Backend):
         return bool(vote.item())
 
     # --- optimiser ------------------------------------------------------------------------
-    def begin_phase(self, phase, method: StepMethod, steps: int, options: dict) -> None:
+    def _parameter_groups(self) -> list:
+        """[backbone and branches], [the exits' own] (when there are): the optimiser's groups, in order."""
         exit_ids = {id(p) for p in self.module.exit_parameters()}
-        groups = [{"params": [p for p in self.module.parameters() if id(p) not in exit_ids], "lr_factor": 1.0}]
-        if exit_ids:
-            groups.append({"params": list(self.module.exit_parameters()), "lr_factor": self.exit_lr_factor})
+        exits = list(self.module.exit_parameters())
+        return [[p for p in self.module.parameters() if id(p) not in exit_ids]] + ([exits] if exits else [])
+
+    def begin_phase(self, phase, method: StepMethod, steps: int, options: dict) -> None:
+        parameters = self._parameter_groups()
+        groups = [{"params": parameters[0], "lr_factor": 1.0}]
+        if len(parameters) > 1:
+            groups.append({"params": parameters[1], "lr_factor": self.exit_lr_factor})
         # the input penalty's gradient is the optimiser's weight decay, inside its fused step (MODULE_METHODS);
         # a static step reads its learning rates from tensors and keeps Adam's step counts on the device
         static = self.step_mode is not StepMode.EAGER
@@ -299,6 +306,7 @@ class ModuleBackend(Backend):
             self.optimiser.load_state_dict(state)
             for group, settings in zip(self.optimiser.param_groups, own):
                 group.update(settings)
+            shaped_like_parameters(self.optimiser)
             if self._static is not None:          # new state tensors: the graphs are captured anew
                 self._static.reset()
 
@@ -343,16 +351,20 @@ class ModuleBackend(Backend):
         write_atomically(path, lambda stream: torch.save(payload, stream), "wb")
 
     def read_checkpoint(self, path):
-        saved = _checkpoint(path, self.device)
+        saved = read_checkpoint_file(path, self.device)
         self.module.load_state_dict(saved["module"])
-        return ({key: saved[key] for key in ("fingerprint", "phase", "phase_step", "history")},
-                saved["optimiser"])
+        optimiser = saved["optimiser"]
+        order = self.module.optimiser_order(saved["module"])
+        if order is not None and optimiser:
+            names = {id(p): name for name, p in self.module.named_parameters()}
+            optimiser = reordered(optimiser, order, [names[id(p)] for group in self._parameter_groups() for p in group])
+        return {key: saved[key] for key in ("fingerprint", "phase", "phase_step", "history")}, optimiser
 
     @staticmethod
     def read_history(path) -> dict:
         """The history a checkpoint of this backend holds (``step``, ``objective``, ``method``, ``time_s``: the
         steps before it); a file that is not such a checkpoint is a ValueError naming it."""
-        return _checkpoint(path, "cpu")["history"]
+        return read_checkpoint_file(path, "cpu")["history"]
 
     # --- result ---------------------------------------------------------------------------
     def solution(self, *, status, message, history, wall_time_s):
@@ -367,15 +379,3 @@ class ModuleBackend(Backend):
                                       seed=self.seed, extra=extra)
         return ModuleSolution.evaluate(evaluation, status=status, message=message, history=history,
                                        wall_time_s=wall_time_s)
-
-
-def _checkpoint(path, device) -> dict:
-    """The contents of a module checkpoint (module state, optimiser state, the solve's fields)."""
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:                                  # noqa: BLE001 (any unreadable file)
-        raise ValueError(f"checkpoint: expected a turnpike checkpoint, could not read {path}: {error}") from None
-    if not isinstance(saved, dict) or not {"module", "optimiser", "history"} <= set(saved):
-        raise ValueError(f"checkpoint: expected a turnpike checkpoint of a module system, got {path}, which holds "
-                         f"{sorted(saved) if isinstance(saved, dict) else type(saved).__name__}")
-    return saved

@@ -1,8 +1,8 @@
 r"""One training run of a residual network with intermediate-output stage costs, shared by ``turnpike resnet54``
 (the 2025 paper's pre-activation ResNet-54) and ``turnpike train`` (any residual network).
 
-The network is a :class:`~turnpike.systems.ModuleSystem` with exits (``PreActResNet`` or
-``ResidualNetwork``), trained through the same ``OCP`` + ``solve_ocp`` as every other system, with
+The network is a :class:`~turnpike.systems.ModuleSystem` with exits (a ``ResidualNetwork``, e.g. the paper's
+``preact_resnet``), trained through the same ``OCP`` + ``solve_ocp`` as every other system, with
 objective (3) of the 2025 paper:
 
 .. math:: J = \sum_{k=0}^{N-1} γ\,L(\hat y_k) + L(\hat y) + \frac{λ}{2}\|w\|^2,

@@ -1,6 +1,6 @@
 r"""The 2025 stage-cost paper's ResNet-54 experiments (Sec. 3, App. A.1), as one reusable run.
 
-A pre-activation ResNet (:class:`~turnpike.systems.PreActResNet`) trained by the shared run of
+A pre-activation ResNet (:func:`~turnpike.preact_resnet`) trained by the shared run of
 :mod:`._training` (objective (3), the paper's recipe as :class:`TrainingRecipe`'s defaults, ``_recipe.py``).
 ``subresnet=M`` trains the SubResNet-M architecture from scratch (Definition 1). He et al.'s
 weight decay λ = 1e-4 for this network is the paper's Table 2–3 value.
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from .. import _checks
-from ..systems._conv import PreActResNet
+from ..systems._preact import STANDARD_WIDTHS, preact_resnet, truncated_blocks_per_stage
+from ..systems._residual import ResidualNetwork
 from ._recipe import TrainingRecipe
 from ._training import run_training
 
@@ -40,17 +41,18 @@ class ResNet54Config(TrainingRecipe):
         if self.width is not None:
             _checks.integer("width", self.width, minimum=1)
 
-    def build_network(self, data, *, initial_weights: bool = True) -> PreActResNet:
+    def build_network(self, data, *, initial_weights: bool = True) -> ResidualNetwork:
         """The configured network (seeded), or its SubResNet-M architecture."""
         torch.manual_seed(self.seed)
-        common = dict(blocks_per_stage=self.blocks_per_stage, in_channels=data.channels,
-                      num_classes=data.num_classes, exits=self.variant)
-        if self.arch == "homogeneous":
-            net = PreActResNet.homogeneous(width=self.width or _DEFAULT_WIDTH[self.dataset], **common)
-        else:
-            net = PreActResNet.standard(**common)
+        widths = (self.width or _DEFAULT_WIDTH[self.dataset],) * 3 if self.arch == "homogeneous" else STANDARD_WIDTHS
+        common = dict(widths=widths, in_channels=data.channels, num_classes=data.num_classes)
+        net = preact_resnet(blocks_per_stage=self.blocks_per_stage, exits=self.variant, **common)
         if self.subresnet is not None:
-            net = net.subresnet_architecture(self._checked_subresnet_depth(net.depth))
+            # built after the whole network, from the generator it leaves, as the weights of earlier runs were
+            counts = truncated_blocks_per_stage((self.blocks_per_stage,) * 3,
+                                                self._checked_subresnet_depth(net.depth))
+            net = preact_resnet(blocks_per_stage=counts, exits="standard" if self.variant == "standard" else "ws",
+                                **common)
         return net
 
     def network_depth(self) -> int:
@@ -60,7 +62,7 @@ class ResNet54Config(TrainingRecipe):
         return f"{self.arch} architecture"
 
 
-def build_network(config: ResNet54Config, data) -> PreActResNet:
+def build_network(config: ResNet54Config, data) -> ResidualNetwork:
     """The configured network (seeded), or its SubResNet-M architecture."""
     return config.build_network(data)
 

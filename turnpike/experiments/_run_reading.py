@@ -9,7 +9,7 @@ import torch
 
 from .. import _checks
 from .._runs import read_json, stored_settings
-from ..systems._conv import PreActResNet
+from ..systems._residual import ResidualNetwork
 from ._recipe import TrainingRecipe
 from ._resnet54 import ResNet54Config
 from ._train import TrainConfig
@@ -30,9 +30,10 @@ def _run_file(folder, name: str, command: str | None = None) -> Path:
     return path
 
 
-def run_config(folder, *, command: str | None = None) -> TrainingRecipe:
+def run_config(folder, *, command: str | None = None, device: str | None = None) -> TrainingRecipe:
     """The config a run folder of ``turnpike resnet54`` or ``turnpike train`` was trained with (its
-    ``config.json``), as the command's config class; ``command`` requires that command's folder."""
+    ``config.json``), as the command's config class; ``command`` requires that command's folder; ``device``
+    replaces the stored one (a folder trained on a GPU is read on a CPU)."""
     path = _run_file(folder, "config.json", command)
     stored = read_json(path, "the config.json of a training run")
     settings = stored.get("config") if isinstance(stored, dict) else None
@@ -43,6 +44,8 @@ def run_config(folder, *, command: str | None = None) -> TrainingRecipe:
         _checks.fail("folder", f"a {_commands(command)} run folder", f"{folder}, whose config.json was written by {by}")
     settings = stored_settings(settings, kind, f"folder: {path}")    # settings added since: their defaults
     settings["milestones"] = tuple(settings["milestones"])
+    if device is not None:
+        settings["device"] = device
     return kind.from_stored(settings)
 
 
@@ -52,7 +55,7 @@ def load_run_network(folder, *, device="cpu", command: str | None = None):
     unreadable ``config.json`` or ``network.pt``, or weights of another network, is a ValueError naming the
     file."""
     device = _checks.device("device", device)
-    config = run_config(folder, command=command)
+    config = run_config(folder, command=command, device=str(device))
     path = _run_file(folder, "network.pt", command)
     saved = f"the network a finished `turnpike {config.command}` run saved"
     try:
@@ -75,9 +78,9 @@ def load_run_network(folder, *, device="cpu", command: str | None = None):
     return network.eval()
 
 
-def load_resnet54_network(folder, *, device="cpu") -> PreActResNet:
+def load_resnet54_network(folder, *, device="cpu") -> ResidualNetwork:
     """The network a ``turnpike resnet54`` run folder holds (``network.pt``), in eval mode and the run's
     memory format, as evaluated for its metrics: e.g. for :func:`turnpike.early_exit_predict` or
-    :meth:`PreActResNet.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
+    :meth:`ResidualNetwork.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
     another network, is a ValueError naming the file."""
     return load_run_network(folder, device=device, command="resnet54")

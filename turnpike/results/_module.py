@@ -74,7 +74,7 @@ def exit_statistics(evaluation: ModuleEvaluation, source, module) -> dict:
 
 @dataclass(frozen=True, eq=False)
 class ModuleSolution(SolutionOutcome):
-    """Result of :func:`turnpike.solve_ocp` for a module system (e.g. :class:`PreActResNet`).
+    """Result of :func:`turnpike.solve_ocp` for a module system (e.g. a :class:`ResidualNetwork`).
 
     ``exit_metrics`` holds arrays of N+1 values per exit: ``train_loss``,
     ``train_accuracy`` and, with test data, ``test_loss`` and ``test_accuracy``;

@@ -22,9 +22,9 @@ from ._protocol import ModuleSystem
 
 
 def _checked_network(network):
-    """A network with exits (:class:`ModuleSystem`: PreActResNet, any ResidualNetwork, or one of the user's)."""
+    """A network with exits (:class:`ModuleSystem`: any ResidualNetwork, or one of the user's)."""
     if not isinstance(network, ModuleSystem):
-        fail("network", "a PreActResNet or ResidualNetwork, or another network with exits (a "
+        fail("network", "a ResidualNetwork (e.g. turnpike.preact_resnet(...)), or another network with exits (a "
                         "turnpike.systems.ModuleSystem: exits are what early exit needs)", network)
     return network
 

@@ -191,6 +191,23 @@ class FixedStepScheme(FlatSystem):
         """(J, ∇_θ J) of the discretised OCP by the scheme's exact adjoint."""
 
 
+class SavedLayout(abc.ABC):
+    """How another class (e.g. a former version of a network) saved a network's states: a network given one reads
+    those states too, its ``load_state_dict`` mapping the keys and a checkpoint's optimiser state being reordered."""
+
+    @abc.abstractmethod
+    def wrote(self, state: dict, prefix: str = "") -> bool:
+        """Whether a module state dict (its keys under ``prefix``) is in this layout."""
+
+    @abc.abstractmethod
+    def state_dict(self, state: dict, network, prefix: str = "") -> dict:
+        """A state in this layout as ``network``'s own."""
+
+    @abc.abstractmethod
+    def optimiser_order(self, network) -> list:
+        """Names of ``network``'s parameters in the order an optimiser state saved with this layout lists them."""
+
+
 class ModuleSystem(System):
     r"""A residual network with an exit after every block: a ``torch.nn.Module`` owning its parameters,
     trained by the module backend, whose readout of layer k is the intermediate output
@@ -267,6 +284,18 @@ class ModuleSystem(System):
     @abc.abstractmethod
     def branch_parameter_norms(self):
         """(N,) tensor of ‖w_F,k‖, each branch's parameters as one vector."""
+
+    @property
+    def architecture(self) -> str:
+        """The name reports and run fingerprints give the network (a checkpoint resumes only into a network of
+        the same name and size)."""
+        return type(self).__name__
+
+    def optimiser_order(self, module_state: dict):
+        """Names of the parameters in the order of the optimiser state saved beside ``module_state`` (a checkpoint),
+        None when that is this network's own ``named_parameters`` order (a network that reads states of another
+        layout says otherwise)."""
+        return None
 
     def parameter_count(self) -> int:
         """Number of parameters, exit parameters included."""

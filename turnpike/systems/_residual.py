@@ -32,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import choice, fail, integer, real
-from ._conv_blocks import EXIT_VARIANTS
-from ._protocol import ModuleSystem
-from ._residual_paths import _CONVS, ExitPaths, ResidualBlock, _Mode
+from ._protocol import ModuleSystem, SavedLayout
+from ._linear_skips import _CONVS
+from ._residual_parts import EXIT_VARIANTS, ResidualBlock, _Mode
+from ._residual_paths import ExitPaths
 from ._residual_pruning import ResidualPruning
 
 __all__ = ["ResidualNetwork", "ResidualBlock"]
@@ -54,6 +55,14 @@ def _as_block(index: int, block) -> ResidualBlock:
                              "or a dict with those keys", block)
 
 
+def _read_saved_layout(network, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: a state in the network's saved layout is read in its own keys."""
+    if network._saved_layout.wrote(state_dict, prefix):
+        mapped = network._saved_layout.state_dict(state_dict, network, prefix)
+        state_dict.clear()
+        state_dict.update(mapped)
+
+
 class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
     r"""A residual network V → blocks → H with skip-path exits (see the module docstring).
 
@@ -67,6 +76,10 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
                       stem's first convolution.
         exits         "ws" (default), "full" or "standard".
         exit_momentum momentum of the exits' running statistics (None: cumulative average).
+        architecture  the name reports and run fingerprints give the network (a checkpoint resumes only into a
+                      network of the same name and size).
+        saved_layout  another layout of this network's states (:class:`SavedLayout`, e.g. a former class's) that
+                      ``load_state_dict`` and checkpoints read too.
 
     The modules are held, not copied: the parameters and BatchNorm statistics are the user's own tensors, so a
     pretrained network keeps its weights and training through turnpike updates them in place.
@@ -78,7 +91,8 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
     """
 
     def __init__(self, stem: nn.Module, blocks: Sequence, head: nn.Module, *, num_classes: Optional[int] = None,
-                 input_shape: Optional[Sequence] = None, exits: str = "ws", exit_momentum: Optional[float] = 0.1):
+                 input_shape: Optional[Sequence] = None, exits: str = "ws", exit_momentum: Optional[float] = 0.1,
+                 architecture: str = "ResidualNetwork", saved_layout: Optional[SavedLayout] = None):
         super().__init__()
         for name, module in (("stem", stem), ("head", head)):
             if not isinstance(module, nn.Module):
@@ -89,6 +103,14 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         self.exits = choice("exits", exits, EXIT_VARIANTS)
         self.exit_momentum = None if exit_momentum is None else real(
             "exit_momentum", exit_momentum, minimum=0.0, maximum=1.0, strict_min=True)
+        if not isinstance(architecture, str) or not architecture:
+            fail("architecture", "a non-empty name", architecture)
+        self._architecture = architecture
+        if saved_layout is not None and not isinstance(saved_layout, SavedLayout):
+            fail("saved_layout", "a turnpike.systems.SavedLayout or None", saved_layout)
+        self._saved_layout = saved_layout
+        if saved_layout is not None:
+            self.register_load_state_dict_pre_hook(_read_saved_layout)
         self.stem = stem
         self.blocks = nn.ModuleList(_as_block(i, b) for i, b in enumerate(blocks))
         self.head = head
@@ -96,8 +118,9 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         self._input_shape = self._infer_input_shape(input_shape)
         self._synced_exit_statistics = False   # see synchronise_batch_norm
         #: how exit_logits computes the exits: True batched per stage, False one exit after the other, None
-        #: (default) batched on GPUs (fewer kernel launches), one by one on CPUs, where stacking the exits costs
-        #: layout copies that made a ResNet-18's stage-cost step 2.1x the standard one (benchmarks/residual_network.py)
+        #: (default) batched where the skips compose (``_linear_skips``) or on GPUs (fewer kernel launches), else
+        #: one by one: on a CPU, stacking exits that pass normalised skips costs layout copies
+        #: (benchmarks/residual_network.py)
         self.batched_exits = None
         self._counter = None                   # multiply-add counter while exit_costs runs
         self._groups = self._describe_groups()
@@ -135,6 +158,14 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
                 start = q + 1
         groups.append((start, self.depth + 1, None))
         return tuple(groups)
+
+    @property
+    def architecture(self) -> str:
+        return self._architecture
+
+    def optimiser_order(self, module_state: dict):
+        layout = self._saved_layout
+        return layout.optimiser_order(self) if layout is not None and layout.wrote(module_state) else None
 
     @property
     def input_shape(self) -> tuple:
@@ -254,7 +285,9 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         exit's BatchNorms use that exit's batch statistics and update its running statistics."""
         states, skips = self._states_and_skips(inputs)
         mode = _Mode(self.training, False)
-        batched = self.batched_exits if self.batched_exits is not None else states[0].device.type != "cpu"
+        batched = self.batched_exits
+        if batched is None:
+            batched = self._chains is not None or states[0].device.type != "cpu"
         if batched:
             logits = self._exit_logits_from(states, skips, mode)
         else:          # the same exits and statistics updates (tested), exit by exit
@@ -342,5 +375,5 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         return k
 
     def extra_repr(self) -> str:
-        return (f"depth={self.depth}, projections={self.projections}, exits={self.exits!r}, "
+        return (f"architecture={self.architecture!r}, depth={self.depth}, projections={self.projections}, exits={self.exits!r}, "
                 f"num_classes={self.num_classes}, parameters={self.parameter_count()}")

@@ -25,7 +25,7 @@ from torch import nn
 
 from .._checks import boolean
 from ._residual import ResidualNetwork
-from ._residual_paths import ResidualBlock
+from ._residual_parts import ResidualBlock
 
 __all__ = ["residual_network", "torchvision_parts"]
 

@@ -8,7 +8,8 @@ non-identity skip s_q (an ``nn.Sequential`` is opened, nested ones too), each fo
 activation a_q (shared by every exit, called out of place), and the leaves of the head H. Every operation acts
 on a *stack* (B, E, ...) holding E consecutive exits first..first+E-1:
 
-- ``"module"`` (anything but the three below, e.g. pooling, flatten, activations): one call on the (B·E, ...)
+- ``"trailing"`` (an elementwise activation or :class:`GlobalAveragePool`): one call on the stack as it is;
+- ``"module"`` (anything but the four others, e.g. pooling, flatten, activations): one call on the (B·E, ...)
   view, so it must act on every sample separately; an in-place activation is called out of place;
 - ``"norm"`` (a BatchNorm): one ``batch_norm`` on the (B, E·C, ...) view, each exit's channels with their own
   statistics: rows of an :class:`_ExitStatistics` table, and the module's own buffers for the exit that is the
@@ -18,104 +19,22 @@ on a *stack* (B, E, ...) holding E consecutive exits first..first+E-1:
 """
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from ._layers import GlobalAveragePool
+from ._linear_skips import _CONVS, composed_exit_features, pixel_linear_stride
+from ._residual_parts import _ExitStatistics, _leaves, _Mode, _Op, _out_of_place
+
+# modules that act on the trailing axes of any tensor: applied to a stack of exits as it is, without regrouping
+_TRAILING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+             nn.Hardsigmoid, nn.Softplus, nn.Identity, GlobalAveragePool)
 _CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
-
-
-class ResidualBlock(nn.Module):
-    r"""One residual block x_{k+1} = a(s(x_k) + F(x_k)): ``branch`` F, ``skip`` s (None: the identity) and the
-    post-addition ``activation`` a (None: none). Its skip path, what it computes when F = 0, is a ∘ s.
-
-    The modules are held, not copied: a block built from a user's modules trains their parameters.
-    """
-
-    def __init__(self, branch: nn.Module, skip: Optional[nn.Module] = None, activation: Optional[nn.Module] = None):
-        super().__init__()
-        for name, module, optional in (("branch", branch, False), ("skip", skip, True),
-                                       ("activation", activation, True)):
-            if not (isinstance(module, nn.Module) or (optional and module is None)):
-                raise ValueError(f"{name}: expected a torch.nn.Module{' or None' if optional else ''}, "
-                                 f"got {type(module).__name__}")
-        self.branch = branch
-        self.skip = nn.Identity() if skip is None else skip
-        self.activation = activation
-
-    @property
-    def projection(self) -> bool:
-        """Whether the skip is more than the identity (a projection, a subsampling, ...)."""
-        return not isinstance(self.skip, nn.Identity)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_parts(x)[0]
-
-    def forward_parts(self, x: Tensor) -> tuple:
-        """(x_{k+1}, s(x_k)): the block's output and its skip's output."""
-        skip = self.skip(x)
-        out = skip + self.branch(x)
-        return (out if self.activation is None else self.activation(out)), skip
-
-
-@dataclass(frozen=True)
-class _Op:
-    """One operation of an exit path; ``path`` names its module inside the network, ``position`` is q for the
-    skip path of block q and N for the head; ``stats`` indexes ``exit_statistics`` (norms), ``copies`` maps a
-    parameter name to its index in ``exit_copies`` (full exits: row e, flattened, is exit e's copy)."""
-    kind: str
-    path: str
-    position: int
-    stats: Optional[int] = None
-    copies: tuple = ()
-
-
-class _Mode(NamedTuple):
-    batch_statistics: bool    # normalise by the batch's statistics (training, recalibration)
-    cumulative: bool          # running statistics as the exact average over the batches (momentum None)
-
-
-class _ExitStatistics(nn.Module):
-    """Running statistics of one BatchNorm for ``rows`` exits (row e: exit e), initialised as the module's own."""
-
-    def __init__(self, norm: _BatchNorm, rows: int):
-        super().__init__()
-        features = norm.num_features
-        mean = norm.running_mean if norm.running_mean is not None else torch.zeros(features)
-        var = norm.running_var if norm.running_var is not None else torch.ones(features)
-        self.register_buffer("running_mean", mean.detach().expand(rows, features).clone())
-        self.register_buffer("running_var", var.detach().expand(rows, features).clone())
-        self.register_buffer("num_batches_tracked", torch.zeros(rows, dtype=torch.long, device=mean.device))
-
-    def reset(self) -> None:
-        self.running_mean.zero_()
-        self.running_var.fill_(1.0)
-        self.num_batches_tracked.zero_()
-
-
-def _leaves(module: nn.Module, prefix: str):
-    """(path, module) of the operations ``module`` applies in order: an ``nn.Sequential`` (exactly that class,
-    whose forward is known) is opened, nested ones too; anything else is one operation."""
-    if type(module) is nn.Sequential:
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}.{name}")
-    else:
-        yield prefix, module
-
-
-def _out_of_place(module: nn.Module) -> nn.Module:
-    """``module`` itself, or a shallow copy with ``inplace=False`` (an exit path must not overwrite a state)."""
-    if getattr(module, "inplace", False) is True:
-        module = copy.copy(module)
-        module.inplace = False
-    return module
 
 
 class ExitPaths:
@@ -134,6 +53,28 @@ class ExitPaths:
                 paths[q] = tuple(self._ops_of(block.skip, f"blocks.{q}.skip", q, full))
         paths[self.depth] = tuple(self._ops_of(self.head, "head", self.depth, full))
         self._paths = paths
+        self._chains, self._head_lead = self._describe_linear_chains()
+
+    def _describe_linear_chains(self) -> tuple:
+        """(chains, lead): when every skip is linear per pixel and no block has an activation, chains[g] lists the
+        (op, stride) of every skip the exits of group g pass, then of the head's first ``lead`` operations (those
+        linear per pixel); else (None, 0). See ``_linear_skips``."""
+        if any(block.activation is not None for block in self.blocks):
+            return None, 0
+        strides = {}
+        for position, ops in self._paths.items():
+            for op in ops:
+                strides[op.path] = pixel_linear_stride(self.get_submodule(op.path))
+        head = self._paths[self.depth]
+        lead = next((i for i, op in enumerate(head) if strides[op.path] is None), len(head))
+        skips = [op for position in sorted(self._paths) if position < self.depth for op in self._paths[position]]
+        if any(strides[op.path] is None for op in skips):
+            return None, 0
+        chains = []
+        for start, stop, q in self._groups:
+            ops = [op for op in skips if q is not None and op.position >= q] + list(head[:lead])
+            chains.append(tuple((op, strides[op.path]) for op in ops))
+        return tuple(chains), lead
 
     def _ops_of(self, module: nn.Module, prefix: str, position: int, full: bool) -> list:
         return [self._op_of(leaf, path, position, full) for path, leaf in _leaves(module, prefix)]
@@ -149,9 +90,11 @@ class ExitPaths:
             kind = "conv"
         elif type(module) is nn.Linear:
             kind = "linear"
+        elif type(module) in _TRAILING:
+            kind = "trailing"
         else:
             kind = "module"
-        own = dict(module.named_parameters(recurse=False)) if full and kind != "module" else {}
+        own = dict(module.named_parameters(recurse=False)) if full and kind in ("norm", "conv", "linear") else {}
         if full and kind == "module" and any(True for _ in module.parameters()):
             raise ValueError(f"{path}: exits='full' gives every exit its own copy of the Conv, Linear and BatchNorm "
                              f"layers on its path, and {type(module).__name__} has parameters; use exits='ws'")
@@ -200,6 +143,8 @@ class ExitPaths:
         batch, exits = stack.shape[:2]
         if op.kind == "norm":
             return self._exit_norm(op, stack, first, mode)
+        if op.kind == "trailing":
+            return self._plain(op)(stack)
         own = 0 if op.kind == "module" else self._own(self._copy_rows(op.position), first, exits)
         if own == 0:      # shared weights (or none): one call on all B·E samples
             module = self._plain(op)
@@ -302,12 +247,39 @@ class ExitPaths:
     def _exit_logits_from(self, states: list, skips: dict, mode: _Mode) -> Tensor:
         """Logits of exits 0..N, (N+1, B, C): the exits of a stage are stacked, every remaining skip path runs
         once on the stack of all exits that pass it, and one head call serves every exit."""
+        if self._chains is not None:
+            return self._composed_exit_logits(states, mode)
         stack = None
         for start, stop, q in self._groups:
             stack = self._enter(stack, states, start, stop)
             if q is not None:
                 stack = self._project(stack, q, skips, mode)
         return self._run(self._paths[self.depth], stack, 0, mode).transpose(0, 1)
+
+    def _composed_exit_logits(self, states: list, mode: _Mode) -> Tensor:
+        """Logits of exits 0..N, (N+1, B, C), every group's chain of per-pixel-linear skips composed into one
+        subsampling and one matrix (``_linear_skips``), then one call of the rest of the head for all exits."""
+        groups = []
+        for (start, stop, _), chain in zip(self._groups, self._chains):
+            stride = math.prod(s for _, s in chain)
+            groups.append((states[start:stop], stride, self._chain_matrix(chain, start, stop - start)))
+        features = composed_exit_features(groups)
+        return self._run(self._paths[self.depth][self._head_lead:], features, 0, mode).transpose(0, 1)
+
+    def _chain_matrix(self, chain: tuple, first: int, exits: int) -> Optional[Tensor]:
+        """The product of the chain's 1×1 weights for exits first..first+exits-1: None (no convolution), (C_out, C_in)
+        shared, or (exits, C_out, C_in) when some of them have their own copies ("full")."""
+        matrix = None
+        for op, _ in chain:
+            if op.kind != "conv":
+                continue
+            module = self.get_submodule(op.path)
+            if self._own(self._copy_rows(op.position), first, exits) == 0:
+                weight = module.weight.flatten(1)
+            else:
+                weight = self._per_exit(op, module, "weight", first, exits).flatten(2)
+            matrix = weight if matrix is None else torch.matmul(weight, matrix)
+        return matrix
 
     def _enter(self, stack: Optional[Tensor], states: list, start: int, stop: int) -> Tensor:
         """Exits 0..stop-1 in one stack: the carried ones and x_start..x_{stop-1}, exit k having passed the

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .._checks import choice, fail, integer
-from ._conv_blocks import EXIT_VARIANTS
-from ._residual_paths import _CONVS, _Mode, _out_of_place
+from ._linear_skips import _CONVS
+from ._residual_parts import EXIT_VARIANTS, _Mode, _out_of_place
 
 
 class ResidualPruning:
@@ -43,7 +43,8 @@ class ResidualPruning:
         head = self._exit_copy(depth, self.depth, copy.deepcopy(self.head), "head")
         sub = type(self)(copy.deepcopy(self.stem), [copy.deepcopy(b) for b in self.blocks[:depth]],
                          nn.Sequential(*tail, head) if tail else head, num_classes=self.num_classes,
-                         input_shape=self.input_shape, exits=exits, exit_momentum=self.exit_momentum)
+                         input_shape=self.input_shape, exits=exits, exit_momentum=self.exit_momentum,
+                         architecture=self.architecture)
         mine = [op for position in sorted(self._paths) for op in self._paths[position] if op.stats is not None]
         theirs = [op for position in sorted(sub._paths) for op in sub._paths[position] if op.stats is not None]
         for op, their_op in zip(mine, theirs):   # the SubResNet's exits k < M keep this network's rows

@@ -1,7 +1,7 @@
 r"""The Hessian of a training objective at a point: dense, matrix-free, and its spectral measures.
 
 The objective J(θ) is :func:`turnpike.objective_tensor` of the OCP, for a flat system (θ its flat
-control vector) or a module system such as :class:`turnpike.PreActResNet` or a
+control vector) or a module system such as :func:`turnpike.preact_resnet` or a
 :func:`turnpike.residual_network` (θ the flat vector of its trainable parameters in
 ``module.parameters()`` order, :func:`module_parameters_vector`; J the module backend's objective,
 exits' and output's losses plus r‖w‖², on one batch). Its Hessian :math:`H = ∇^2 J(θ)` (P×P for P

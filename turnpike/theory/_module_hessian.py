@@ -3,7 +3,7 @@ r"""The Hessian at initialisation against depth, for convolutional ResNets (Demy
 Theorem 2 of the Demystifying-ResNet paper concerns linear 2-shortcut networks at zero: there the
 Hessian's condition number does not depend on depth, while a Kaiming-like initialisation of a deep
 network has a Hessian whose extremes grow with it. :func:`initialisation_spectrum` measures the
-analogue for the pre-activation convolutional ResNet (:class:`turnpike.PreActResNet`): the smallest
+analogue for the pre-activation convolutional ResNet (:func:`turnpike.preact_resnet`): the smallest
 and largest eigenvalue of ∇²J at initialisation (Lanczos, :func:`extreme_eigenvalues`) for several
 depths, with the residual branches' last convolutions zero-initialised ("zero": every block starts
 as its skip, so the network's function does not depend on depth) against the plain Kaiming
@@ -98,7 +98,7 @@ def initialisation_spectrum(inputs, labels, *, mode, depths: Sequence[int] = (1,
     r"""Extreme eigenvalues of ∇²J at initialisation against depth, zero-initialised branches vs Kaiming.
 
     For every depth d in ``depths`` (blocks per stage), initialisation and seed: a float64 network
-    ``factory(d, zero_branches)`` (default: ``PreActResNet.homogeneous(width=width, stages=stages,
+    ``factory(d, zero_branches)`` (default: ``preact_resnet(widths=(width,) * stages,
     blocks_per_stage=d, num_classes=C, in_channels=inputs.shape[1], zero_branches=...)``, built under
     ``torch.manual_seed(seed)`` in a forked RNG, so the caller's RNG is untouched), the OCP
     ``OCP(net, inputs, labels, stage_cost, terminal_cost)`` (default terminal cost cross-entropy on C
@@ -147,7 +147,7 @@ def initialisation_spectrum(inputs, labels, *, mode, depths: Sequence[int] = (1,
                     torch.manual_seed(seed)
                     net = factory(blocks, init == "zero")
                 if not isinstance(net, ModuleSystem):
-                    _checks.fail("factory", "a callable returning a module system (e.g. turnpike.PreActResNet)", net)
+                    _checks.fail("factory", "a callable returning a module system (e.g. turnpike.preact_resnet(...))", net)
                 ocp = OCP(net, images, labels, stage_cost=stage_cost, terminal_cost=terminal_cost)
                 theta = module_parameters_vector(net)
                 value = float(objective_tensor(ocp, theta, mode=mode).detach())
@@ -159,12 +159,11 @@ def initialisation_spectrum(inputs, labels, *, mode, depths: Sequence[int] = (1,
 
 
 def _homogeneous_factory(width, stages, num_classes, in_channels, stage_cost):
-    from ..systems import PreActResNet
+    from ..systems import preact_resnet
 
     exits = "ws" if stage_cost is not None and stage_cost.state_terms else "standard"
 
     def build(blocks_per_stage, zero_branches):
-        return PreActResNet.homogeneous(width=width, stages=stages, blocks_per_stage=blocks_per_stage,
-                                        num_classes=num_classes, in_channels=in_channels, exits=exits,
-                                        zero_branches=zero_branches).double()
+        return preact_resnet(widths=(width,) * stages, blocks_per_stage=blocks_per_stage, num_classes=num_classes,
+                             in_channels=in_channels, exits=exits, zero_branches=zero_branches).double()
     return build
