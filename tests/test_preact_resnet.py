@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from turnpike import preact_resnet
+from turnpike.systems import Subsample
 from turnpike.systems._preact import truncated_blocks_per_stage
 
 WIDTHS = {"standard": (4, 8, 16), "homogeneous": (6, 6, 6)}
@@ -22,7 +23,16 @@ def make(scheme, exits, *, blocks=BLOCKS, seed=0, **options):
 
 
 def head_norm(net):
-    return next(m for m in net.head if isinstance(m, torch.nn.BatchNorm2d))
+    return next(m for m in net.head.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def head_linear(net):
+    return next(m for m in net.head.modules() if isinstance(m, torch.nn.Linear))
+
+
+def tail_skips(net):
+    """The stage transitions leading the head (a SubResNet's output map T)."""
+    return [m for m in net.head if isinstance(m, (torch.nn.Conv2d, Subsample))]
 
 
 def exit_rows(net, name):
@@ -192,7 +202,7 @@ def test_subresnet_output_equals_exit_M(scheme, exits):
     for M in range(net.depth + 1):
         sub = net.subresnet(M)
         # a stage without blocks leaves its transition to the head
-        assert sub.depth == M and len(sub.head) - 4 == truncations[M][1:].count(0) and not sub.training
+        assert sub.depth == M and len(tail_skips(sub)) == truncations[M][1:].count(0) and not sub.training
         with torch.no_grad():
             torch.testing.assert_close(sub(x), logits[M], rtol=1e-10, atol=1e-10)
         fresh = preact_resnet(blocks_per_stage=truncations[M], widths=WIDTHS[scheme], num_classes=CLASSES)
@@ -211,11 +221,11 @@ def test_subresnet_keeps_exit_M_own_parameters_and_statistics_for_full_exits():
     net = randomise(make("standard", "full")).eval()
     sub = net.subresnet(1)
     # exit copies: the skips 4->8 and 8->16, then the head's BatchNorm weight and bias, Linear weight and bias
-    torch.testing.assert_close(sub.head[-1].weight, net.exit_copies[-2][1].view(CLASSES, 16))
-    torch.testing.assert_close(sub.head[2].bias, net.exit_copies[-3][1])
-    torch.testing.assert_close(sub.head[1].weight[:, :, 0, 0], net.exit_copies[1][1].view(16, 8))
+    torch.testing.assert_close(head_linear(sub).weight, net.exit_copies[-2][1].view(CLASSES, 16))
+    torch.testing.assert_close(head_norm(sub).bias, net.exit_copies[-3][1])
+    torch.testing.assert_close(tail_skips(sub)[1].weight[:, :, 0, 0], net.exit_copies[1][1].view(16, 8))
     torch.testing.assert_close(exit_rows(sub, "running_mean")[1], exit_rows(net, "running_mean")[1])
-    assert isinstance(sub.head[0], torch.nn.Conv2d) and len(sub.head) - 4 == 2
+    assert isinstance(tail_skips(sub)[0], torch.nn.Conv2d) and len(tail_skips(sub)) == 2
 
 
 # ------------------------------------------------------------------------------------------------ forward, groups
@@ -293,7 +303,7 @@ def test_table1_parameter_counts(build, exact, paper, digits):
 def test_pruned_full_resnet54_is_the_size_of_subresnet12():
     net = preact_resnet(exits="full")
     assert SUB12 == (12, 0, 0)
-    assert net.depth == 54 and net.subresnet(12).depth == 12 and len(net.subresnet(12).head) - 4 == 2
+    assert net.depth == 54 and net.subresnet(12).depth == 12 and len(tail_skips(net.subresnet(12))) == 2
     assert net.subresnet(12).parameter_count() == 59_866
 
 
@@ -307,7 +317,7 @@ def test_recalibration_gives_the_exact_per_exit_statistics(exits):
     assert net.training
     for (name, new), old in zip(net.named_parameters(), before.parameters()):
         assert torch.equal(new, old), name
-    head = {f"head.{i}.{b}" for i, m in enumerate(net.head) if isinstance(m, torch.nn.BatchNorm2d)
+    head = {f"head.{name}.{b}" for name, m in net.head.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
             for b in ("running_mean", "running_var", "num_batches_tracked")}
     for name, value in net.named_buffers():
         if not name.startswith("exit_") and name not in head:                   # exit N's are the head's

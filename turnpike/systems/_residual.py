@@ -30,11 +30,12 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._checks import choice, fail, integer, real
 from ._protocol import ModuleSystem, SavedLayout
 from ._linear_skips import _CONVS
-from ._residual_parts import EXIT_VARIANTS, ResidualBlock, _Mode
+from ._residual_parts import EXIT_VARIANTS, ResidualBlock, _leaves, _Mode
 from ._residual_paths import ExitPaths
 from ._residual_pruning import ResidualPruning
 
@@ -299,12 +300,12 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         other, then the head, with exit k's statistics and parameters (the batched exits are tested against it;
         early exit uses it)."""
         k = self._check_exit_index("k", k)
-        return self._exit_path(k, x_k, _Mode(self.training, False), head=True)
+        return self._exit_path(k, self._check_state(k, x_k), _Mode(self.training, False), head=True)
 
     def exit_features(self, k: int, x_k: Tensor) -> Tensor:
         """P_{N-1}(⋯ P_k(x_k)) with exit k's statistics and parameters: the input of exit k's head."""
         k = self._check_exit_index("k", k)
-        return self._exit_path(k, x_k, _Mode(self.training, False), head=False)
+        return self._exit_path(k, self._check_state(k, x_k), _Mode(self.training, False), head=False)
 
     # -------------------------------------------------------------------------------- statistics
     def _exit_path_norms(self) -> list:
@@ -373,6 +374,23 @@ class ResidualNetwork(ExitPaths, ResidualPruning, nn.Module, ModuleSystem):
         if k > self.depth:
             fail(name, f"an exit index in 0..{self.depth}", k)
         return k
+
+    def _check_state(self, k: int, x_k) -> Tensor:
+        """x_k batched like the inputs, with the channels of the first layer that reads it where that layer is
+        known (the first entry of an ``nn.Sequential`` branch or head: a convolution, BatchNorm or Linear)."""
+        width = None
+        first = next(_leaves(self.blocks[k].branch if k < self.depth else self.head, ""), (None, None))[1]
+        if type(first) in _CONVS:
+            width = first.in_channels
+        elif isinstance(first, _BatchNorm):
+            width = first.num_features
+        elif isinstance(first, nn.Linear):
+            width = first.in_features
+        if not isinstance(x_k, Tensor) or x_k.dim() != len(self.input_shape) + 1 or (
+                width is not None and x_k.shape[1] != width):
+            channels = "C" if width is None else str(width)
+            fail("x_k", f"a batch of states x_{k} ({len(self.input_shape) + 1} dimensions, {channels} channels)", x_k)
+        return x_k
 
     def extra_repr(self) -> str:
         return (f"architecture={self.architecture!r}, depth={self.depth}, projections={self.projections}, exits={self.exits!r}, "
