@@ -45,7 +45,6 @@ and, with any of the Runge-Kutta discretisations, of the discrete system too.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -54,19 +53,11 @@ from ._layout import ControlLayout
 from ._protocol import FixedStepScheme, OwnGradient, Trajectories
 from .. import _array, _checks
 from ._activations import get_activation
+from ._node_solve import ODE_METHODS, locate, solve
 from ._rk import TABLEAUS, refine, scheme_objective, scheme_states
 from ._resnet import SingleLayerResNet, TwoLayerResNet
 
 PARAMETRISATIONS = ("piecewise_constant", "piecewise_linear")
-
-#: torchdiffeq methods: "fixed" steps on the control grid (refined ``substeps`` times),
-#: "adaptive" chooses its steps to meet rtol/atol, stopping at every control switch.
-ODE_METHODS = {
-    "euler": "fixed", "midpoint": "fixed", "heun2": "fixed", "heun3": "fixed", "rk4": "fixed",
-    "explicit_adams": "fixed", "implicit_adams": "fixed",
-    "dopri5": "adaptive", "dopri8": "adaptive", "bosh3": "adaptive", "fehlberg2": "adaptive",
-    "adaptive_heun": "adaptive",
-}
 
 
 #: most substeps ``step_bound`` may ask for in one interval
@@ -259,7 +250,7 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         nodes = self._nodes()
         out = []
         for t in times.reshape(-1):
-            k, s = self._locate(nodes, float(t))
+            k, s = locate(self, nodes, float(t))
             u = flat[k] if s is None else (1.0 - s) * flat[k] + s * flat[k + 1]
             out.append(np.sqrt(u @ u))
         return np.asarray(out)
@@ -289,39 +280,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         return shorter, shorter.pack(blocks)
 
     # --- dynamics -----------------------------------------------------------------------
-    def _locate(self, nodes, t: float):
-        """Interval k containing t, and the position s ∈ [0,1] in it (None if piecewise constant)."""
-        k = min(max(bisect.bisect_right(nodes, t) - 1, 0), self.depth - 1)
-        if self.parametrisation == "piecewise_constant":
-            return k, None
-        return k, (t - nodes[k]) / (nodes[k + 1] - nodes[k])
-
-    def _field(self, blocks):
-        """F(t, x): the vector field with the controls of ``blocks`` (torch)."""
-        nodes = self._nodes()
-        if self.hidden_dim is None:
-            sigma = get_activation(self.activations)
-
-            def apply(u, x):
-                return sigma.value(x @ u["A"].T + u["b"])
-        else:
-            inner, outer = (get_activation(a) for a in self.activations)
-
-            def apply(u, x):
-                return outer.value(inner.value(x @ u["A1"].T + u["b1"]) @ u["A2"].T + u["b2"])
-
-        # one unbind per solve instead of one indexing op per field and evaluation
-        controls = [dict(zip(blocks, values)) for values in zip(*(b.unbind(0) for b in blocks.values()))]
-
-        def field_at(t, x):
-            k, s = self._locate(nodes, t.item() if hasattr(t, "item") else float(t))
-            if s is None:
-                return apply(controls[k], x)
-            left, right = controls[k], controls[k + 1]
-            return apply({name: (1.0 - s) * left[name] + s * right[name] for name in left}, x)
-
-        return field_at
-
     def interval_substeps(self, theta) -> list:
         """Fixed-grid steps in each control interval: ``substeps``, raised by ``step_bound``."""
         if self.step_bound is None or ODE_METHODS[self.method] != "fixed":
@@ -337,20 +295,6 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         needed = np.ceil(np.minimum(self.step_size * bound / self.step_bound, _MAX_BOUNDED_SUBSTEPS))
         return [max(self.substeps, int(count)) for count in needed]
 
-    def _solver_options(self, times: list, substeps: list) -> dict:
-        torch = _torch()
-        options = dict(self.options)
-        nodes = self._nodes()
-        if ODE_METHODS[self.method] == "fixed":
-            grid = refine(nodes, substeps)
-            options["grid_constructor"] = _grid_constructor(grid)
-            options["perturb"] = True
-        else:
-            if self.depth > 1:
-                options["jump_t"] = torch.tensor(nodes[1:-1], dtype=torch.float64)
-            options.setdefault("norm", _detached_norm)
-        return options
-
     def integrate(self, theta, x0, times=None, *, running_cost=None, labels=None, running_weight=1.0):
         r"""One ODE solve: the states at ``times`` and, optionally, the running cost.
 
@@ -362,33 +306,8 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
         (states, None). Gradients flow to ``theta`` by back-propagation or, with
         ``adjoint=True``, by torchdiffeq's adjoint method.
         """
-        import torchdiffeq
-
-        torch = _torch()
-        times = self._check_times(times)
-        blocks = self.unpack(theta)
-        field_at = self._field(blocks)
-        t = torch.tensor(times, dtype=x0.dtype)
-        options = self._solver_options(times, self.interval_substeps(theta))
-        if running_cost is not None:
-            labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-            scale = float(running_weight) / x0.shape[0]
-
-            def rhs(time, state):
-                x = state[0]
-                return field_at(time, x), scale * running_cost.state_per_sample(self.readout(x, running_cost.logit_width), labels_t).sum()
-
-            y0 = (x0, torch.zeros((), dtype=x0.dtype))
-        else:
-            rhs, y0 = field_at, x0
-        settings = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=options)
-        if self.adjoint and torch.is_grad_enabled() and theta.requires_grad:
-            result = torchdiffeq.odeint_adjoint(rhs, y0, t, adjoint_params=(theta,), **settings)
-        else:
-            result = torchdiffeq.odeint(rhs, y0, t, **settings)
-        if running_cost is not None:
-            return result[0], result[1]
-        return result, None
+        return solve(self, theta, x0, self._check_times(times), running_cost=running_cost, labels=labels,
+                     running_weight=running_weight)
 
     def _check_times(self, times) -> list:
         if times is None:
@@ -455,35 +374,3 @@ class NeuralODE(ControlLayout, Trajectories, OwnGradient, FixedStepScheme):
             return float(value), np.zeros_like(theta)
         value.backward()
         return float(value.detach()), theta_t.grad.numpy().astype(np.asarray(theta).dtype, copy=False)
-
-
-def _detached_norm(state):
-    """torchdiffeq's error norm (max over state parts of the RMS), outside the autograd graph.
-
-    Back-propagating through an adaptive solve would otherwise also differentiate the
-    step-size selection (dt depends on θ through the error estimate); with a detached norm
-    the steps are constants and direct back-propagation gives the exact gradient of the
-    discrete scheme, which agrees with the adjoint to the solver tolerance.
-    """
-    parts = state if isinstance(state, (tuple, list)) else (state,)
-    return max(part.detach().abs().pow(2).mean().sqrt() for part in parts)
-
-
-
-def _grid_constructor(grid: list):
-    """torchdiffeq grid: the control grid between the requested end points, plus every requested time.
-
-    torchdiffeq asks for a grid from t[0] to t[-1]; in the adjoint's backward pass the
-    times run downwards, and the grid must too.
-    """
-    torch = _torch()
-
-    def construct(func, y0, t):
-        wanted = [float(v) for v in t]
-        low, high = min(wanted[0], wanted[-1]), max(wanted[0], wanted[-1])
-        points = sorted(set([p for p in grid if low < p < high] + wanted))
-        if wanted[0] > wanted[-1]:
-            points.reverse()
-        return torch.tensor(points, dtype=t.dtype, device=t.device)
-
-    return construct
