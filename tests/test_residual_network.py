@@ -101,11 +101,31 @@ def generic(exits="ws", activation=None, seed=0, **options):
     return tp.residual_network(stem=stem, blocks=blocks, head=head, exits=exits, **options).double()
 
 
+def projections_first(exits="ws", seed=0):
+    """Projection skips at block 0 and at two consecutive blocks, post-addition ReLUs: groups of exits that enter a
+    projection with no state of their own (the batched exits' edge cases)."""
+    torch.manual_seed(seed)
+
+    def projection(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+    blocks = [tp.ResidualBlock(preact_branch(4, 6, 2), projection(4, 6), nn.ReLU()),
+              tp.ResidualBlock(preact_branch(6, 8, 2), projection(6, 8), nn.ReLU()),
+              tp.ResidualBlock(preact_branch(8, 8, 1), None, nn.ReLU()),
+              tp.ResidualBlock(preact_branch(8, 8, 2), projection(8, 8), nn.ReLU()),
+              tp.ResidualBlock(preact_branch(8, 8, 1), None, nn.ReLU()),
+              tp.ResidualBlock(preact_branch(8, 8, 1), None, nn.ReLU())]
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES))
+    return tp.residual_network(stem=stem, blocks=blocks, head=head, exits=exits).double()
+
+
 NETWORKS = {
     "basic": lambda exits: tp.residual_network(tiny("basic"), exits=exits),
     "bottleneck": lambda exits: tp.residual_network(tiny("bottleneck"), exits=exits),
     "generic": lambda exits: generic(exits),
     "generic-tanh": lambda exits: generic(exits, activation=nn.Tanh),
+    "projections-first": projections_first,
 }
 KINDS = ("basic", "bottleneck", "wide", "grouped")
 

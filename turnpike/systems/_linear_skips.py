@@ -39,6 +39,26 @@ def pixel_linear_stride(module: nn.Module) -> Optional[int]:
     return module.stride[0] if len(set(module.stride)) == 1 else None
 
 
+def pointwise_stride(module: nn.Module) -> int:
+    """The stride s > 1 of a 1×1 convolution without padding, which computes conv(x[..., ::s, ::s]) with stride 1,
+    or 1 (any other module, or stride 1)."""
+    if type(module) not in _CONVS or any(k != 1 for k in module.kernel_size) or len(set(module.stride)) != 1:
+        return 1
+    if not (isinstance(module.padding, str) or all(p == 0 for p in module.padding)):
+        return 1
+    return module.stride[0]
+
+
+def subsample(x: Tensor, stride: int) -> Tensor:
+    """x[:, :, ::stride, ...] on every axis after the channels; a channels-last image batch by one-pixel pooling,
+    whose gradient keeps the channels-last layout (a slice's would not)."""
+    if stride == 1:
+        return x
+    if _is_channels_last(x):
+        return F.avg_pool2d(x, kernel_size=1, stride=stride)
+    return x[(slice(None), slice(None)) + (slice(None, None, stride),) * (x.dim() - 2)]
+
+
 def _is_channels_last(x: Tensor) -> bool:
     """A 4-D tensor stored channels-last (and not also contiguous, as a 1 × 1 image is)."""
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -53,8 +73,7 @@ def composed_exit_features(groups: Sequence[tuple]) -> Tensor:
     if _is_channels_last(groups[0][0][0]):
         pieces = []
         for states, stride, matrix in groups:
-            if stride > 1:      # pooling over one pixel = subsampling, with a channels-last gradient
-                states = [F.avg_pool2d(x, kernel_size=1, stride=stride) for x in states]
+            states = [subsample(x, stride) for x in states]
             stacked = torch.stack([x.permute(0, 2, 3, 1) for x in states], dim=3)     # (B, H, W, E, C_s)
             if matrix is not None:
                 equation = "oc,bhwec->bhweo" if matrix.dim() == 2 else "eoc,bhwec->bhweo"
@@ -64,8 +83,7 @@ def composed_exit_features(groups: Sequence[tuple]) -> Tensor:
         return stored.permute(0, 3, 4, 1, 2)
     pieces = []
     for states, stride, matrix in groups:
-        if stride > 1:
-            states = [x[(slice(None), slice(None)) + (slice(None, None, stride),) * (x.dim() - 2)] for x in states]
+        states = [subsample(x, stride) for x in states]
         if matrix is None:
             pieces.extend(x[:, None] for x in states)            # no copy until the final cat
             continue

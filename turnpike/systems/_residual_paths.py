@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ._layers import GlobalAveragePool
-from ._linear_skips import _CONVS, composed_exit_features, pixel_linear_stride
+from ._linear_skips import _CONVS, composed_exit_features, pixel_linear_stride, pointwise_stride, subsample
 from ._residual_parts import _ExitStatistics, _leaves, _Mode, _Op, _out_of_place
 
 # modules that act on the trailing axes of any tensor: applied to a stack of exits as it is, without regrouping
@@ -134,31 +134,44 @@ class ExitPaths:
         return None if activation is None else self._plain(_Op("module", f"blocks.{k}.activation", k))
 
     # ------------------------------------------------------------------------------ one operation on a stack
-    def _run(self, ops, stack: Tensor, first: int, mode: _Mode) -> Tensor:
-        for op in ops:
-            stack = self._apply_op(op, stack, first, mode)
+    def _run(self, ops, stack: Tensor, first: int, mode: _Mode, subsampled: bool = False) -> Tensor:
+        """The operations ``ops`` on a stack; ``subsampled``: the stack is subsampled for the first one already."""
+        for i, op in enumerate(ops):
+            stack = self._apply_op(op, stack, first, mode, subsampled and i == 0)
         return stack
 
-    def _apply_op(self, op: _Op, stack: Tensor, first: int, mode: _Mode) -> Tensor:
+    def _apply_op(self, op: _Op, stack: Tensor, first: int, mode: _Mode, subsampled: bool = False) -> Tensor:
         batch, exits = stack.shape[:2]
         if op.kind == "norm":
             return self._exit_norm(op, stack, first, mode)
         if op.kind == "trailing":
             return self._plain(op)(stack)
         own = 0 if op.kind == "module" else self._own(self._copy_rows(op.position), first, exits)
+        module = self.get_submodule(op.path)
+        # a strided 1×1 convolution reads every s-th pixel: subsampled first, its backward pass writes no
+        # gradient for the pixels it skips (a projection skip's cost on the exits of a high-resolution stage)
+        stride = pointwise_stride(module) if op.kind == "conv" else 1
+        if stride > 1 and not subsampled:
+            stack = _subsampled(stack, stride)
+        if own == 0 and stride > 1:
+            flat = stack.reshape(batch * exits, *stack.shape[2:])
+            out = _CONV_FUNCTIONS[type(module)](flat, module.weight, module.bias, 1, 0, module.dilation,
+                                                module.groups)
+            self._count(op, module, stack, out)
+            return out.reshape(batch, exits, *out.shape[1:])
         if own == 0:      # shared weights (or none): one call on all B·E samples
             module = self._plain(op)
             out = module(stack.reshape(batch * exits, *stack.shape[2:]))
             self._count(op, module, stack, out)
             return out.reshape(batch, exits, *out.shape[1:])
-        module = self.get_submodule(op.path)
         weight = self._per_exit(op, module, "weight", first, exits)
         bias = self._per_exit(op, module, "bias", first, exits)
         if op.kind == "conv":      # one grouped convolution: exit e's channels are group e
             flat = stack.reshape(batch, exits * stack.shape[2], *stack.shape[3:])
             out = _CONV_FUNCTIONS[type(module)](flat, weight.reshape(-1, *weight.shape[2:]),
-                                                None if bias is None else bias.reshape(-1), module.stride,
-                                                module.padding, module.dilation, module.groups * exits)
+                                                None if bias is None else bias.reshape(-1),
+                                                1 if stride > 1 else module.stride, 0 if stride > 1 else module.padding,
+                                                module.dilation, module.groups * exits)
             out = out.reshape(batch, exits, -1, *out.shape[2:])
         else:                      # linear: one batched product
             middle = stack.reshape(batch, exits, -1, stack.shape[-1])
@@ -251,10 +264,26 @@ class ExitPaths:
             return self._composed_exit_logits(states, mode)
         stack = None
         for start, stop, q in self._groups:
-            stack = self._enter(stack, states, start, stop)
-            if q is not None:
-                stack = self._project(stack, q, skips, mode)
+            if q is None:
+                stack = self._enter(stack, states, start, stop, stop, 1)
+                break
+            stride = self._entry_stride(start, q)
+            # "ws"/"standard": exit q takes block q's own skip output, so x_q is not stacked
+            stack = self._enter(stack, states, start, stop if self.exits == "full" else q, stop, stride)
+            stack = self._project(stack, q, skips, mode, subsampled=stride > 1)
         return self._run(self._paths[self.depth], stack, 0, mode).transpose(0, 1)
+
+    def _entry_stride(self, start: int, q: int) -> int:
+        """s > 1 when the skip path P_q starts with a strided 1×1 convolution and the exits reach it through ReLUs
+        alone: they are subsampled before they are stacked (ReLU commutes with subsampling), so the stack, the
+        ReLUs and their gradients hold a 1/s^d of the pixels."""
+        ops = self._paths[q]
+        if not ops or ops[0].kind != "conv":
+            return 1
+        if any(self.blocks[j].activation is not None and type(self.blocks[j].activation) is not nn.ReLU
+               for j in range(start, q)):
+            return 1
+        return pointwise_stride(self.get_submodule(ops[0].path))
 
     def _composed_exit_logits(self, states: list, mode: _Mode) -> Tensor:
         """Logits of exits 0..N, (N+1, B, C), every group's chain of per-pixel-linear skips composed into one
@@ -281,34 +310,44 @@ class ExitPaths:
             matrix = weight if matrix is None else torch.matmul(weight, matrix)
         return matrix
 
-    def _enter(self, stack: Optional[Tensor], states: list, start: int, stop: int) -> Tensor:
-        """Exits 0..stop-1 in one stack: the carried ones and x_start..x_{stop-1}, exit k having passed the
-        activations of the identity blocks j = k..stop-2 (those before the next projection)."""
-        activations = [(j, self._activation(j)) for j in range(start, stop - 1)
-                       if self.blocks[j].activation is not None]
-        pieces = [] if stack is None else [stack]
-        if not activations:
-            return torch.cat(pieces + [torch.stack(states[start:stop], dim=1)], dim=1)
-        if all(type(a) is nn.ReLU for _, a in activations):
-            # ReLU∘ReLU = ReLU: exit k passes one ReLU iff an activated identity block j >= k remains
-            last = max(j for j, _ in activations)
-            whole = torch.cat(pieces + [torch.stack(states[start:stop], dim=1)], dim=1)
-            return torch.cat([F.relu(whole[:, :last + 1]), whole[:, last + 1:]], dim=1)
-        acting = dict(activations)
-        for j in range(start, stop - 1):   # any other activations: each applied to the exits that pass it
-            stack = states[j][:, None] if stack is None else torch.cat([stack, states[j][:, None]], dim=1)
-            if j in acting:
-                stack = self._stacked(acting[j], stack)
-        last = states[stop - 1][:, None]
-        return last if stack is None else torch.cat([stack, last], dim=1)
+    def _enter(self, stack: Optional[Tensor], states: list, start: int, stop: int, end: int,
+               stride: int) -> Optional[Tensor]:
+        """The carried exits and x_start..x_{stop-1} in one stack (None if there are none), exit k having passed
+        the activations of the identity blocks j = k..end-2 (those before the group's projection or the head), each
+        state subsampled by ``stride``."""
+        activations = {j: self._activation(j) for j in range(start, end - 1) if self.blocks[j].activation is not None}
+        if activations and not all(type(a) is nn.ReLU for a in activations.values()):
+            for j in range(start, end - 1):   # any other activations: each applied to the exits that pass it
+                if j < stop:
+                    stack = states[j][:, None] if stack is None else torch.cat([stack, states[j][:, None]], dim=1)
+                if j in activations and stack is not None:
+                    stack = self._stacked(activations[j], stack)
+            if stop < end:
+                return stack
+            return states[stop - 1][:, None] if stack is None else torch.cat([stack, states[stop - 1][:, None]], dim=1)
+        # ReLUs only: ReLU∘ReLU = ReLU, so exit k takes one ReLU iff an activated identity block j >= k remains and
+        # its state is not the output of a ReLU already (the carried exits' last operation is block q's activation)
+        last = max(activations, default=-1)
+        pieces = []
+        if stack is not None:
+            carried_rectified = type(self.blocks[start - 1].activation) is nn.ReLU
+            stack = _subsampled(stack, stride)
+            pieces.append(F.relu(stack) if last >= 0 and not carried_rectified else stack)
+        for k in range(start, stop):
+            x = subsample(states[k], stride)
+            rectified = k > 0 and type(self.blocks[k - 1].activation) is nn.ReLU
+            pieces.append((F.relu(x) if k <= last and not rectified else x)[:, None])
+        return torch.cat(pieces, dim=1) if pieces else None
 
-    def _project(self, stack: Tensor, q: int, skips: dict, mode: _Mode) -> Tensor:
-        """The skip path P_q = a_q ∘ s_q of exits 0..q; in "ws"/"standard" exit q takes the block's own s_q(x_q)."""
+    def _project(self, stack: Optional[Tensor], q: int, skips: dict, mode: _Mode, *, subsampled: bool) -> Tensor:
+        """The skip path P_q = a_q ∘ s_q of exits 0..q (``stack``); in "ws"/"standard" the stack holds exits 0..q-1
+        and exit q takes the block's own s_q(x_q)."""
         if self.exits == "full":
-            out = self._run(self._paths[q], stack, 0, mode)
+            out = self._run(self._paths[q], stack, 0, mode, subsampled)
         else:
             own = skips[q][:, None]
-            out = own if q == 0 else torch.cat([self._run(self._paths[q], stack[:, :q], 0, mode), own], dim=1)
+            out = own if stack is None else torch.cat([self._run(self._paths[q], stack, 0, mode, subsampled), own],
+                                                      dim=1)
         activation = self._activation(q)
         return out if activation is None else self._stacked(activation, out)
 
@@ -337,3 +376,11 @@ class ExitPaths:
         if head:
             x = self._run(self._paths[self.depth], x, k, mode)
         return x[:, 0]
+
+
+def _subsampled(stack: Tensor, stride: int) -> Tensor:
+    """A stack of exits (B, E, C, *spatial) subsampled by ``stride`` on the spatial axes."""
+    if stride == 1:
+        return stack
+    out = subsample(stack.reshape(-1, *stack.shape[2:]), stride)
+    return out.reshape(*stack.shape[:2], *out.shape[1:])
