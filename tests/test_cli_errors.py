@@ -34,9 +34,53 @@ def runs(tmp_path_factory):
     assert main(["spirals", *SPIRALS, "--no-plots", "--out", str(root / "spirals")]) == 0
     assert main(["hessian", *HESSIAN, "--out", str(root / "hessian")]) == 0
     (root / "file.txt").write_text("not a folder\n")
+    (root / "models.py").write_text(MODELS)
     (root / "folder").mkdir()
     return root
 
+
+MODELS = """
+import torch
+from torch import nn
+
+
+class Pair(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, num_classes)
+
+    def forward(self, x):
+        logits = self.fc(x.flatten(1))
+        return logits, x
+
+
+def pair(num_classes=10):
+    return Pair(num_classes)
+
+
+def broken(num_classes=10):
+    raise RuntimeError("out of coffee")
+
+
+class PairHead(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3))), x
+
+
+def residual_pair(num_classes=10, in_channels=1):
+    import turnpike
+    blocks = [turnpike.ResidualBlock(nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)))]
+    return turnpike.residual_network(stem=nn.Conv2d(in_channels, 4, 3, padding=1), blocks=blocks,
+                                     head=PairHead(num_classes))
+
+
+def sized(width: int = 4, num_classes=10):
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, width * 2), nn.Linear(width * 2, num_classes))
+"""
 
 # (id, argv with {resnet}, {spirals}, {hessian}, {file}, {folder}, {new} for a fresh folder, text the error names)
 CASES = [
@@ -165,6 +209,22 @@ CASES = [
                                   "--out", "{new}"], "--model"),
     ("train-model-option-unknown", ["train", "--dataset", "mnist", "--model-option", "blocks=2", "--out", "{new}"],
      "--model-option"),
+    ("train-model-returns-a-tuple", ["train", "--dataset", "mnist", "--model", "{models}:pair", "--out", "{new}"],
+     "--model"),
+    ("train-residual-model-returns-a-tuple", ["train", "--dataset", "mnist", "--model", "{models}:residual_pair",
+                                              "--out", "{new}"], "'tuple' object"),
+    ("train-model-factory-raises", ["train", "--dataset", "mnist", "--model", "{models}:broken", "--out", "{new}"],
+     "out of coffee"),
+    ("train-model-option-not-json", ["train", "--dataset", "mnist", "--model", "{models}:sized", "--model-option",
+                                     "width=wide", "--out", "{new}"], "width='wide'"),
+    ("train-option-typo", ["train", "--dataset", "mnist", "--gama", "0.1", "--out", "{new}"], "did you mean --gamma"),
+    ("train-option-abbreviated", ["train", "--dataset", "mnist", "--epoch", "2", "--out", "{new}"],
+     "did you mean --epochs"),
+    ("train-milestone-beyond-epochs", ["train", "--dataset", "mnist", "--epochs", "2", "--milestones", "5",
+                                       "--out", "{new}"], "--milestones"),
+    ("train-milestones-decreasing", ["train", "--dataset", "mnist", "--milestones", "2,1", "--out", "{new}"],
+     "--milestones"),
+    ("resnet54-option-typo", ["resnet54", *RESNET, "--gama", "0.1", "--out", "{new}"], "did you mean --gamma"),
     ("train-no-folder", ["train", "--out", "{new}"], "--data"),
     ("train-folder-missing", ["train", "--data", "{new}/pets", "--out", "{new}"], "pets"),
     ("train-epochs-0", ["train", "--dataset", "mnist", "--epochs", "0", "--out", "{new}"], "--epochs"),
@@ -203,6 +263,7 @@ CASES = [
 
 def _argv(argv, runs, new):
     places = {"resnet": runs / "resnet", "spirals": runs / "spirals", "hessian": runs / "hessian",
+              "models": runs / "models.py",
               "file": runs / "file.txt", "folder": runs / "folder", "new": new}
     return [part.format(**places) for part in argv]
 
@@ -219,6 +280,8 @@ def test_bad_input_is_one_line_naming_the_argument(runs, tmp_path, capsys, argv,
     assert "expected" in last or "invalid choice" in last, last
     assert names.format(new=tmp_path / "new") in last, last
     assert _files(runs) == before                  # no file of an existing run folder changed
+    new = tmp_path / "new"
+    assert not new.exists() or not any(new.glob("config.json"))   # nothing written before every check
 
 
 def test_the_table_is_large_and_covers_every_command():

@@ -17,7 +17,7 @@ import torch
 
 from .. import _array, _checks
 from ._protocol import LoopMethod, StepMethod
-from ._schedules import learning_rate
+from ._schedules import check_options, learning_rate
 
 
 def _as_tensor(x):
@@ -177,6 +177,11 @@ def method_schedule(method, steps, options, *, default_steps: int, default_optio
         if len(values) != len(method):
             _checks.fail(name, f"one entry per method ({len(method)} for {method}), or None for the defaults",
                          values)
+    # what solve_ocp checks, checked when the experiment is configured: before its run folder is written
+    for name, count, opts in zip(method, steps, options):
+        _checks.choice("method", name, METHODS)
+        _checks.integer("steps", count, minimum=1)
+        check_options(name, _checks.options(f"options for {name!r}", opts, METHODS[name].defaults), count)
     return method, steps, options
 
 

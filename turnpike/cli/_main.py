@@ -47,13 +47,33 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: ``--epoch`` is refused with a suggestion, never taken for ``--epochs``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def _unknown_option(extras: list, command_parser) -> str:
+    """The one-line error of options the command does not have, with the nearest one it has."""
+    import difflib
+
+    typed = next((e for e in extras if e.startswith("-")), extras[0]).split("=")[0]
+    options = [o for action in command_parser._actions for o in action.option_strings]
+    nearest = difflib.get_close_matches(typed, options, n=1, cutoff=0.6)
+    hint = f" (did you mean {nearest[0]}?)" if nearest else f" (see {command_parser.prog} --help)"
+    kind = "an unknown option" if typed.startswith("-") else "an extra argument"
+    return f"{typed}: expected an option of {command_parser.prog}{hint}, got {kind}"
+
+
 def _parser():
     import importlib
 
     from ._args import integer, number
 
-    parser = argparse.ArgumentParser(prog="turnpike", description="Turnpikes in residual networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="turnpike", description="Turnpikes in residual networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
     for module in dict.fromkeys(modules.values()):
         module.add_parser(sub)
@@ -96,7 +116,9 @@ def _expected_failure(error: BaseException) -> str | None:
 def main(argv=None) -> int:
     parser, command_parsers, modules = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            command_parsers[args.command].error(_unknown_option(extras, command_parsers[args.command]))
     except SystemExit as stop:     # --help (0) or argparse's one-line usage error (2): a status, as below
         return stop.code if isinstance(stop.code, int) else 2
     from .._allocator import retain_freed_memory

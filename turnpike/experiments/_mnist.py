@@ -50,6 +50,7 @@ class MnistConfig:
         _checks.integer("depth", self.depth, minimum=1)
         _checks.integer("epochs", self.epochs, minimum=1)
         _checks.integer("batch_size", self.batch_size, minimum=1)
+        _checks.real("lr", self.lr, minimum=0.0, strict_min=True)
         self.baseline_depths = tuple(_checks.integer("baseline_depths", d, minimum=1)
                                      for d in self.baseline_depths)
         if self.train_subset is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _checks
 from .._costs import InputPenalty, SoftCrossEntropy
-from ..systems._node import ODE_METHODS, NeuralODE
+from ..systems._node import ODE_METHODS, PARAMETRISATIONS, NeuralODE
 from .._ocp import OCP
 from ..backends import method_schedule
 from .._runs import write_metrics
@@ -87,6 +87,9 @@ class NodeSpiralsConfig:
         _checks.real("eps_fraction", self.eps_fraction, minimum=0.0, strict_min=True)
         _checks.integer("resolution", self.resolution, minimum=1)
         _checks.integer("starts", self.starts, minimum=1)
+        _checks.choice("parametrisation", self.parametrisation, PARAMETRISATIONS)
+        _checks.choice("ode_method", self.ode_method, ODE_METHODS)
+        _checks.integer("substeps", self.substeps, minimum=1)
         if self.check_method is not None:
             _checks.choice("check_method", self.check_method, [m for m, kind in ODE_METHODS.items() if kind == "adaptive"])
         if self.warm_start and list(self.horizons) != sorted(self.horizons):

@@ -97,6 +97,8 @@ class TrainingRecipe(abc.ABC):
         if self.compile is not None:
             _checks.choice("compile", self.compile, COMPILE_MODES)
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
+            _checks.fail("milestones", "increasing epochs", ",".join(map(str, self.milestones)))
         self.device = str(_checks.device("device", self.device))
         if self.subresnet is not None:
             _checks.integer("subresnet", self.subresnet, minimum=0)

@@ -15,6 +15,7 @@ from .._runs import claim_run_folder, holds_run, read_json, write_atomically, wr
 from .._solve import solve_ocp
 from ..results import Status
 from ._epoch_log import EpochLog, objective_history, tensorboard_writer
+from ..data import normalise
 from ._recipe import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe, problem, sgd_options, solve_settings
 from ._summary import finetune_pruned, summarise
 
@@ -42,6 +43,7 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     try:
         data = config.load_data()
         net, started_from = config.build_initial_network(data)
+        net.check_outputs(_sample_inputs(data, net))
         ocp = problem(config, net, data)
     except BaseException:
         # data or model refused: a folder this run created stays no empty leftover that looks like a run
@@ -110,3 +112,9 @@ def _save_network(path, network, data) -> None:
     """The evaluated network (its exits' statistics recalibrated where they were not trained), atomically."""
     state = {"state_dict": network.state_dict(), "channels": data.channels, "num_classes": data.num_classes}
     write_atomically(path, lambda stream: torch.save(state, stream), "wb")
+
+
+def _sample_inputs(data, net) -> torch.Tensor:
+    """Two training images prepared as the network takes them, on its device (for its output check)."""
+    images, _ = next(iter(data.batches("train", 2)))
+    return normalise(images.to(next(net.parameters()).device), data.mean, data.std)

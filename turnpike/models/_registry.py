@@ -109,7 +109,12 @@ def build_model(spec: str, *, num_classes: int, in_channels: int, options: dict 
         fail("model_options", f"keywords that {spec} accepts ({', '.join(named) or 'none'})", ", ".join(unknown))
     keywords = {key: value for key, value in (("num_classes", num_classes), ("in_channels", in_channels))
                 if (key in named or any_keyword) and key not in options}
-    model = factory(**keywords, **options)
+    try:
+        model = factory(**keywords, **options)
+    except Exception as error:                              # noqa: BLE001 (the user's code: any failure)
+        given = ", ".join(f"{key}={value!r}" for key, value in {**keywords, **options}.items())
+        fail("model", f"a factory that builds the model, got {spec}({given}) raising {type(error).__name__}: "
+                      f"{' '.join(str(error).split())}", spec)
     if not isinstance(model, nn.Module):
         fail("model", f"a factory returning a torch.nn.Module ({spec} returned a {type(model).__name__})", spec)
     return model

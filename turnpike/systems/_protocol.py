@@ -297,6 +297,32 @@ class ModuleSystem(System):
         layout says otherwise)."""
         return None
 
+    def check_outputs(self, inputs) -> None:
+        """One forward pass of a few prepared ``inputs`` in eval mode, without gradient (no statistic changes): the
+        output must be a (B, num_classes) tensor and ``exit_logits`` an (N+1, B, num_classes) one. A ValueError names
+        what the network returned or raised instead (a user's network is checked so before a run starts)."""
+        import torch
+        was_training = self.training
+        batch = inputs.shape[0]
+        try:
+            self.eval()
+            with torch.no_grad():
+                try:
+                    outputs = {"forward": self(inputs), "exit_logits": self.exit_logits(inputs)}
+                except Exception as error:                     # noqa: BLE001 (the user's modules: any failure)
+                    raise ValueError(f"model: expected a network whose stem, blocks and head map a batch of inputs "
+                                     f"to logits, got one raising {type(error).__name__}: "
+                                     f"{' '.join(str(error).split())} on a batch of {batch}") from None
+        finally:
+            self.train(was_training)
+        for name, shape in (("forward", (batch, self.num_classes)), ("exit_logits", (self.depth + 1, batch,
+                                                                                     self.num_classes))):
+            out = outputs[name]
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+                got = f"a {tuple(out.shape)} tensor" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+                raise ValueError(f"model: expected a network whose {name} returns a {shape} tensor of logits (the "
+                                 f"head returning the logits alone), got {got} from {name} on a batch of {batch}")
+
     def parameter_count(self) -> int:
         """Number of parameters, exit parameters included."""
         return sum(p.numel() for p in self.parameters())
