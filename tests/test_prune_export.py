@@ -89,3 +89,34 @@ def test_a_network_torch_export_refuses_is_a_one_line_error(run, monkeypatch, ca
     error = capsys.readouterr().err
     assert "expected a network torch.export can capture" in error and "data-dependent control flow" in error
     assert "Traceback" not in error and not (run / "refused.pt2").exists()
+
+
+def test_a_turnpike_at_the_last_block_cuts_nothing_and_writes_nothing(run, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "turnpike_layer": 8}))
+    try:
+        assert main(["prune", str(run)]) == 2
+        error = capsys.readouterr().err
+        assert "no block can be cut and nothing was written" in error and not (run / "pruned-8.pt2").exists()
+        assert main(["prune", str(run), "--depth", "8", "--out", str(run / "whole.pt2")]) == 0   # asked for: done
+    finally:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_an_unfinished_run_is_refused_unless_allowed_and_then_labelled(run, capsys):
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "time_limit", "epochs_done": 0, "epochs": 3}))
+    try:
+        assert main(["prune", str(run), "--depth", "3", "--out", str(run / "early.pt2")]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("turnpike prune: error: RUN: expected a finished run") and "--allow-unfinished" in error
+        assert "stopped at the time limit after 0 of 3 epochs" in error and not (run / "early.pt2").exists()
+        assert main(["prune", str(run), "--depth", "3", "--out", str(run / "early.pt2"), "--allow-unfinished"]) == 0
+        assert "unfinished run: stopped at the time limit" in capsys.readouterr().out
+        assert json.loads((run / "early.json").read_text())["unfinished"].startswith("unfinished run")
+        assert main(["early-exit", str(run), "--no-plots"]) == 2
+        assert "expected a finished run" in capsys.readouterr().err
+        assert main(["early-exit", str(run), "--no-plots", "--allow-unfinished", "--thresholds", "0.5,1"]) == 0
+        assert "unfinished run" in capsys.readouterr().out
+    finally:
+        (run / "metrics.json").write_text(json.dumps(metrics))

@@ -23,6 +23,8 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="use runs stopped before their last epoch (time limit, signal) as they are, labelled so")
     return p
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
 
     from .._runs import check_writable_folder, read_json, write_json
     from ..experiments._recipe import EvaluationBatches
-    from ..experiments._run_reading import load_run_network, run_config
+    from ..experiments._run_reading import check_finished, load_run_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
@@ -38,6 +40,8 @@ def run(args) -> int:
     metrics = read_json(folder / "metrics.json", "the metrics of a finished `turnpike resnet54` or `train` run")
     others = [(Path(other).name, read_json(Path(other) / "metrics.json", "the metrics of a finished run"))
               for other in args.compare]
+    labels = {str(path): check_finished(path, m, allow_unfinished=args.allow_unfinished)
+              for path, m in [(folder, metrics)] + [(Path(o), m) for (_, m), o in zip(others, args.compare)]}
     check_writable_folder("RUN", folder)
     network = load_run_network(folder, device=args.device)
     config = run_config(folder)
@@ -47,12 +51,15 @@ def run(args) -> int:
     curve = early_exit_curve(network, batches, None, args.thresholds, measure_speed=True)
     print(f"{metrics['dataset']} {metrics['variant']} (N = {metrics['depth']}), {data.split_size('test')} test images, "
           f"device {args.device}")
+    for name, label in labels.items():
+        if label:
+            print(f"{name}: {label}")
     print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'compute':>8} {'images/s':>9}   (compute: multiply-adds "
           f"over the plain network's)")
     for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["mean_compute"],
                    curve["images_per_s"]):
         print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>8.3f} {row[4]:>9.0f}")
-    write_json(folder / "early_exit.json", {**curve, "device": args.device})
+    write_json(folder / "early_exit.json", {**curve, "device": args.device, "unfinished": labels[str(folder)]})
     if not args.no_plots:
         from ..experiments._conv_plots import early_exit_figure
         cost = network.exit_costs(*data.image_size)["network"]

@@ -17,13 +17,18 @@ def add_parser(sub):
     p.add_argument("--depth", type=int, default=None, metavar="M", help="exit to cut at (default: the turnpike)")
     p.add_argument("--out", default=None, help="file to write (default: RUN/pruned-M.pt2, and RUN/pruned-M.json)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="export the network of a run stopped before its last epoch (time limit, signal) as it is")
     return p
 
 
 def run(args) -> int:
     from ..experiments._export import export_pruned
 
-    summary = export_pruned(args.run, depth=args.depth, out=args.out, device=args.device)
+    summary = export_pruned(args.run, depth=args.depth, out=args.out, device=args.device,
+                            allow_unfinished=args.allow_unfinished)
+    if summary["unfinished"]:
+        print(f"{args.run}: {summary['unfinished']}")
     print(f"pruned at {summary['depth']} of {summary['network_depth']} blocks: {summary['parameters']:,} parameters, "
           f"{summary['multiply_adds']:,} multiply-adds per image; test accuracy "
           f"{summary['test_accuracy']:.4f} (the run's exit {summary['depth']}: {summary['run_exit_test_accuracy']:.4f})")

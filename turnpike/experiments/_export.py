@@ -19,34 +19,37 @@ from .. import _checks
 from .._runs import check_writable_file, read_json, write_json
 from ..data import ImageFolderStreams, ImageFolderTensors
 from ._recipe import EvaluationBatches
-from ._run_reading import _run_file, load_run_network, run_config
+from ._run_reading import _run_file, check_finished, load_run_network, run_config
 
 __all__ = ["export_pruned"]
 
 
 def _depth(metrics: dict, depth, folder: Path) -> int:
-    """The exit to cut at: ``depth``, or the run's turnpike layer."""
+    """The exit to cut at: ``depth``, or the run's turnpike layer (refused where it cuts no block)."""
     if depth is None:
         depth = metrics.get("turnpike_layer")
-        if depth is None:
-            raise ValueError(f"depth: expected the exit to cut at (the run in {folder} has no turnpike layer: "
-                             f"every block still lowers the loss; give a depth M in 0..{metrics['depth']})")
+        if depth is None or depth >= int(metrics["depth"]):
+            raise ValueError(f"depth: expected the exit to cut at; the run in {folder} has no turnpike layer before "
+                             f"its last block (every block still lowers the loss), so no block can be cut and nothing "
+                             f"was written (give a depth M in 0..{metrics['depth']} to cut anyway)")
     return _checks.integer("depth", depth, minimum=0, maximum=int(metrics["depth"]))
 
 
 @torch.no_grad()
-def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -> dict:
+def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu", allow_unfinished: bool = False) -> dict:
     """Export the run in ``folder`` pruned at ``depth`` (default: its turnpike layer) to ``out`` (default:
     ``folder/pruned-M.pt2``) and its preparation to the same name with ``.json``; return that JSON's content.
 
     Before anything is written the pruned network classifies the run's test set (read as the run read it,
     on ``device``): its accuracy must be the run's exit-M accuracy to the image; and the exported program,
     on the CPU where it is captured (so that the file loads on any machine), must give the network's logits
-    on the first test batch (ValueErrors otherwise).
+    on the first test batch (ValueErrors otherwise). An unfinished run (stopped at a time limit or by a signal)
+    is refused unless ``allow_unfinished``; its export then says so (``"unfinished"`` in the JSON).
     """
     folder = Path(folder)
     metrics = read_json(_run_file(folder, "metrics.json"), "the metrics of a finished training run")
     config = run_config(folder)                        # a run of another command is refused here
+    label = check_finished(folder, metrics, allow_unfinished=allow_unfinished)
     depth = _depth(metrics, depth, folder)
     out = check_writable_file("out", Path(out) if out is not None else folder / f"pruned-{depth}.pt2")
     # the pruned network's forward pass is its output, exit M: export captures that path alone
@@ -87,7 +90,7 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu") -
                          "preparation": "(pixels / 255 - mean) / std per channel, shape (batch, channels, "
                                         "height, width), float32"},
                "classes": list(classes) if classes else None,
-               "load": "torch.export.load(file).module()(images)"}
+               "load": "torch.export.load(file).module()(images)", "unfinished": label}
     write_json(out.with_suffix(".json"), summary)
     return summary
 

@@ -84,3 +84,28 @@ def load_resnet54_network(folder, *, device="cpu") -> ResidualNetwork:
     :meth:`ResidualNetwork.subresnet`. A missing or unreadable ``config.json`` or ``network.pt``, or weights of
     another network, is a ValueError naming the file."""
     return load_run_network(folder, device=device, command="resnet54")
+
+
+#: how an unfinished run stopped: its checkpoint continues with --resume
+UNFINISHED = ("time_limit", "interrupted", "stopped")
+
+
+def unfinished(metrics: dict) -> str | None:
+    """What an unfinished run's metrics say of it ("stopped at the time limit after 2 of 30 epochs"), or None for
+    a finished run."""
+    status = metrics.get("status")
+    if status not in UNFINISHED:
+        return None
+    done, total = metrics.get("epochs_done"), metrics.get("epochs")
+    how = {"time_limit": "at the time limit", "interrupted": "by a signal", "stopped": "early"}[status]
+    return f"stopped {how}" + (f" after {done} of {total} epochs" if done is not None and total is not None else "")
+
+
+def check_finished(folder, metrics: dict, *, allow_unfinished: bool) -> str | None:
+    """None for a finished run; for an unfinished one a ValueError naming the folder, or with ``allow_unfinished``
+    the label that results computed from it carry."""
+    state = unfinished(metrics)
+    if state is not None and not allow_unfinished:
+        raise ValueError(f"folder: expected a finished run (the same command with --resume continues this one; "
+                         f"--allow-unfinished uses its network as it is), got {folder}, {state}")
+    return None if state is None else f"unfinished run: {state}"
