@@ -267,3 +267,28 @@ def test_the_demonstration_script_runs_end_to_end_at_a_tiny_size(tmp_path, monke
     assert (out / "ws-gamma0.3" / "seed-2" / "metrics.json").is_file()
     assert (out / "standard" / "seed-1" / "metrics.json").read_bytes() == standard      # reused, not retrained
     assert run_config(out / "ws-gamma0.3" / "seed-1").gamma == 0.3
+
+
+def test_a_run_folder_serves_prune_and_early_exit_from_elsewhere_and_with_moved_data(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    _pets(tmp_path / "pets")
+    assert main(["train", "--data", "pets", *PETS, "--out", "run"]) == 0            # paths as typed: relative
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["data_dir"] == str(tmp_path / "pets")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)                                                  # another working directory
+    assert main(["prune", "../run", "--depth", "2"]) == 0
+    summary = json.loads((tmp_path / "run" / "pruned-2.json").read_text())
+    assert summary["file"] == str((tmp_path / "run" / "pruned-2.pt2").resolve()) and summary["run"] == str((tmp_path / "run").resolve())
+    moved = shutil.move(tmp_path / "pets", tmp_path / "archive")
+    assert main(["early-exit", "../run", "--no-plots", "--thresholds", "0.5"]) == 2
+    assert "pets" in capsys.readouterr().err.strip().splitlines()[-1]             # the stored folder is gone
+    assert main(["early-exit", "../run", "--no-plots", "--thresholds", "0.5", "--data", str(moved)]) == 0
+    other = shutil.copytree(moved, tmp_path / "other")
+    (other / "dogs" / "3.png").write_bytes((other / "dogs" / "4.png").read_bytes())   # one image differs
+    capsys.readouterr()
+    assert main(["prune", "../run", "--depth", "2", "--data", str(other)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("turnpike prune: error: --data: expected the images and labels the run in")

@@ -6,7 +6,7 @@ from pathlib import Path
 from ._args import float_list
 
 #: parameters behind the flags (errors name the flag the user typed)
-FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds": "--thresholds", "folder": "RUN"}
+FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds": "--thresholds", "folder": "RUN", "data_dir": "--data"}
 
 
 def add_parser(sub):
@@ -23,6 +23,8 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the run's data folder, if it moved since the run (checked to hold the same data)")
     p.add_argument("--allow-unfinished", action="store_true",
                    help="use runs stopped before their last epoch (time limit, signal) as they are, labelled so")
     return p
@@ -32,7 +34,7 @@ def run(args) -> int:
 
     from .._runs import check_writable_folder, read_json, write_json
     from ..experiments._recipe import EvaluationBatches
-    from ..experiments._run_reading import check_finished, load_run_network, run_config
+    from ..experiments._run_reading import check_finished, load_run_data, load_run_network, run_config
     from ..systems._early_exit import early_exit_curve
 
     folder = Path(args.run)
@@ -44,8 +46,8 @@ def run(args) -> int:
               for path, m in [(folder, metrics)] + [(Path(o), m) for (_, m), o in zip(others, args.compare)]}
     check_writable_folder("RUN", folder)
     network = load_run_network(folder, device=args.device)
-    config = run_config(folder)
-    data = config.load_data()
+    config = run_config(folder, data_dir=args.data)
+    data = load_run_data(folder, config)
     # in the network's own memory format (load_run_network), from memory or read from the files batch by batch
     batches = EvaluationBatches(data, args.device, channels_last=config.channels_last, batch_size=args.batch_size)
     curve = early_exit_curve(network, batches, None, args.thresholds, measure_speed=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: parameters behind the flags (errors name the flag the user typed)
-FLAGS = {"folder": "RUN"}
+FLAGS = {"folder": "RUN", "data_dir": "--data"}
 
 
 def add_parser(sub):
@@ -17,6 +17,8 @@ def add_parser(sub):
     p.add_argument("--depth", type=int, default=None, metavar="M", help="exit to cut at (default: the turnpike)")
     p.add_argument("--out", default=None, help="file to write (default: RUN/pruned-M.pt2, and RUN/pruned-M.json)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the run's data folder, if it moved since the run (checked to hold the same data)")
     p.add_argument("--allow-unfinished", action="store_true",
                    help="export the network of a run stopped before its last epoch (time limit, signal) as it is")
     return p
@@ -26,7 +28,7 @@ def run(args) -> int:
     from ..experiments._export import export_pruned
 
     summary = export_pruned(args.run, depth=args.depth, out=args.out, device=args.device,
-                            allow_unfinished=args.allow_unfinished)
+                            allow_unfinished=args.allow_unfinished, data_dir=args.data)
     if summary["unfinished"]:
         print(f"{args.run}: {summary['unfinished']}")
     print(f"pruned at {summary['depth']} of {summary['network_depth']} blocks: {summary['parameters']:,} parameters, "

@@ -19,7 +19,7 @@ from .. import _checks
 from .._runs import check_writable_file, read_json, write_json
 from ..data import ImageFolderStreams, ImageFolderTensors
 from ._recipe import EvaluationBatches
-from ._run_reading import _run_file, check_finished, load_run_network, run_config
+from ._run_reading import _run_file, check_finished, load_run_data, load_run_network, run_config
 
 __all__ = ["export_pruned"]
 
@@ -36,7 +36,8 @@ def _depth(metrics: dict, depth, folder: Path) -> int:
 
 
 @torch.no_grad()
-def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu", allow_unfinished: bool = False) -> dict:
+def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu", allow_unfinished: bool = False,
+                  data_dir=None) -> dict:
     """Export the run in ``folder`` pruned at ``depth`` (default: its turnpike layer) to ``out`` (default:
     ``folder/pruned-M.pt2``) and its preparation to the same name with ``.json``; return that JSON's content.
 
@@ -44,17 +45,18 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu", a
     on ``device``): its accuracy must be the run's exit-M accuracy to the image; and the exported program,
     on the CPU where it is captured (so that the file loads on any machine), must give the network's logits
     on the first test batch (ValueErrors otherwise). An unfinished run (stopped at a time limit or by a signal)
-    is refused unless ``allow_unfinished``; its export then says so (``"unfinished"`` in the JSON).
+    is refused unless ``allow_unfinished``; its export then says so (``"unfinished"`` in the JSON). ``data_dir``:
+    where the run's data is now, if it moved (checked to be the same data).
     """
     folder = Path(folder)
     metrics = read_json(_run_file(folder, "metrics.json"), "the metrics of a finished training run")
-    config = run_config(folder)                        # a run of another command is refused here
+    config = run_config(folder, data_dir=data_dir)     # a run of another command is refused here
     label = check_finished(folder, metrics, allow_unfinished=allow_unfinished)
     depth = _depth(metrics, depth, folder)
     out = check_writable_file("out", Path(out) if out is not None else folder / f"pruned-{depth}.pt2")
     # the pruned network's forward pass is its output, exit M: export captures that path alone
     pruned = load_run_network(folder, device=device).subresnet(depth).eval()
-    data = config.load_data()
+    data = load_run_data(folder, config)
     correct, total, first = 0, 0, None
     for images, labels in EvaluationBatches(data, device, channels_last=config.channels_last):
         correct += int((pruned(images).argmax(-1).cpu() == labels).sum())
@@ -80,7 +82,7 @@ def export_pruned(folder, *, depth: int | None = None, out=None, device="cpu", a
                          f"relative difference of {difference:.1e} on the first test batch: not exported")
     torch.export.save(program, out)
     classes = data.classes if isinstance(data, (ImageFolderTensors, ImageFolderStreams)) else None
-    summary = {"file": str(out), "run": str(folder), "depth": depth, "network_depth": int(metrics["depth"]),
+    summary = {"file": str(Path(out).resolve()), "run": str(folder.resolve()), "depth": depth, "network_depth": int(metrics["depth"]),
                "parameters": sum(p.numel() for p in plain.parameters()),
                "multiply_adds": plain.exit_costs(*data.image_size)["network"],
                "test_accuracy": accuracy, "run_exit_test_accuracy": expected,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -77,6 +78,9 @@ class TrainingRecipe(abc.ABC):
 
     def __post_init__(self):
         _checks.choice("dataset", self.dataset, self.datasets)
+        if isinstance(self.data_dir, (str, Path)) and str(self.data_dir):
+            # stored absolute: the run folder's commands (resume, prune, early-exit) work from any directory
+            self.data_dir = str(Path(self.data_dir).expanduser().absolute())
         _checks.choice("variant", self.variant, ("standard", "ws", "full"))
         for name in ("epochs", "batch_size"):
             _checks.integer(name, getattr(self, name), minimum=1)

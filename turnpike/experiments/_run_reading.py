@@ -30,10 +30,12 @@ def _run_file(folder, name: str, command: str | None = None) -> Path:
     return path
 
 
-def run_config(folder, *, command: str | None = None, device: str | None = None) -> TrainingRecipe:
+def run_config(folder, *, command: str | None = None, device: str | None = None,
+               data_dir: str | None = None) -> TrainingRecipe:
     """The config a run folder of ``turnpike resnet54`` or ``turnpike train`` was trained with (its
     ``config.json``), as the command's config class; ``command`` requires that command's folder; ``device``
-    replaces the stored one (a folder trained on a GPU is read on a CPU)."""
+    replaces the stored one (a folder trained on a GPU is read on a CPU), ``data_dir`` the stored data folder
+    (data moved since: :func:`load_run_data` checks it is the same)."""
     path = _run_file(folder, "config.json", command)
     stored = read_json(path, "the config.json of a training run")
     settings = stored.get("config") if isinstance(stored, dict) else None
@@ -46,7 +48,20 @@ def run_config(folder, *, command: str | None = None, device: str | None = None)
     settings["milestones"] = tuple(settings["milestones"])
     if device is not None:
         settings["device"] = device
+    if data_dir is not None:
+        settings["data_dir"] = data_dir
     return kind.from_stored(settings)
+
+
+def load_run_data(folder, config: TrainingRecipe):
+    """The run's data as ``config`` reads it, refused (naming --data) unless it is the data the run in ``folder``
+    was trained on (its ``config.json``'s fingerprint; folders written before it have none: not checked)."""
+    data = config.load_data()
+    stored = read_json(_run_file(folder, "config.json"), "the config.json of a training run").get("data_fingerprint")
+    if stored is not None and stored != data.fingerprint():
+        raise ValueError(f"data_dir: expected the images and labels the run in {folder} was trained on "
+                         f"(fingerprint {stored}), got other data in {config.data_dir}")
+    return data
 
 
 def load_run_network(folder, *, device="cpu", command: str | None = None):
