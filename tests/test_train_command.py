@@ -144,7 +144,8 @@ def test_an_image_folder_trains_with_a_held_out_fraction(tmp_path):
     assert main(["train", "--data", str(tmp_path / "pets"), *PETS, "--out", str(out)]) == 0
     metrics = _metrics(out)
     assert metrics["dataset"] == "pets" and len(metrics["exit_test_accuracy"]) == 9
-    assert run_config(out).flips                  # natural images: flipped unless --no-flip
+    # an image folder is not flipped unless --flip (a flipped digit, letter or sign is another one)
+    assert not run_config(out).flips and not metrics["flips"] and metrics["channels"] == 3
 
 
 def test_resume_reads_the_same_images_from_a_moved_folder_and_refuses_other_ones(tmp_path, capsys):
@@ -292,3 +293,23 @@ def test_a_run_folder_serves_prune_and_early_exit_from_elsewhere_and_with_moved_
     assert main(["prune", "../run", "--depth", "2", "--data", str(other)]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("turnpike prune: error: --data: expected the images and labels the run in")
+
+
+def test_a_grey_folder_trains_on_one_channel_and_flip_is_asked_for(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    for label, name in enumerate(("zeros", "ones")):
+        (tmp_path / "digits" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 128, (12, 10), dtype=np.uint8) + 100 * label
+            Image.fromarray(pixels, mode="L").save(tmp_path / "digits" / name / f"{i}.png")
+    assert main(["train", "--data", str(tmp_path / "digits"), *PETS, "--epochs", "1", "--flip",
+                 "--out", str(tmp_path / "run")]) == 0
+    metrics = _metrics(tmp_path / "run")
+    assert metrics["channels"] == 1 and metrics["flips"]
+    assert "images: 1 channel (grey), random flips in training" in capsys.readouterr().out
+    assert load_run_network(tmp_path / "run").input_shape[0] == 1
+    _pets(tmp_path / "pets")                                  # colour images, read as grey when asked for
+    assert main(["train", "--data", str(tmp_path / "pets"), *PETS, "--epochs", "1", "--image-channels", "1",
+                 "--out", str(tmp_path / "grey-pets")]) == 0
+    assert _metrics(tmp_path / "grey-pets")["channels"] == 1

@@ -62,11 +62,13 @@ def add_train_arguments(p, *, out: str, seeds: str) -> None:
                                                           "inside, or --test-fraction), or the files of --dataset")
     p.add_argument("--image-size", type=int, default=C.image_size, help="folder images resized to this square")
     p.add_argument("--image-channels", type=int, default=C.image_channels, choices=[1, 3],
-                   help="folder images as RGB (3) or grey (1)")
+                   help="folder images as RGB (3) or grey (1) (default: 1 if the folder's images are grey, else 3)")
     p.add_argument("--test-fraction", type=float, default=C.test_fraction,
                    help="folder without train/ and val/: the share of each class held out for testing")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=C.flip,
-                   help="random horizontal flips of training images (default: yes except for digits and clothes)")
+                   help="random horizontal flips of training images (default: yes for CIFAR; no for image folders, "
+                        "where a flipped digit, letter or sign is another one (--flip for natural images), digits "
+                        "and clothes)")
     p.add_argument("--crop", default=C.crop, choices=["padded", "resized", "none"],
                    help="training crops: of the images padded by 4 pixels (CIFAR's recipe), random-resized (area "
                         "8-100%%, aspect 3/4-4/3, resized back: torchvision's ImageNet recipe, for natural images "

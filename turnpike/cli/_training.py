@@ -164,6 +164,9 @@ def report(m: dict, out) -> None:
     model = f"{m['model']} " if m.get("model") else ""
     print(f"\n{m['dataset']} {model}{m['variant']}: N = {m['depth']}, {m['parameters']:,} parameters, "
           f"{m['train_time_s']:.1f} s ({m['images_per_s']:.0f} images/s), run folder {out}")
+    if m.get("channels") is not None:
+        colour = "1 channel (grey)" if m["channels"] == 1 else f"{m['channels']} channels"
+        print(f"images: {colour}, {'random flips' if m.get('flips') else 'no flips'} in training")
     print(f"test accuracy {m['test_accuracy']:.4f} (train {m['train_accuracy']:.4f}); exit test accuracy "
           f"k=0: {m['exit_test_accuracy'][0]:.3f}, k=N: {m['exit_test_accuracy'][-1]:.3f}")
     if m.get("weights"):

@@ -69,6 +69,26 @@ class ImageFolderTensors(ImageTensors):
         return f"{type(self).__name__}({fields[:-1]}, classes=[{shown}])"
 
 
+#: Pillow modes of grey images (one channel; an alpha channel beside it is dropped as in decoding)
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def folder_channels(path, *, split=None, seed: int = 0, sample: int = 64) -> int:
+    """1 when a folder's training images are grey, else 3 (RGB): Pillow's mode of up to ``sample`` of them spread
+    over the files (``path``, ``split`` as :func:`image_folder` reads them); one colour image makes it 3."""
+    Image, _ = _pillow()
+    _, train, _, _, _ = _split(path, split, seed)
+    for file, _ in train[::max(1, len(train) // sample)][:sample]:
+        try:
+            with Image.open(file) as image:
+                if image.mode not in _GREY_MODES:
+                    return 3
+        except Exception as error:                 # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError...)
+            raise ValueError(f"{file}: expected an image file Pillow can decode, got a corrupt or unsupported "
+                             f"file ({type(error).__name__}: {error})") from None
+    return 1
+
+
 def image_folder(path, *, size, split=None, seed: int = 0, channels: int = 3, fit: str = "crop", name=None,
                  workers: int | None = None) -> ImageFolderTensors:
     """The images of a folder with one sub-folder per class, decoded and resized, as uint8 tensors.

@@ -36,7 +36,7 @@ def summarise(solution, config, data, per_epoch) -> dict:
         "train_time_s": solution.wall_time_s, "epoch_time_s": solution.wall_time_s / epochs,
         "images_per_s": epochs * data.split_size("train") / max(solution.wall_time_s, 1e-9),
         "epochs": config.epochs, "epochs_done": taken // per_epoch, "training_step": solution.extra["training_step"],
-        **config.describe(), "dataset": data.name,
+        **config.describe(), "dataset": data.name, "channels": data.channels, "flips": config.flips,
         "early_exit": _early_exit(solution.network, data, config),
     }
     return metrics

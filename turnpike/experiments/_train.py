@@ -18,6 +18,7 @@ import torch
 from .. import _checks
 from ..backends._module_data import checked_workers
 from ..data import IMAGE_DATASETS, image_folder, image_folder_streams, random_flip, random_resized_crop
+from ..data._folder import folder_channels
 from ..data._images import available_data
 from ..models import build_model, load_weights, model_factory
 from ..systems import ResidualNetwork, residual_network
@@ -43,9 +44,9 @@ class TrainConfig(TrainingRecipe):
     model: str = "resnet18"              # a built-in model, PACKAGE.MODULE:FACTORY or FILE.py:FACTORY
     model_options: dict = dataclasses.field(default_factory=dict)   # keywords of the model's factory
     image_size: int = 32                 # folder: images resized (centre crop) to image_size × image_size
-    image_channels: int = 3              # folder: 3 (RGB) or 1 (grey)
+    image_channels: int | None = None    # folder: 3 (RGB) or 1 (grey); None: 1 if its images are grey, else 3
     test_fraction: float | None = None   # folder without train/ and val/: the share of each class held out
-    flip: bool | None = None             # random horizontal flips (None: not for digits and clothes)
+    flip: bool | None = None             # random horizontal flips (None: CIFAR's; not for folders, digits, clothes)
     stream: bool = False                 # folder: read the images from the files batch by batch, not into memory
     crop: str = "padded"                 # padded (4-pixel padded random crops, CIFAR's) | resized (random-resized
                                          # crops, torchvision's ImageNet recipe) | none
@@ -69,7 +70,8 @@ class TrainConfig(TrainingRecipe):
             self.weights = str(Path(self.weights).resolve())     # a run folder's config finds it from anywhere
         model_factory(self.model)             # resolves now: a wrong name fails before any data is read
         _checks.integer("image_size", self.image_size, minimum=1)
-        _checks.choice("image_channels", self.image_channels, (1, 3))
+        if self.image_channels is not None:
+            _checks.choice("image_channels", self.image_channels, (1, 3))
         if self.test_fraction is not None:
             _checks.real("test_fraction", self.test_fraction, minimum=0.0, maximum=1.0, strict_min=True,
                          strict_max=True)
@@ -98,7 +100,17 @@ class TrainConfig(TrainingRecipe):
 
     @property
     def flips(self) -> bool:
-        return super().flips if self.flip is None else self.flip
+        """``flip``; by default not for an image folder (a flipped digit, letter or sign is another one: --flip
+        for natural images), else as the recipe says for the built-in data set."""
+        if self.flip is not None:
+            return self.flip
+        return False if self.dataset == "folder" else super().flips
+
+    def folder_channels(self) -> int:
+        """``image_channels``, or the folder's (1 if its images are grey, else 3)."""
+        if self.image_channels is not None:
+            return self.image_channels
+        return folder_channels(self.data_dir, split=self.test_fraction)
 
     def load_data(self):
         """The run's images: a built-in data set or an image folder in memory, or the folder's files read
@@ -108,10 +120,10 @@ class TrainConfig(TrainingRecipe):
         if self.stream:
             workers = checked_workers("auto", torch.device(self.device))
             data = image_folder_streams(self.data_dir, size=self.image_size, split=self.test_fraction,
-                                        channels=self.image_channels, workers=workers)
+                                        channels=self.folder_channels(), workers=workers)
         else:
             data = image_folder(self.data_dir, size=self.image_size, split=self.test_fraction,
-                                channels=self.image_channels)
+                                channels=self.folder_channels())
         if self.train_subset or self.test_subset:
             data = data.subset(train=self.train_subset, test=self.test_subset, seed=self.seed)
         return data
@@ -154,7 +166,7 @@ class TrainConfig(TrainingRecipe):
         return residual_network(model, exits=self.variant), report
 
     def network_depth(self) -> int:
-        channels = self.image_channels if self.dataset == "folder" else _CHANNELS[self.dataset]
+        channels = (self.image_channels or 3) if self.dataset == "folder" else _CHANNELS[self.dataset]
         return self._network(num_classes=10, channels=channels)[0].depth    # (the depth does not depend on them)
 
     def network_label(self, depth: int) -> str:
