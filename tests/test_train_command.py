@@ -313,3 +313,25 @@ def test_a_grey_folder_trains_on_one_channel_and_flip_is_asked_for(tmp_path, cap
     assert main(["train", "--data", str(tmp_path / "pets"), *PETS, "--epochs", "1", "--image-channels", "1",
                  "--out", str(tmp_path / "grey-pets")]) == 0
     assert _metrics(tmp_path / "grey-pets")["channels"] == 1
+
+
+def test_cosine_and_warm_up_schedules_from_the_command_line(tmp_path, capsys):
+    """--lr-schedule cosine --warmup-epochs 1: epoch 1 ends at the top of the warm-up, then the lr follows the
+    cosine to the last epoch (the log's lr is each epoch's last step's); milestones with cosine are refused."""
+    import math
+
+    _pets(tmp_path / "pets")                       # 16 training images, batch 8: 2 steps an epoch
+    argv = ["train", "--data", str(tmp_path / "pets"), *PETS, "--epochs", "4", "--lr-schedule", "cosine",
+            "--warmup-epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps, warmup = 8, 2
+    expected = [0.05 * 2 / warmup] + [0.05 * 0.5 * (1 + math.cos(math.pi * (2 * e - 1 - warmup) / (steps - warmup)))
+                                      for e in (2, 3, 4)]
+    assert lrs == pytest.approx(expected)
+    assert run_config(tmp_path / "run").lr_schedule == "cosine"
+    capsys.readouterr()
+    assert main([*argv[:-4], "--lr-schedule", "cosine", "--milestones", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "--milestones: expected none with --lr-schedule cosine" in capsys.readouterr().err
+    assert main([*argv[:-2], "--warmup-epochs", "3", "--epochs", "3", "--out", str(tmp_path / "bad")]) == 2
+    assert "--warmup-epochs: expected an integer <= 2" in capsys.readouterr().err

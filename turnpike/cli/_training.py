@@ -22,6 +22,10 @@ def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
     p.add_argument("--milestones", type=int_list_or_none, default=None,
                    help="lr ÷ 10 after these epochs, each before --epochs, comma-separated ('' for none: a constant "
                         f"lr) (default: {','.join(map(str, C.milestones))})")
+    p.add_argument("--lr-schedule", default=C.lr_schedule, choices=["multistep", "cosine"],
+                   help="multistep: lr ÷ 10 after each of --milestones; cosine: from --lr down to 0 over the epochs")
+    p.add_argument("--warmup-epochs", type=int, default=C.warmup_epochs,
+                   help="linear warm-up of the lr over the first epochs")
     p.add_argument("--lr", type=float, default=C.lr)
     p.add_argument("--weight-decay", type=float, default=C.weight_decay, help="λ of λ/2‖w‖²")
     p.add_argument("--train-subset", type=int, default=C.train_subset)
@@ -73,11 +77,14 @@ def recipe_settings(args, device, *, seed: int, time_limit) -> dict:
     """The :class:`TrainingRecipe` fields of the parsed options of :func:`add_recipe_arguments`; milestones typed
     at or beyond --epochs are refused (the default ones are the paper's, whatever the epochs)."""
     typed = args.milestones
+    if typed and args.lr_schedule == "cosine":
+        raise ValueError(f"--milestones: expected none with --lr-schedule cosine, got {','.join(map(str, typed))}")
     if typed is not None and isinstance(args.epochs, int) and any(m >= args.epochs for m in typed):
         raise ValueError(f"--milestones: expected epochs before --epochs {args.epochs}, got "
                          f"{','.join(map(str, typed))}")
     milestones = {} if typed is None else {"milestones": typed}
     return dict(dataset=args.dataset, data_dir=args.data, epochs=args.epochs, **milestones, lr=args.lr,
+                lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
                 weight_decay=args.weight_decay, train_subset=args.train_subset, test_subset=args.test_subset,
                 batch_size=args.batch_size, gamma=args.gamma, eps_fraction=args.eps_fraction, device=device,
                 amp=args.amp, channels_last=args.channels_last, compile=args.compile, cuda_graph=args.cuda_graph,

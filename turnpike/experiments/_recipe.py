@@ -35,6 +35,9 @@ from ..backends import COMPILE_MODES, MODULE_METHODS
 from ..data import IMAGE_DATASETS, augment, load_image_tensors, normalise
 from ..results import Status
 
+#: the learning-rate schedules of a training run
+LR_SCHEDULES = ("multistep", "cosine")
+
 #: data sets of digits and clothes: no horizontal flip (a flipped digit is another symbol)
 _NO_FLIP = ("mnist", "fashion-mnist")
 
@@ -50,7 +53,9 @@ class TrainingRecipe(abc.ABC):
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
-    milestones: tuple = (82, 123)        # epochs after which the lr is divided by 10
+    milestones: tuple = (82, 123)        # epochs after which the lr is divided by 10 (lr_schedule "multistep")
+    lr_schedule: str = "multistep"       # multistep (÷10 at the milestones) | cosine (to 0 over the epochs)
+    warmup_epochs: int = 0               # linear warm-up of the lr over the first epochs
     gamma: float = 0.02                  # γ, the stage-cost weight
     weight_decay: float = 1e-4           # λ of λ/2‖w‖²
     train_subset: int | None = None
@@ -103,6 +108,8 @@ class TrainingRecipe(abc.ABC):
         self.milestones = tuple(_checks.integer("milestones", m, minimum=0) for m in self.milestones)
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
             _checks.fail("milestones", "increasing epochs", ",".join(map(str, self.milestones)))
+        _checks.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _checks.integer("warmup_epochs", self.warmup_epochs, minimum=0, maximum=self.epochs - 1)
         self.device = str(_checks.device("device", self.device))
         if self.subresnet is not None:
             _checks.integer("subresnet", self.subresnet, minimum=0)
@@ -203,10 +210,12 @@ def solve_settings(config: TrainingRecipe, data) -> dict:
 
 
 def sgd_options(config: TrainingRecipe, per_epoch: int) -> dict:
-    """The paper's SGD schedule in steps, every option of the method given (the log reads the lr from it)."""
-    milestones = tuple(m * per_epoch for m in config.milestones)
+    """The run's SGD schedule in steps (the paper's multistep, or cosine), after ``warmup_epochs`` of linear warm-up,
+    every option of the method given (the log reads the lr from it)."""
+    milestones = tuple(m * per_epoch for m in config.milestones) if config.lr_schedule == "multistep" else ()
+    schedule = "cosine" if config.lr_schedule == "cosine" else "multistep" if milestones else "constant"
     return {**MODULE_METHODS["sgd"].defaults, "lr": config.lr, "momentum": config.momentum,
-            "schedule": "multistep" if milestones else "constant", "milestones": milestones}
+            "schedule": schedule, "milestones": milestones, "warmup_steps": config.warmup_epochs * per_epoch}
 
 
 #: how a solve stops just after writing its checkpoint: the run is unfinished and --resume continues it
