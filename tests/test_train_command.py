@@ -335,3 +335,27 @@ def test_cosine_and_warm_up_schedules_from_the_command_line(tmp_path, capsys):
     assert "--milestones: expected none with --lr-schedule cosine" in capsys.readouterr().err
     assert main([*argv[:-2], "--warmup-epochs", "3", "--epochs", "3", "--out", str(tmp_path / "bad")]) == 2
     assert "--warmup-epochs: expected an integer <= 2" in capsys.readouterr().err
+
+
+def test_every_epoch_logs_and_prints_the_outputs_test_loss_and_accuracy(tmp_path, capsys):
+    from turnpike.experiments._epoch_log import output_test_metrics
+
+    _pets(tmp_path / "pets")
+    argv = ["train", "--data", str(tmp_path / "pets"), *PETS, "--out", str(tmp_path / "run")]
+    assert main([a for a in argv if a != "--quiet"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(printed) == len(lines) == 3 and printed[2].startswith("epoch 3/3: J ")
+    assert f"test accuracy {lines[2]['test_accuracy']:.4f}" in printed[2]
+    assert all(0 <= line["test_accuracy"] <= 1 and line["test_loss"] > 0 for line in lines)
+    # the measure against a direct computation; the module's mode, parameters and statistics stay as they were
+    net = load_run_network(tmp_path / "run").train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    images = torch.randn(5, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    got = output_test_metrics([(images[:3], labels[:3]), (images[3:], labels[3:])], limit=4)(net)
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    with torch.no_grad():
+        logits = net.eval()(images[:4])
+    assert got["test_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels[:4])), rel=1e-6)
+    assert got["test_accuracy"] == float((logits.argmax(-1) == labels[:4]).float().mean())

@@ -6,7 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ._args import resume_notice
-from ._training import add_recipe_arguments, exit_status, over_seeds, recipe_settings, report, summarise_seeds
+from ._training import (add_recipe_arguments, exit_status, over_seeds, print_epoch, recipe_settings, report,
+                        summarise_seeds)
 
 #: config fields whose flag is not the field's name (errors name the flag the user typed)
 FLAGS = {"data_dir": "--data", "time_limit_s": "--time-limit", "finetune_epochs": "--finetune-epochs"}
@@ -65,7 +66,8 @@ def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
     if is_main_process():
         resume_notice("resnet54", SimpleNamespace(resume=args.resume, out=folder))
     metrics = run_resnet54(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
-                           progress=not args.quiet and is_main_process())
+                           progress=not args.quiet and is_main_process(),
+                           on_epoch=print_epoch if not args.quiet and is_main_process() else None)
     if is_main_process():
         report(metrics, folder)
     return metrics

@@ -106,14 +106,15 @@ def run(args) -> int:
 def _train(args, device, seed: int, folder: Path, time_limit) -> dict:
     from .._distributed import is_main_process
     from ..experiments._train import run_train
-    from ._training import report
+    from ._training import print_epoch, report
 
     config = train_config(args, device, seed=seed, time_limit=time_limit, variant=args.variant,
                           subresnet=args.subresnet)
     if is_main_process():
         resume_notice("train", SimpleNamespace(resume=args.resume, out=folder))
     metrics = run_train(config, folder, plots=not args.no_plots, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.quiet and is_main_process())
+                        progress=not args.quiet and is_main_process(),
+                        on_epoch=print_epoch if not args.quiet and is_main_process() else None)
     if is_main_process():
         report(metrics, folder)
     return metrics

@@ -70,7 +70,7 @@ def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
                         "seconds, just after the checkpoint (metrics of the network so far are written; "
                         "--resume continues)")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
 
 
 def recipe_settings(args, device, *, seed: int, time_limit) -> dict:
@@ -165,6 +165,17 @@ def summarise_seeds(runs: list, out: Path) -> None:
             print(f"{name}: {min(gaps):.2f} to {max(gaps):.2f} points below the full network "
                   f"(within one point on {sum(g <= 1.0 for g in gaps)} of {len(gaps)})")
     write_json(out / "seeds.json", {"runs": rows})
+
+
+def print_epoch(line: dict) -> None:
+    """One line a training epoch: its mean objective, the output's test loss and accuracy, lr and time (beside
+    the progress bar, which stays below it)."""
+    from tqdm import tqdm
+
+    test = (f", test loss {line['test_loss']:.4f}, test accuracy {line['test_accuracy']:.4f}"
+            if "test_loss" in line else "")
+    tqdm.write(f"epoch {line['epoch']}/{line['epochs']}: J {line['objective']:.4f}{test}, lr {line['lr']:.3g}, "
+               f"{line['epoch_time_s']:.1f} s")
 
 
 def report(m: dict, out) -> None:

@@ -22,9 +22,42 @@ def tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder))
 
 
+#: test images the per-epoch line evaluates the output on (the whole test set is the run's metrics' business)
+EPOCH_TEST_IMAGES = 1000
+
+
+def output_test_metrics(batches, limit: int = EPOCH_TEST_IMAGES):
+    """``measure(module) -> {"test_loss", "test_accuracy"}``: the output's cross-entropy and accuracy on the first
+    ``limit`` images of ``batches`` ((prepared images, labels) pairs), in eval mode without gradient; the module's
+    mode, parameters and statistics are as they were afterwards."""
+    import torch
+    import torch.nn.functional as F
+
+    def measure(module) -> dict:
+        was_training = module.training
+        loss, correct, total = 0.0, 0, 0
+        try:
+            module.eval()
+            with torch.no_grad():
+                for images, labels in batches:
+                    logits = module(images[:limit - total]).float()
+                    labels = labels[:limit - total].to(logits.device)
+                    loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                    correct += int((logits.argmax(-1) == labels).sum())
+                    total += len(labels)
+                    if total >= limit:
+                        break
+        finally:
+            module.train(was_training)
+        return {"test_loss": loss / max(total, 1), "test_accuracy": correct / max(total, 1)}
+
+    return measure
+
+
 class EpochLog:
-    """Per-epoch JSON lines (objective, lr, time, images/s) from the solver's callback, and the
-    same scalars to TensorBoard when a writer is given.
+    """Per-epoch JSON lines (objective, lr, time, images/s and, with ``measure``, the output's test loss and
+    accuracy on up to :data:`EPOCH_TEST_IMAGES` test images) from the solver's callback, the same scalars to
+    TensorBoard when a writer is given, and each line to ``on_epoch`` (the command line prints it).
 
     One line per epoch, also across stops: a resumed run repeats the steps after its checkpoint, so
     an epoch logged before the stop is logged again and its new line replaces the old one (the file is
@@ -32,9 +65,9 @@ class EpochLog:
     the J of its steps before the stop come from there, so its mean is the uninterrupted run's."""
 
     def __init__(self, path: Path, options: dict, steps: int, per_epoch: int, count: int, resume: bool,
-                 tensorboard=None, previous=()):
+                 tensorboard=None, previous=(), measure=None, on_epoch=None):
         self.path, self.options, self.steps, self.per_epoch, self.count = path, options, steps, per_epoch, count
-        self.tensorboard, self.previous = tensorboard, list(previous)
+        self.tensorboard, self.previous, self.measure, self.on_epoch = tensorboard, list(previous), measure, on_epoch
         if not resume and path.exists():
             path.unlink()
         self.values, self.started = [], time.perf_counter()
@@ -50,14 +83,21 @@ class EpochLog:
         line = {"epoch": epoch, "step": step + 1, "objective": float(np.mean(self.values)),
                 "lr": learning_rate(self.options, step, self.steps),     # the lr of the epoch's last step
                 "epoch_time_s": seconds, "images_per_s": self.count / seconds}
+        if self.measure is not None:      # the network after the epoch's last backward pass, before its update
+            measured = time.perf_counter()
+            line.update(self.measure(module))
+            line["test_time_s"] = time.perf_counter() - measured
         kept = [text for text in (self.path.read_text().splitlines() if self.path.exists() else [])
                 if json.loads(text)["epoch"] < epoch]
         write_atomically(self.path, lambda stream: stream.write("".join(f"{text}\n" for text in
                                                                        [*kept, json.dumps(line)])), "w")
         if self.tensorboard is not None:
-            for key in ("objective", "lr", "epoch_time_s", "images_per_s"):
-                self.tensorboard.add_scalar(f"train/{key}", line[key], epoch)
+            for key in ("objective", "lr", "epoch_time_s", "images_per_s", "test_loss", "test_accuracy"):
+                if key in line:
+                    self.tensorboard.add_scalar(f"train/{key}", line[key], epoch)
             self.tensorboard.flush()
+        if self.on_epoch is not None:
+            self.on_epoch({**line, "epochs": self.steps // self.per_epoch})
         self.values, self.started = [], time.perf_counter()
 
 

@@ -73,12 +73,13 @@ def load_data(config: ResNet54Config):
 
 
 def run_resnet54(config: ResNet54Config | None = None, out=None, *, plots: bool = True, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
+                 overwrite: bool = False, progress: bool = True, on_epoch=None) -> dict:
     """Train one network of the paper's comparison, write its run folder, return its metrics.
 
     A folder that holds a run is refused unless ``resume`` (continue it; every setting but
     :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
     config = ResNet54Config() if config is None else _checks.instance("config", config, ResNet54Config,
                                                                       "a ResNet54Config")
-    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress)
+    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress,
+                        on_epoch=on_epoch)
 

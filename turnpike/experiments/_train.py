@@ -181,7 +181,8 @@ class TrainConfig(TrainingRecipe):
 
 
 def run_train(config: TrainConfig, out=None, *, plots: bool = True, resume: bool = False, overwrite: bool = False,
-              progress: bool = True) -> dict:
+              progress: bool = True, on_epoch=None) -> dict:
     """Train the configured model, write its run folder, return its metrics (see :func:`run_training`)."""
     _checks.instance("config", config, TrainConfig, "a TrainConfig")
-    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress)
+    return run_training(config, out, plots=plots, resume=resume, overwrite=overwrite, progress=progress,
+                        on_epoch=on_epoch)

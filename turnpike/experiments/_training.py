@@ -14,16 +14,20 @@ from .._distributed import is_main_process, world
 from .._runs import claim_run_folder, holds_run, read_json, write_atomically, write_metrics, write_run_config
 from .._solve import solve_ocp
 from ..results import Status
-from ._epoch_log import EpochLog, objective_history, tensorboard_writer
+from ._epoch_log import EPOCH_TEST_IMAGES, EpochLog, objective_history, output_test_metrics, tensorboard_writer
 from ..data import normalise
-from ._recipe import RESUMABLE, RESUMABLE_STOPS, RUN_FILES, TrainingRecipe, problem, sgd_options, solve_settings
+from ._recipe import (RESUMABLE, RESUMABLE_STOPS, RUN_FILES, EvaluationBatches, TrainingRecipe, problem, sgd_options,
+                      solve_settings)
 from ._summary import finetune_pruned, summarise
 
 
 def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
+                 overwrite: bool = False, progress: bool = True, on_epoch=None) -> dict:
     """Train the network ``config`` describes, write its run folder ``out`` (none if None), return its metrics.
 
+    Each epoch's log line (``log.jsonl``: objective, lr, the output's test loss and accuracy on up to
+    :data:`EPOCH_TEST_IMAGES` test images and at most a twelfth of the training images' count, times) also goes to
+    ``on_epoch(line)`` where given.
     A folder that holds a run is refused unless ``resume`` (continue it; every setting but
     :data:`RESUMABLE` must match) or ``overwrite`` (its run files are removed first)."""
     _checks.instance("config", config, TrainingRecipe, "a training config (ResNet54Config, TrainConfig)")
@@ -59,8 +63,12 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
     writes = out is not None and is_main_process()
     tensorboard = tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
+    # a forward pass costs about a third of a training step's: a twelfth of the training images keeps it <= 3 %
+    measure = output_test_metrics(EvaluationBatches(data, config.device, channels_last=config.channels_last),
+                                  limit=max(1, min(EPOCH_TEST_IMAGES, data.split_size("train") // 12)))
     log = (EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, data.split_size("train"),
-                     resume, tensorboard, previous=objective_history(out / "checkpoint.pt") if resume else ())
+                     resume, tensorboard, previous=objective_history(out / "checkpoint.pt") if resume else (),
+                     measure=measure, on_epoch=on_epoch)
            if writes else None)
     if writes and not continues:
         write_run_config(out, config, command=command, parameters=net.parameter_count(), world_size=world()[1],
