@@ -282,7 +282,8 @@ def test_a_run_folder_serves_prune_and_early_exit_from_elsewhere_and_with_moved_
     monkeypatch.chdir(elsewhere)                                                  # another working directory
     assert main(["prune", "../run", "--depth", "2"]) == 0
     summary = json.loads((tmp_path / "run" / "pruned-2.json").read_text())
-    assert summary["file"] == str((tmp_path / "run" / "pruned-2.pt2").resolve()) and summary["run"] == str((tmp_path / "run").resolve())
+    assert summary["file"] == str((tmp_path / "run" / "pruned-2.pt2").resolve())
+    assert summary["run"] == str((tmp_path / "run").resolve())
     moved = shutil.move(tmp_path / "pets", tmp_path / "archive")
     assert main(["early-exit", "../run", "--no-plots", "--thresholds", "0.5"]) == 2
     assert "pets" in capsys.readouterr().err.strip().splitlines()[-1]             # the stored folder is gone

@@ -60,7 +60,8 @@ def test_train_starts_from_the_weights_and_its_folder_does_not_need_them_later(t
     out = tmp_path / "run"
     assert main(["train", "--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true",
                  "--epochs", "1", "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size",
-                 "32", "--quiet", "--no-plots", "--weights", str(tmp_path / "pretrained.pth"), "--out", str(out)]) == 0
+                 "32", "--quiet", "--no-plots", "--weights", str(tmp_path / "pretrained.pth"), "--weights-new", "fc",
+                 "--out", str(out)]) == 0
     assert "started from" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["weights"]["loaded"] == len(_pretrained().state_dict()) - 2
@@ -81,8 +82,28 @@ def test_a_stopped_run_resumes_with_its_weights_file_moved(tmp_path):
     common = ["train", "--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true",
               "--epochs", "2", "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size",
               "32", "--quiet", "--no-plots", "--out", str(out)]
-    assert main([*common, "--weights", str(tmp_path / "pretrained.pth"), "--time-limit", "0"]) == 0
+    assert main([*common, "--weights", str(tmp_path / "pretrained.pth"), "--weights-new", "fc", "--time-limit",
+                 "0"]) == 0
     (tmp_path / "pretrained.pth").rename(tmp_path / "moved.pth")
-    assert main([*common, "--weights", str(tmp_path / "moved.pth"), "--resume"]) == 0     # the checkpoint wins
-    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+    assert main([*common, "--weights", str(tmp_path / "moved.pth"), "--weights-new", "fc", "--resume"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())       # the checkpoint wins; the report is kept
+    assert metrics["epochs_done"] == 2 and sorted(metrics["weights"]["kept"]) == ["fc.bias", "fc.weight"]
 
+
+def test_train_refuses_a_file_that_leaves_tensors_new_unless_told_which(tmp_path, capsys):
+    """--weights loads every tensor of the model or names what may stay new: a 1000-class file into a 10-class
+    model needs --weights-new fc; another network's file that matches a few tensors is refused, nothing written."""
+    torch.save(_pretrained().state_dict(), tmp_path / "pretrained.pth")
+    common = ["train", "--dataset", "mnist", "--model-option", "base=2", "--model-option", "small_stem=true",
+              "--epochs", "1", "--milestones", "", "--train-subset", "64", "--test-subset", "32", "--batch-size",
+              "32", "--quiet", "--no-plots", "--weights", str(tmp_path / "pretrained.pth")]
+    assert main([*common, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("turnpike train: error: --weights: expected a file with every tensor of the model")
+    assert "loads 120 of 122 and not fc.weight (shape (1000, 16) in the file, (10, 16) here)" in error
+    assert "--weights-new fc" in error and not (tmp_path / "run").exists()
+    partial = {k: v for k, v in _pretrained().state_dict().items() if k.startswith("conv1") or k.startswith("fc")}
+    torch.save(partial, tmp_path / "partial.pth")                  # a few tensors match: still refused with fc new
+    assert main([*common[:-1], str(tmp_path / "partial.pth"), "--weights-new", "fc", "--out", str(tmp_path / "p")]) == 2
+    assert "loads 1 of 122" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert main([*common, "--weights-new", "fc", "--weights-new", "layer4.1", "--out", str(tmp_path / "ok")]) == 0

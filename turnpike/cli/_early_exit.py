@@ -6,7 +6,8 @@ from pathlib import Path
 from ._args import float_list
 
 #: parameters behind the flags (errors name the flag the user typed)
-FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds": "--thresholds", "folder": "RUN", "data_dir": "--data"}
+FLAGS = {"batch_size": "--batch-size", "threshold": "--thresholds", "thresholds": "--thresholds", "folder": "RUN",
+         "data_dir": "--data"}
 
 
 def add_parser(sub):

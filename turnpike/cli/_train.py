@@ -76,7 +76,10 @@ def add_train_arguments(p, *, out: str, seeds: str) -> None:
     p.add_argument("--weights", default=C.weights, metavar="FILE",
                    help="pretrained weights loaded into the model before training: a file of "
                         "torch.save(model.state_dict()) (torchvision's ResNet files are such), or a checkpoint "
-                        "holding one; tensors of another shape (a classifier for other classes) stay initialised")
+                        "holding one; every tensor of the model must load from it except those under --weights-new")
+    p.add_argument("--weights-new", action="append", default=[], metavar="PREFIX",
+                   help="tensors of the model (names, or prefixes such as fc) that may stay as initialised when "
+                        "--weights has none of their name and shape, e.g. a classifier for other classes (repeat)")
     p.add_argument("--stream", action="store_true",
                    help="read the image folder's files batch by batch (DataLoader workers on a GPU) instead of "
                         "decoding them all into memory first: for folders larger than memory; the same training")
@@ -90,6 +93,7 @@ def train_config(args, device, *, seed: int, time_limit, **settings):
     return TrainConfig(model=args.model, model_options=dict(args.model_options), image_size=args.image_size,
                        image_channels=args.image_channels, test_fraction=args.test_fraction, flip=args.flip,
                        stream=args.stream, crop=args.crop, weights=args.weights,
+                       weights_new=tuple(args.weights_new),
                        **recipe_settings(args, device, seed=seed, time_limit=time_limit), **settings)
 
 

@@ -60,7 +60,7 @@ def add_recipe_arguments(p, C, *, out: str, seeds: str, data: str) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; every setting must match the stored one "
                         "except --time-limit, --device, --data, --tensorboard, --compile, --cuda-graph (and train's "
-                        "--weights: the checkpoint replaces them); with no run in --out, a new one starts (and the "
+                        "--weights and --weights-new: the checkpoint replaces the weights, no file is read); with no run in --out, a new one starts (and the "
                         "command says so)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (its run files are removed first; other files stay); without it "

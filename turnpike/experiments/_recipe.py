@@ -222,7 +222,7 @@ def sgd_options(config: TrainingRecipe, per_epoch: int) -> dict:
 RESUMABLE_STOPS = (Status.TIME_LIMIT, Status.INTERRUPTED)
 #: settings that may change when a run is resumed (they do not change its result; train's initial ``weights``
 #: are replaced by the checkpoint's)
-RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile", "cuda_graph", "weights")
+RESUMABLE = ("time_limit_s", "device", "data_dir", "tensorboard", "compile", "cuda_graph", "weights", "weights_new")
 #: what a run writes into its folder: ``overwrite`` removes these, and nothing else there
 RUN_FILES = ("config.json", "metrics.json", "log.jsonl", "checkpoint.pt", "finetune_checkpoint.pt", "network.pt",
              "*.png", "early_exit.json", "tensorboard", "pruned-*.pt2", "pruned-*.json")

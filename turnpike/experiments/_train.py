@@ -51,6 +51,7 @@ class TrainConfig(TrainingRecipe):
     crop: str = "padded"                 # padded (4-pixel padded random crops, CIFAR's) | resized (random-resized
                                          # crops, torchvision's ImageNet recipe) | none
     weights: str | None = None           # a state_dict file loaded into the model before training (pretrained)
+    weights_new: tuple = ()              # names (prefixes) of the model's tensors that may stay as initialised
 
     datasets = ("folder",) + IMAGE_DATASETS
     architecture_fields = TrainingRecipe.architecture_fields + ("model", "model_options", "image_size",
@@ -68,6 +69,9 @@ class TrainConfig(TrainingRecipe):
             if not isinstance(self.weights, (str, Path)):
                 _checks.fail("weights", "the path of a weights file, or None", self.weights)
             self.weights = str(Path(self.weights).resolve())     # a run folder's config finds it from anywhere
+        if isinstance(self.weights_new, str) or not all(isinstance(p, str) and p for p in self.weights_new):
+            _checks.fail("weights_new", "a tuple of tensor names or name prefixes (e.g. ('fc',))", self.weights_new)
+        self.weights_new = tuple(self.weights_new)
         model_factory(self.model)             # resolves now: a wrong name fails before any data is read
         _checks.integer("image_size", self.image_size, minimum=1)
         if self.image_channels is not None:
@@ -137,7 +141,23 @@ class TrainConfig(TrainingRecipe):
     def build_initial_network(self, data) -> tuple:
         """(:meth:`build_network`, ``{"weights": what was loaded from weights}`` or ``{}``)."""
         network, report = self._built(data, initial_weights=True)
+        if report:
+            self._check_weights_cover(report)
         return network, ({"weights": report} if report else {})
+
+    def _check_weights_cover(self, report: dict) -> None:
+        """Every tensor of the model loaded from ``weights`` except those under ``weights_new``: a file of
+        another network, or with missing parts, is not trained on silently."""
+        new = [name for name in report["kept"]
+               if not any(name == p or name.startswith(p + ".") for p in self.weights_new)]
+        if new:
+            total = report["loaded"] + len(report["kept"])
+            listed = "; ".join(f"{name} ({report['kept'][name]})" for name in new[:3]) + (", ..." if len(new) > 3
+                                                                                          else "")
+            raise ValueError(f"weights: expected a file with every tensor of the model but those under --weights-new, "
+                             f"got {report['source']}, which loads {report['loaded']} of {total} and not {listed}; "
+                             f"say which may stay as initialised with --weights-new PREFIX (e.g. --weights-new fc "
+                             f"for a new classifier)")
 
     def _built(self, data, *, initial_weights: bool) -> tuple:
         network, report = self._network(data.num_classes, data.channels, initial_weights=initial_weights)

@@ -46,7 +46,10 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     started = time.perf_counter()              # the time limit covers training and fine-tuning
     try:
         data = config.load_data()
-        net, started_from = config.build_initial_network(data)
+        if continues:         # the checkpoint replaces the initial weights: no weights file is read again
+            net, started_from = config.build_network(data, initial_weights=False), _started_from(out)
+        else:
+            net, started_from = config.build_initial_network(data)
         net.check_outputs(_sample_inputs(data, net))
         ocp = problem(config, net, data)
     except BaseException:
@@ -126,3 +129,10 @@ def _sample_inputs(data, net) -> torch.Tensor:
     """Two training images prepared as the network takes them, on its device (for its output check)."""
     images, _ = next(iter(data.batches("train", 2)))
     return normalise(images.to(next(net.parameters()).device), data.mean, data.std)
+
+
+def _started_from(out: Path) -> dict:
+    """What a resumed run started from, as its first part's metrics say (``{}`` where they do not)."""
+    path = out / "metrics.json"
+    stored = read_json(path, "the metrics of the run") if path.is_file() else {}
+    return {"weights": stored["weights"]} if isinstance(stored, dict) and stored.get("weights") else {}
