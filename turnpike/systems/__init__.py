@@ -14,7 +14,7 @@ engines can train it.
 """
 from ._node import NeuralODE
 from ._protocol import (BufferedLayerMap, DifferentiableObjective, FixedStepScheme, FlatSystem, LayerMapSystem,
-                        ModuleSystem, OwnGradient, System, Trajectories)
+                        ModuleSystem, OwnGradient, SavedLayout, System, Trajectories)
 from ._resnet import SingleLayerResNet, TwoLayerResNet
 from ._shortcut import ShortcutNetwork
 from ._layers import GlobalAveragePool, Subsample
@@ -24,7 +24,7 @@ from ._residual_adapters import residual_network
 from ._residual_parts import EXIT_VARIANTS
 
 __all__ = ["BufferedLayerMap", "DifferentiableObjective", "EXIT_VARIANTS", "FixedStepScheme", "FlatSystem",
-           "LayerMapSystem", "ModuleSystem", "NeuralODE", "OwnGradient", "ShortcutNetwork",
+           "LayerMapSystem", "ModuleSystem", "NeuralODE", "OwnGradient", "SavedLayout", "ShortcutNetwork",
            "SingleLayerResNet", "System", "Trajectories", "TwoLayerResNet"]
 __all__ += ["GlobalAveragePool", "ResidualBlock", "ResidualNetwork", "STANDARD_WIDTHS", "Subsample", "preact_resnet",
             "residual_network"]
