@@ -145,3 +145,12 @@ def test_cli_curve_figure_and_points(tmp_path, capsys):
     assert main(["early-exit", str(tmp_path / "net"), "--thresholds", "2", "--no-plots"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("turnpike early-exit: error: --thresholds") and "expected a number <= 1" in error
+
+
+def test_threshold_labels_merge_points_that_would_print_over_each_other():
+    from turnpike.experiments._conv_plots import threshold_labels
+
+    xs, ys = [0.0, 1.0, 1.01, 1.02, 3.0], [0.5, 0.8, 0.801, 0.8, 0.9]
+    labels = threshold_labels(xs, ys, [0.0, 0.5, 0.8, 0.9, 1.0])
+    assert [label for *_, label in labels] == ["τ=0", "τ=0.5–0.9", "τ=1"]
+    assert [(x, y) for x, y, _ in labels] == [(0.0, 0.5), (1.0, 0.8), (3.0, 0.9)]

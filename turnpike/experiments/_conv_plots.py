@@ -24,7 +24,7 @@ def exit_figure(metrics: dict, path: Path) -> Path:
     loss.plot(blocks, metrics["exit_test_loss"], "C0-", label="test")
     accuracy.plot(blocks, metrics["exit_train_accuracy"], "C1--", label="train")
     accuracy.plot(blocks, metrics["exit_test_accuracy"], "C1-", label="test")
-    for axis, name in ((loss, "loss L(ŷ_k)"), (accuracy, "accuracy of ŷ_k")):
+    for axis, name in ((loss, r"loss $L(\hat y_k)$"), (accuracy, r"accuracy of $\hat y_k$")):
         _mark_pruned(axis, metrics)
         axis.set_xlabel("exit k (residual blocks)")
         axis.set_ylabel(name)
@@ -38,13 +38,16 @@ def residual_figure(metrics: dict, path: Path) -> Path:
     plt = _pyplot()
     fig, (residual, norms) = plt.subplots(1, 2, figsize=(10, 3.8))
     blocks = np.arange(len(metrics["output_residual_norms"]))
-    residual.semilogy(blocks, np.maximum(metrics["output_residual_norms"], 1e-12), "C2-")
-    residual.set_ylabel("‖ŷ_{k+1} − ŷ_k‖ (RMS, test)")
-    norms.plot(blocks, metrics["branch_parameter_norms"], "C3-")
-    norms.set_ylabel("‖w_F,k‖")
+    residual.semilogy(blocks, np.maximum(metrics["output_residual_norms"], 1e-12), "C2-",
+                      label=r"$\|\hat y_{k+1} - \hat y_k\|$ (RMS over test images)")
+    residual.set_ylabel("output residual")
+    norms.plot(blocks, metrics["branch_parameter_norms"], "C3-", label=r"$\|w_{F,k}\|$ (all of branch $k$)")
+    norms.set_ylabel("branch parameter norm")
     for axis in (residual, norms):
         _mark_pruned(axis, metrics)
         axis.set_xlabel("block k")
+        axis.legend(fontsize=8)
+    fig.suptitle(f"{metrics['dataset']}, {metrics['variant']} (N = {metrics['depth']}): what each block changes")
     return _save(fig, path)
 
 
@@ -62,8 +65,8 @@ def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path, *, n
     compute = [fraction * network_cost / 1e6 for fraction in curve["mean_compute"]]
     for axis, xs in ((by_blocks, curve["mean_blocks"]), (by_compute, compute)):
         axis.plot(xs, curve["accuracy"], "C0o-", label=f"early exit, {metrics['variant']}")
-        for x, accuracy, threshold in zip(xs, curve["accuracy"], curve["thresholds"]):
-            axis.annotate(f"τ={threshold:g}", (x, accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        for x, accuracy, label in threshold_labels(xs, curve["accuracy"], curve["thresholds"]):
+            axis.annotate(label, (x, accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
     pruned = metrics.get("pruned")
     points = ([(f"SubResNet-{pruned['depth']} (pruned)", pruned, "C3s")] if pruned else []) + \
         [(name, other, f"C{index + 4}^") for index, (name, other) in enumerate(others)]
@@ -78,6 +81,21 @@ def early_exit_figure(curve: dict, metrics: dict, others: list, path: Path, *, n
         axis.legend(fontsize=8)
     fig.suptitle(f"{metrics['dataset']}: early exit of {_network(metrics)}")
     return _save(fig, path)
+
+
+def threshold_labels(xs, ys, thresholds, *, apart: float = 0.04) -> list:
+    """(x, y, "τ=…") for the points of a curve, one label for each run of consecutive points that lie within
+    ``apart`` of the axes' ranges of each other ("τ=0.9–0.99"), so that no two labels print over each other."""
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    groups = []
+    for x, y, tau in zip(xs, ys, thresholds):
+        last = groups[-1] if groups else None
+        if last and abs(x - last[0]) <= apart * span_x and abs(y - last[1]) <= apart * span_y:
+            last[3] = tau
+        else:
+            groups.append([x, y, tau, tau])
+    return [(x, y, f"τ={first:g}" if first == last else f"τ={first:g}–{last:g}") for x, y, first, last in groups]
 
 
 def study_figures(runs: dict, out: Path) -> list[Path]:

@@ -26,7 +26,7 @@ class ResidualPruning:
         statistics (and, for "full", exit M's own parameters). In eval mode its output equals
         ``exit_logits(...)[M]``; its own exits k < M are this network's (exactly for "ws"/"standard"; recalibrate
         them after pruning a "full" one). ``exits`` defaults to "standard" for a "standard" network, else "ws".
-        Its plain form without any turnpike machinery: ``subresnet(M).as_module()``.
+        Its plain form without the exits: ``subresnet(M).as_module()``.
         """
         depth = self._check_exit_index("depth", depth)
         exits = ("standard" if self.exits == "standard" else "ws") if exits is None else \
@@ -69,8 +69,9 @@ class ResidualPruning:
         return module
 
     def as_module(self) -> nn.Sequential:
-        """The plain network ``nn.Sequential(stem, *blocks, head)`` (the same modules, no exits): e.g. to export
-        ``subresnet(M).as_module()``."""
+        """The plain network ``nn.Sequential(stem, *blocks, head)`` (the same modules, no exits), e.g. to save or
+        export ``subresnet(M).as_module()``. Its blocks are :class:`ResidualBlock` modules, so a pickled copy needs
+        turnpike to load; ``torch.export`` of it (``turnpike prune``) runs with torch alone."""
         return nn.Sequential(self.stem, *self.blocks, self.head)
 
     @torch.no_grad()
