@@ -93,6 +93,8 @@ def test_a_test_set_given_batch_by_batch_gives_the_curve_of_the_whole_tensor(net
     for key in ("accuracy", "mean_blocks", "mean_compute", "exit_accuracy"):
         assert parts[key] == pytest.approx(whole[key], abs=1e-12), key
     assert len(parts["images_per_s"]) == 4 and all(rate > 0 for rate in parts["images_per_s"])
+    # the median of the timed passes, inside their range
+    assert all(low <= rate <= high for rate, (low, high) in zip(parts["images_per_s"], parts["images_per_s_range"]))
     with pytest.raises(ValueError, match="images: expected a tensor of images with their labels, or"):
         early_exit_curve(network, iter(batches), None, thresholds, measure_speed=True)     # read only once
     with pytest.raises(ValueError, match=r"images\[1\]: expected an \(images, labels\) batch"):

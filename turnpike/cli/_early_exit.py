@@ -36,7 +36,7 @@ def run(args) -> int:
     from .._runs import check_writable_folder, read_json, write_json
     from ..experiments._recipe import EvaluationBatches
     from ..experiments._run_reading import check_finished, load_run_data, load_run_network, run_config
-    from ..systems._early_exit import early_exit_curve
+    from ..systems._early_exit import SPEED_REPEATS, early_exit_curve
 
     folder = Path(args.run)
     # everything read and checked before the curve is computed: a bad input fails in a second
@@ -57,11 +57,13 @@ def run(args) -> int:
     for name, label in labels.items():
         if label:
             print(f"{name}: {label}")
-    print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'compute':>8} {'images/s':>9}   (compute: multiply-adds "
-          f"over the plain network's)")
+    print(f"{'τ':>6} {'accuracy':>9} {'blocks':>7} {'compute':>8} {'images/s':>9} {'range':>15}   (compute: "
+          f"multiply-adds over the plain network's; images/s: median of {SPEED_REPEATS} timed passes, range: "
+          f"slowest-fastest)")
     for row in zip(curve["thresholds"], curve["accuracy"], curve["mean_blocks"], curve["mean_compute"],
-                   curve["images_per_s"]):
-        print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>8.3f} {row[4]:>9.0f}")
+                   curve["images_per_s"], curve["images_per_s_range"]):
+        print(f"{row[0]:>6g} {row[1]:>9.4f} {row[2]:>7.2f} {row[3]:>8.3f} {row[4]:>9.0f} "
+              f"{f'{row[5][0]:.0f}-{row[5][1]:.0f}':>15}")
     write_json(folder / "early_exit.json", {**curve, "device": args.device, "unfinished": labels[str(folder)]})
     if not args.no_plots:
         from ..experiments._conv_plots import early_exit_figure

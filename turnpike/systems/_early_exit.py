@@ -105,8 +105,9 @@ def early_exit_curve(network: ModuleSystem, images, labels, thresholds, *, batch
 
     The decisions come from all exits' logits, computed once per batch (eval mode); with
     ``measure_speed`` each threshold is also run through :func:`early_exit_predict` and timed
-    (``images_per_s``: the network's time alone). Returns ``{"thresholds", "accuracy", "mean_blocks",
-    "mean_compute", "images_per_s"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy.
+    :data:`SPEED_REPEATS` times (``images_per_s``: the median, ``images_per_s_range``: [slowest, fastest]; the
+    network's time alone). Returns ``{"thresholds", "accuracy", "mean_blocks", "mean_compute", "images_per_s",
+    "images_per_s_range"}`` (lists) and ``"exit_accuracy"``, each exit's own accuracy.
     ``mean_compute`` is the multiply-adds early exit spends per image over those of the plain network
     (:meth:`ModuleSystem.exit_costs`: the blocks run and every head evaluated on the way; above 1
     when few images stop early, since the plain network evaluates one head).
@@ -134,7 +135,7 @@ def early_exit_curve(network: ModuleSystem, images, labels, thresholds, *, batch
     correct = predicted == torch.cat(all_labels)[None]
     depth = network.depth
     result = {"thresholds": thresholds, "accuracy": [], "mean_blocks": [], "mean_compute": [], "images_per_s": [],
-              "exit_accuracy": correct.double().mean(1).tolist()}
+              "images_per_s_range": [], "exit_accuracy": correct.double().mean(1).tolist()}
     costs = network.exit_costs(*size)
     relative_cost = torch.tensor(costs["early_exit"], dtype=torch.float64, device=predicted.device) / costs["network"]
     for threshold in thresholds:
@@ -145,8 +146,14 @@ def early_exit_curve(network: ModuleSystem, images, labels, thresholds, *, batch
         result["mean_blocks"].append(float(first.double().mean()))
         result["mean_compute"].append(float(relative_cost[first].mean()))
         if measure_speed:
-            result["images_per_s"].append(_images_per_second(network, batches, threshold))
+            speeds = sorted(_images_per_second(network, batches, threshold) for _ in range(SPEED_REPEATS))
+            result["images_per_s"].append(speeds[len(speeds) // 2])
+            result["images_per_s_range"].append([speeds[0], speeds[-1]])
     return result
+
+
+#: timed passes over the images per threshold: their median is the reported speed, their extremes its range
+SPEED_REPEATS = 3
 
 
 def _batch_source(network, images, labels, batch_size, *, again: bool):
