@@ -217,6 +217,8 @@ CASES = [
      "out of coffee"),
     ("train-model-option-not-json", ["train", "--dataset", "mnist", "--model", "{models}:sized", "--model-option",
                                      "width=wide", "--out", "{new}"], "width='wide'"),
+    ("train-weights-new-without-weights", ["train", "--dataset", "mnist", "--weights-new", "fc", "--out", "{new}"],
+     "--weights-new"),
     ("train-option-typo", ["train", "--dataset", "mnist", "--gama", "0.1", "--out", "{new}"], "did you mean --gamma"),
     ("train-option-abbreviated", ["train", "--dataset", "mnist", "--epoch", "2", "--out", "{new}"],
      "did you mean --epochs"),

@@ -9,6 +9,8 @@ from turnpike import preact_resnet
 from turnpike.systems import Subsample
 from turnpike.systems._preact import truncated_blocks_per_stage
 
+from test_residual_network import randomise  # every parameter, BatchNorm and exit row perturbed
+
 WIDTHS = {"standard": (4, 8, 16), "homogeneous": (6, 6, 6)}
 BLOCKS = (2, 1, 3)            # uneven stages: exit groups of 3, 1 and 3 states
 CLASSES = 5
@@ -49,28 +51,6 @@ def stage_of(states, k):
 def images(batch=6, size=9, seed=1):
     # odd size: 9 -> 5 -> 3 checks that strided subsampling matches the stride-2 convolutions
     return torch.randn(batch, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
-@torch.no_grad()
-def randomise(net, seed=2):
-    """Perturb every parameter (so full exits differ from the backbone) and give every BN, backbone and
-    exits alike, distinct random running statistics."""
-    g = torch.Generator().manual_seed(seed)
-
-    def noise(t):
-        return torch.randn(t.shape, generator=g, dtype=t.dtype)
-
-    for p in net.parameters():
-        p.add_(0.3 * noise(p))
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(0.3 * noise(m.running_mean))
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=m.running_var.dtype) + 0.5)
-    for statistics in (net.exit_statistics[-1], head_norm(net)):     # exits 0..N-1's rows, exit N's
-        statistics.running_mean.copy_(noise(statistics.running_mean))
-        statistics.running_var.copy_(torch.rand(statistics.running_var.shape, generator=g, dtype=torch.float64) * 2
-                                     + 0.5)
-    return net
 
 
 def buffers(net):

@@ -277,8 +277,8 @@ def test_composed_preact_exits_equal_the_skip_by_skip_eq2_exits_and_statistics(e
     """preact_resnet's exits, its 1×1 and subsampling skips composed into one map per stage, equal the same
     network's exits computed skip by skip (eq. 2), and update the same statistics."""
     torch.manual_seed(0)
-    composed = randomise_exits(tp.preact_resnet(blocks_per_stage=blocks, widths=widths, num_classes=CLASSES,
-                                                exits=exits).double())
+    composed = randomise(tp.preact_resnet(blocks_per_stage=blocks, widths=widths, num_classes=CLASSES,
+                                          exits=exits).double())
     assert composed._chains is not None
     chained = copy.deepcopy(composed)
     chained.batched_exits = False
@@ -297,17 +297,6 @@ def test_composed_preact_exits_equal_the_skip_by_skip_eq2_exits_and_statistics(e
              for net in (composed, chained)]
     for mine, theirs in zip(*grads):
         torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
-
-
-@torch.no_grad()
-def randomise_exits(net):
-    g = torch.Generator().manual_seed(5)
-    for p in net.parameters():
-        p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    for module in list(net.exit_statistics) + [m for m in net.head.modules() if isinstance(m, nn.BatchNorm2d)]:
-        module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g, dtype=torch.float64))
-        module.running_var.copy_(torch.rand(module.running_var.shape, generator=g, dtype=torch.float64) + 0.5)
-    return net
 
 
 @pytest.mark.parametrize("batched_exits", [True, None], ids=["batched", "auto"])

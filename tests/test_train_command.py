@@ -354,7 +354,8 @@ def test_every_epoch_logs_and_prints_the_outputs_test_loss_and_accuracy(tmp_path
     state = {k: v.clone() for k, v in net.state_dict().items()}
     images = torch.randn(5, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     labels = torch.tensor([0, 1, 1, 0, 1])
-    got = output_test_metrics([(images[:3], labels[:3]), (images[3:], labels[3:])], limit=4)(net)
+    got = output_test_metrics([(images[:3], labels[:3]), (images[3:], labels[3:])], tp.CrossEntropy(num_classes=2),
+                              limit=4)(net)
     assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
     with torch.no_grad():
         logits = net.eval()(images[:4])

@@ -258,8 +258,8 @@ class ModuleBackend(Backend):
     # --- optimiser ------------------------------------------------------------------------
     def _parameter_groups(self) -> list:
         """[backbone and branches], [the exits' own] (when there are): the optimiser's groups, in order."""
-        exit_ids = {id(p) for p in self.module.exit_parameters()}
         exits = list(self.module.exit_parameters())
+        exit_ids = {id(p) for p in exits}
         return [[p for p in self.module.parameters() if id(p) not in exit_ids]] + ([exits] if exits else [])
 
     def begin_phase(self, phase, method: StepMethod, steps: int, options: dict) -> None:

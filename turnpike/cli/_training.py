@@ -79,7 +79,7 @@ def recipe_settings(args, device, *, seed: int, time_limit) -> dict:
     typed = args.milestones
     if typed and args.lr_schedule == "cosine":
         raise ValueError(f"--milestones: expected none with --lr-schedule cosine, got {','.join(map(str, typed))}")
-    if typed is not None and isinstance(args.epochs, int) and any(m >= args.epochs for m in typed):
+    if typed is not None and any(m >= args.epochs for m in typed):
         raise ValueError(f"--milestones: expected epochs before --epochs {args.epochs}, got "
                          f"{','.join(map(str, typed))}")
     milestones = {} if typed is None else {"milestones": typed}

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import _checks
 from .._runs import write_atomically
@@ -26,12 +27,11 @@ def tensorboard_writer(folder: Path):
 EPOCH_TEST_IMAGES = 1000
 
 
-def output_test_metrics(batches, limit: int = EPOCH_TEST_IMAGES):
-    """``measure(module) -> {"test_loss", "test_accuracy"}``: the output's cross-entropy and accuracy on the first
-    ``limit`` images of ``batches`` ((prepared images, labels) pairs), in eval mode without gradient; the module's
-    mode, parameters and statistics are as they were afterwards."""
-    import torch
-    import torch.nn.functional as F
+def output_test_metrics(batches, cost, limit: int = EPOCH_TEST_IMAGES):
+    """``measure(module) -> {"test_loss", "test_accuracy"}``: the output's mean loss by ``cost`` (the OCP's terminal
+    cost, as the solution's per-exit losses) and its accuracy on the first ``limit`` images of ``batches``
+    ((prepared images, labels) pairs), in eval mode without gradient; the module's mode, parameters and
+    statistics are as they were afterwards."""
 
     def measure(module) -> dict:
         was_training = module.training
@@ -42,7 +42,7 @@ def output_test_metrics(batches, limit: int = EPOCH_TEST_IMAGES):
                 for images, labels in batches:
                     logits = module(images[:limit - total]).float()
                     labels = labels[:limit - total].to(logits.device)
-                    loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                    loss += float(cost.state_per_sample(logits, labels).sum())
                     correct += int((logits.argmax(-1) == labels).sum())
                     total += len(labels)
                     if total >= limit:

@@ -72,6 +72,9 @@ class TrainConfig(TrainingRecipe):
         if isinstance(self.weights_new, str) or not all(isinstance(p, str) and p for p in self.weights_new):
             _checks.fail("weights_new", "a tuple of tensor names or name prefixes (e.g. ('fc',))", self.weights_new)
         self.weights_new = tuple(self.weights_new)
+        if self.weights_new and self.weights is None:
+            _checks.fail("weights_new", "names only with weights (--weights FILE) to load the rest from",
+                         ",".join(self.weights_new))
         model_factory(self.model)             # resolves now: a wrong name fails before any data is read
         _checks.integer("image_size", self.image_size, minimum=1)
         if self.image_channels is not None:

@@ -66,13 +66,15 @@ def run_training(config: TrainingRecipe, out=None, *, plots: bool = True, resume
     # under torchrun every rank trains its share of each batch, and only rank 0 writes the folder
     writes = out is not None and is_main_process()
     tensorboard = tensorboard_writer(out / "tensorboard") if writes and config.tensorboard else None
-    # a forward pass costs about a third of a training step's: a twelfth of the training images keeps it <= 3 %
-    measure = output_test_metrics(EvaluationBatches(data, config.device, channels_last=config.channels_last),
-                                  limit=max(1, min(EPOCH_TEST_IMAGES, data.split_size("train") // 12)))
-    log = (EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, data.split_size("train"),
-                     resume, tensorboard, previous=objective_history(out / "checkpoint.pt") if resume else (),
-                     measure=measure, on_epoch=on_epoch)
-           if writes else None)
+    log = None
+    if writes:
+        # a forward pass costs about a third of a training step's: a twelfth of the training images keeps it <= 3 %
+        measure = output_test_metrics(EvaluationBatches(data, config.device, channels_last=config.channels_last),
+                                      ocp.terminal_cost,
+                                      limit=max(1, min(EPOCH_TEST_IMAGES, data.split_size("train") // 12)))
+        log = EpochLog(out / "log.jsonl", options, config.epochs * per_epoch, per_epoch, data.split_size("train"),
+                       resume, tensorboard, previous=objective_history(out / "checkpoint.pt") if resume else (),
+                       measure=measure, on_epoch=on_epoch)
     if writes and not continues:
         write_run_config(out, config, command=command, parameters=net.parameter_count(), world_size=world()[1],
                          data_fingerprint=data_fingerprint)

@@ -24,29 +24,24 @@ from ._layers import Subsample
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def pointwise_stride(module: nn.Module) -> Optional[int]:
+    """The stride s of a 1×1 convolution without padding and with one stride on every axis, which computes
+    conv(x[..., ::s, ::s]) with stride 1; None for any other module."""
+    if type(module) not in _CONVS or any(k != 1 for k in module.kernel_size) or len(set(module.stride)) != 1:
+        return None
+    if not (isinstance(module.padding, str) or all(p == 0 for p in module.padding)):
+        return None
+    return module.stride[0]
+
+
 def pixel_linear_stride(module: nn.Module) -> Optional[int]:
-    """The stride s of a skip that computes W · x[..., ::s, ...] (a :class:`Subsample` or a bias-free 1×1
-    convolution without padding, dilation or groups, one stride on every axis); None for any other module."""
+    """The stride s of a skip that computes W · x[..., ::s, ...] (a :class:`Subsample`, or a bias-free
+    :func:`pointwise_stride` convolution of one group); None for any other module."""
     if type(module) is Subsample:
         return module.stride
-    if type(module) not in _CONVS or module.bias is not None or module.groups != 1:
+    if type(module) not in _CONVS or module.bias is not None or module.groups != 1 or module.padding_mode != "zeros":
         return None
-    padding = module.padding
-    if module.padding_mode != "zeros" or not (isinstance(padding, str) or all(p == 0 for p in padding)):
-        return None
-    if any(k != 1 for k in module.kernel_size) or any(d != 1 for d in module.dilation):
-        return None
-    return module.stride[0] if len(set(module.stride)) == 1 else None
-
-
-def pointwise_stride(module: nn.Module) -> int:
-    """The stride s > 1 of a 1×1 convolution without padding, which computes conv(x[..., ::s, ::s]) with stride 1,
-    or 1 (any other module, or stride 1)."""
-    if type(module) not in _CONVS or any(k != 1 for k in module.kernel_size) or len(set(module.stride)) != 1:
-        return 1
-    if not (isinstance(module.padding, str) or all(p == 0 for p in module.padding)):
-        return 1
-    return module.stride[0]
+    return pointwise_stride(module)
 
 
 def subsample(x: Tensor, stride: int) -> Tensor:

@@ -74,7 +74,7 @@ def vector_field(system, blocks: dict):
     controls = [dict(zip(blocks, values)) for values in zip(*(b.unbind(0) for b in blocks.values()))]
 
     def field_at(t, x):
-        k, s = locate(system, nodes, t.item() if hasattr(t, "item") else float(t))
+        k, s = locate(system, nodes, float(t))
         if s is None:
             return apply(controls[k], x)
         left, right = controls[k], controls[k + 1]

@@ -147,21 +147,16 @@ class ExitPaths:
         if op.kind == "trailing":
             return self._plain(op)(stack)
         own = 0 if op.kind == "module" else self._own(self._copy_rows(op.position), first, exits)
-        module = self.get_submodule(op.path)
+        module = self._plain(op) if own == 0 else self.get_submodule(op.path)
         # a strided 1×1 convolution reads every s-th pixel: subsampled first, its backward pass writes no
         # gradient for the pixels it skips (a projection skip's cost on the exits of a high-resolution stage)
-        stride = pointwise_stride(module) if op.kind == "conv" else 1
+        stride = (pointwise_stride(module) or 1) if op.kind == "conv" else 1
         if stride > 1 and not subsampled:
             stack = _subsampled(stack, stride)
-        if own == 0 and stride > 1:
-            flat = stack.reshape(batch * exits, *stack.shape[2:])
-            out = _CONV_FUNCTIONS[type(module)](flat, module.weight, module.bias, 1, 0, module.dilation,
-                                                module.groups)
-            self._count(op, module, stack, out)
-            return out.reshape(batch, exits, *out.shape[1:])
         if own == 0:      # shared weights (or none): one call on all B·E samples
-            module = self._plain(op)
-            out = module(stack.reshape(batch * exits, *stack.shape[2:]))
+            flat = stack.reshape(batch * exits, *stack.shape[2:])
+            out = module(flat) if stride == 1 else _CONV_FUNCTIONS[type(module)](
+                flat, module.weight, module.bias, 1, 0, module.dilation, module.groups)
             self._count(op, module, stack, out)
             return out.reshape(batch, exits, *out.shape[1:])
         weight = self._per_exit(op, module, "weight", first, exits)
@@ -283,7 +278,7 @@ class ExitPaths:
         if any(self.blocks[j].activation is not None and type(self.blocks[j].activation) is not nn.ReLU
                for j in range(start, q)):
             return 1
-        return pointwise_stride(self.get_submodule(ops[0].path))
+        return pointwise_stride(self.get_submodule(ops[0].path)) or 1
 
     def _composed_exit_logits(self, states: list, mode: _Mode) -> Tensor:
         """Logits of exits 0..N, (N+1, B, C), every group's chain of per-pixel-linear skips composed into one
