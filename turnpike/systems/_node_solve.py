@@ -74,7 +74,7 @@ def vector_field(system, blocks: dict):
     controls = [dict(zip(blocks, values)) for values in zip(*(b.unbind(0) for b in blocks.values()))]
 
     def field_at(t, x):
-        k, s = locate(system, nodes, float(t))
+        k, s = locate(system, nodes, t.item())            # torchdiffeq passes t as a 0-d tensor
         if s is None:
             return apply(controls[k], x)
         left, right = controls[k], controls[k + 1]
